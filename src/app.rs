@@ -1,0 +1,131 @@
+//! Wiring shared by the commands: database, provider client, poller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::poller::{PollOptions, Poller};
+use crate::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
+use crate::store::{self, quota::QuotaParams};
+
+/// A failure that ends the process with a specific exit code and one line on stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Fatal {
+    pub code: u8,
+    pub message: String,
+}
+
+pub mod exit {
+    pub const RUNTIME: u8 = 1;
+    pub const CONFIG: u8 = 2;
+    pub const POLL_FAILED: u8 = 3;
+    pub const CREDENTIALS: u8 = 4;
+    pub const BUDGET: u8 = 5;
+}
+
+pub fn fatal(code: u8, message: impl Into<String>) -> anyhow::Error {
+    Fatal { code, message: message.into() }.into()
+}
+
+/// Connects, creating the database when the server is up but the database does not exist yet,
+/// and applies pending migrations (safe with several instances: sqlx takes an advisory lock).
+pub async fn database(settings: &Settings) -> anyhow::Result<PgPool> {
+    ensure_database(settings).await?;
+    let pool = store::pool(&settings.database).context("config key `database.url` is not a valid Postgres URL")?;
+    store::migrate(&pool)
+        .await
+        .with_context(|| format!("cannot apply migrations to {}", settings.database.redacted_url()))?;
+    Ok(pool)
+}
+
+async fn ensure_database(settings: &Settings) -> anyhow::Result<()> {
+    let url = settings.database.redacted_url();
+    let options: PgConnectOptions = settings
+        .database
+        .url
+        .expose_secret()
+        .parse()
+        .context("config key `database.url` is not a valid Postgres URL")?;
+    let connect = |o: PgConnectOptions| async move {
+        tokio::time::timeout(settings.database.connect_timeout, o.connect()).await
+    };
+    match connect(options.clone()).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("3D000") => {
+            let name = options.get_database().unwrap_or("soundtrend").to_owned();
+            let admin = options.clone().database("postgres");
+            let mut conn = connect(admin)
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
+                .with_context(|| format!("database {name:?} does not exist and cannot connect to create it"))?;
+            sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")))
+                .execute(&mut conn)
+                .await
+                .with_context(|| format!("cannot create database {name:?}"))?;
+            tracing::info!(database = %name, "Created the database.");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!(
+            "cannot connect to {url}; is Postgres running? (set DATABASE_URL or database.url)"
+        ))),
+        Err(_) => Err(anyhow::anyhow!(
+            "timed out after {:?} connecting to {url}; is Postgres running? (set DATABASE_URL or database.url)",
+            settings.database.connect_timeout
+        )),
+    }
+}
+
+/// The provider client for `kind` at `base_url` with credentials from the environment.
+pub fn client(settings: &Settings, kind: ProviderKind, base_url: url::Url, credentials: Credentials) -> anyhow::Result<ProviderClient> {
+    let options = ClientOptions {
+        base_url,
+        connect_timeout: settings.provider.connect_timeout,
+        request_timeout: settings.provider.request_timeout,
+        user_agent: settings.provider.user_agent.clone(),
+    };
+    ProviderClient::new(kind, credentials, &options).map_err(|e| fatal(exit::CONFIG, e))
+}
+
+/// Credentials for the configured provider, or an error that says which variables to set.
+pub fn credentials(kind: ProviderKind) -> anyhow::Result<Credentials> {
+    match Credentials::from_env(kind) {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(fatal(
+            exit::CREDENTIALS,
+            format!(
+                "no credentials for provider {kind}: set {} in the environment (or run `soundtrend quickstart` to try soundtrend without them)",
+                kind.credential_env_vars().join(" and ")
+            ),
+        )),
+        Err(m) => Err(fatal(exit::CREDENTIALS, m)),
+    }
+}
+
+pub fn quota_params(settings: &Settings, kind: ProviderKind) -> QuotaParams {
+    QuotaParams {
+        provider: kind,
+        emission_interval: Duration::from_secs_f64(1.0 / settings.provider.requests_per_second),
+        burst: settings.provider.burst,
+        credits_per_request: match settings.provider.credits_per_request {
+            0 => kind.default_credits_per_request(),
+            n => n,
+        },
+        daily_budget: (settings.provider.daily_credit_budget > 0).then_some(settings.provider.daily_credit_budget),
+    }
+}
+
+pub async fn poller(settings: &Settings, pool: PgPool, client: ProviderClient, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Poller>> {
+    let kind = client.kind();
+    store::quota::ensure_provider(&pool, kind).await.context("cannot prepare the provider quota row")?;
+    Ok(Arc::new(Poller::new(pool, client, quota_params(settings, kind), PollOptions::from_settings(settings), clock)))
+}

@@ -1,0 +1,160 @@
+//! The command line: parses arguments, loads config, hands over to the library.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, exit, fatal};
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::domain::{ClipId, Period, Region};
+use crate::poller::{PollOutcome, SkipReason};
+use crate::scheduler::{Worker, WorkerOptions};
+use crate::store::watchlist;
+
+#[derive(Debug, Parser)]
+#[command(name = "soundtrend", version, about = "Keeps a historical, SQL-queryable record of how TikTok sounds trend")]
+pub struct Cli {
+    /// Config file; a missing ./config.toml means all defaults.
+    #[arg(long, global = true, env = "SOUNDTREND_CONFIG", default_value = "config.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database if needed and apply migrations.
+    Migrate,
+    /// Poll once: one sound (--clip-id, --region) or every due watchlist entry (--due).
+    Poll(PollArgs),
+    /// The long-lived worker: polls due entries on schedule until SIGTERM/SIGINT.
+    Run,
+    /// End-to-end demo: local database, sample clip, local demo API unless credentials are set.
+    Quickstart(crate::quickstart::QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PollArgs {
+    #[arg(long, requires = "region", conflicts_with = "due")]
+    pub clip_id: Option<String>,
+    #[arg(long, requires = "clip_id")]
+    pub region: Option<String>,
+    /// 7, 30 or 120; default: the entry's period, else chosen automatically.
+    #[arg(long)]
+    pub period: Option<String>,
+    /// Poll every due watchlist entry once, within the rate limit, then exit.
+    #[arg(long, required_unless_present = "clip_id")]
+    pub due: bool,
+}
+
+/// Runs the parsed command. The caller maps errors to exit codes.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let explicit = cli.config != PathBuf::from("config.toml");
+    let settings = Settings::load(&cli.config, explicit).map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    crate::telemetry::init(&settings.log);
+    match cli.command {
+        Command::Migrate => {
+            app::database(&settings).await?;
+            println!("migrations applied to {}", settings.database.redacted_url());
+            Ok(())
+        }
+        Command::Poll(args) => poll(&settings, args).await,
+        Command::Run => crate::daemon::run(settings).await,
+        Command::Quickstart(args) => crate::quickstart::run(&settings, args).await,
+    }
+}
+
+async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
+    let period = args
+        .period
+        .as_deref()
+        .map(str::parse::<Period>)
+        .transpose()
+        .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let kind = settings.provider.name;
+    let credentials = app::credentials(kind)?;
+    let client = app::client(settings, kind, settings.base_url(), credentials)?;
+    let pool = app::database(settings).await?;
+    let poller = app::poller(settings, pool.clone(), client, Arc::new(SystemClock)).await?;
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+
+    if args.due {
+        let worker = Worker::new(poller, WorkerOptions::from_settings(settings));
+        let summary = worker.drain(&cancel).await?;
+        println!(
+            "polled due entries via {kind}: {} stored ({} rows), {} failed, {} skipped",
+            summary.stored, summary.rows, summary.failed, summary.skipped
+        );
+        if summary.auth_rejected {
+            return Err(fatal(exit::CREDENTIALS, format!("{kind} rejected the credentials; check {}", kind.credential_env_vars().join(", "))));
+        }
+        if summary.budget_exhausted {
+            return Err(fatal(exit::BUDGET, "the daily credit budget is spent; the remaining entries are polled after the next UTC midnight"));
+        }
+        if summary.failed > 0 {
+            return Err(fatal(exit::POLL_FAILED, format!("{} poll(s) failed; see fetches.outcome and watchlist.last_error", summary.failed)));
+        }
+        return Ok(());
+    }
+
+    let clip_id = ClipId::parse(args.clip_id.as_deref().unwrap_or_default()).map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let region = Region::parse(args.region.as_deref().unwrap_or_default()).map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let owner = format!("{}-cli", crate::scheduler::instance_name(&settings.daemon.instance_name));
+    let entry = match watchlist::claim_one(&pool, &owner, clip_id.as_str(), region.as_str(), settings.poll.lease_ttl).await? {
+        Ok(Some(entry)) => entry,
+        Ok(None) => {
+            // Not watched: poll it all the same, without watchlist bookkeeping.
+            watchlist::Claimed {
+                clip_id: clip_id.to_string(),
+                region: region.to_string(),
+                period: None,
+                poll_interval_secs: 0.0,
+                last_success_at: None,
+                consecutive_failures: 0,
+                lease_token: None,
+            }
+        }
+        Err(holder) => return Err(fatal(exit::RUNTIME, format!("{clip_id}/{region} is being polled by {holder} right now; try again shortly"))),
+    };
+    let outcome = poller.poll(&entry, period, &cancel).await.context("cannot record the poll")?;
+    match outcome {
+        PollOutcome::Stored { period, written, attempts } => {
+            println!(
+                "ok: {clip_id}/{region} period={period} via {kind}: fetch_id={} rows={} (trend points {}, countries {}, interests {}), attempts={attempts}",
+                written.fetch_id, written.rows(), written.trend_points, written.countries, written.interests
+            );
+            Ok(())
+        }
+        PollOutcome::Failed { error, attempts, .. } => Err(fatal(
+            exit::POLL_FAILED,
+            format!("{clip_id}/{region} failed after {attempts} attempt(s) via {kind}: {error} (outcome {})", error.outcome().as_str()),
+        )),
+        PollOutcome::Skipped(SkipReason::CredentialsRejected) => Err(fatal(exit::CREDENTIALS, format!("{kind} rejected the credentials; check {}", kind.credential_env_vars().join(", ")))),
+        PollOutcome::Skipped(SkipReason::BudgetExhausted { used, budget }) => Err(fatal(exit::BUDGET, format!("the daily credit budget is spent ({used} of {budget} credits)"))),
+        PollOutcome::Skipped(reason) => Err(fatal(exit::RUNTIME, format!("{clip_id}/{region} was not polled: {reason:?}"))),
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn spawn_signal_handler(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("Received a shutdown signal.");
+        token.cancel();
+    });
+}

@@ -1,0 +1,28 @@
+//! `soundtrend run`: the long-lived worker process.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::app;
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::scheduler::{Worker, WorkerOptions};
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let kind = settings.provider.name;
+    let credentials = app::credentials(kind)?;
+    let client = app::client(&settings, kind, settings.base_url(), credentials)?;
+    let pool = app::database(&settings).await?;
+    let poller = app::poller(&settings, pool.clone(), client, Arc::new(SystemClock)).await?;
+    let cancel = CancellationToken::new();
+    crate::cli::spawn_signal_handler(cancel.clone());
+    let admin = crate::admin::start(&settings, pool.clone(), poller.clone()).await?;
+    info!(provider = %kind, endpoint = %settings.base_url(), database = %settings.database.redacted_url(),
+        admin = admin.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()), "soundtrend is running.");
+    let worker = Worker::new(poller, WorkerOptions::from_settings(&settings));
+    let summary = worker.run(&settings, cancel).await?;
+    info!(stored = summary.stored, failed = summary.failed, skipped = summary.skipped, rows = summary.rows, "Stopped.");
+    Ok(())
+}

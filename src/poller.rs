@@ -1,0 +1,462 @@
+//! One poll of one watchlist entry: quota → fetch → normalize → transactional write, with the
+//! retries a paid, flaky API calls for. The daemon and `soundtrend poll` both use this; it knows
+//! nothing about scheduling.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::domain::{ClipId, Period, Region};
+use crate::normalize::{normalize, Observation};
+use crate::provider::{Attempt, ProviderClient, ProviderError, ProviderKind};
+use crate::store::fetches::FetchRecord;
+use crate::store::ingest::{self, FailureBookkeeping, Written};
+use crate::store::quota::{self, Grant, QuotaParams};
+use crate::store::watchlist::{self, Claimed};
+use crate::store::{self, StoreError};
+use crate::telemetry::metrics as m;
+
+/// The knobs of a poll, taken from [`Settings`].
+#[derive(Debug, Clone)]
+pub struct PollOptions {
+    pub default_period: Period,
+    pub max_attempts: u32,
+    pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
+    pub max_retry_after: Duration,
+    pub jitter: f64,
+    pub failure_backoff: Duration,
+    pub not_found_codes: Vec<i64>,
+    pub not_found_messages: Vec<String>,
+    pub disable_after_not_found: u32,
+}
+
+impl PollOptions {
+    pub fn from_settings(s: &Settings) -> Self {
+        Self {
+            default_period: s.poll.default_period,
+            max_attempts: s.provider.max_attempts,
+            retry_base_delay: s.provider.retry_base_delay,
+            retry_max_delay: s.provider.retry_max_delay,
+            max_retry_after: s.provider.max_retry_after,
+            jitter: s.poll.jitter,
+            failure_backoff: s.poll.failure_backoff,
+            not_found_codes: s.provider.not_found_codes.clone(),
+            not_found_messages: s
+                .provider
+                .not_found_messages
+                .iter()
+                .map(|m| m.to_lowercase())
+                .collect(),
+            disable_after_not_found: s.provider.disable_after_not_found,
+        }
+    }
+}
+
+/// How one poll ended.
+#[derive(Debug)]
+pub enum PollOutcome {
+    Stored {
+        period: Period,
+        written: Written,
+        attempts: u32,
+    },
+    Failed {
+        period: Period,
+        error: ProviderError,
+        attempts: u32,
+        disabled: bool,
+    },
+    /// Nothing was polled, the lease was given back: see the reason.
+    Skipped(SkipReason),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SkipReason {
+    /// The provider rejected our credentials earlier; no credits are burnt on a bad key.
+    CredentialsRejected,
+    BudgetExhausted { used: i64, budget: i64 },
+    ShuttingDown,
+    /// The lease expired and another worker claimed the entry; our result was discarded.
+    LeaseLost,
+    /// The row cannot be polled (it was disabled with the reason).
+    InvalidEntry(String),
+}
+
+/// Why the process stopped polling a provider, as health reports it.
+#[derive(Debug, Default)]
+pub struct ProviderState {
+    pub auth_rejected: AtomicBool,
+    pub auth_error: Mutex<Option<String>>,
+    pub budget_exhausted_on: Mutex<Option<NaiveDate>>,
+    pub last_success: Mutex<Option<DateTime<Utc>>>,
+}
+
+#[derive(Debug)]
+pub struct Poller {
+    pool: PgPool,
+    client: ProviderClient,
+    quota: QuotaParams,
+    local: DefaultDirectRateLimiter,
+    opts: PollOptions,
+    clock: Arc<dyn Clock>,
+    pub state: ProviderState,
+}
+
+impl Poller {
+    pub fn new(
+        pool: PgPool,
+        client: ProviderClient,
+        quota: QuotaParams,
+        opts: PollOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let burst = NonZeroU32::new(quota.burst.max(1)).expect("non-zero");
+        let local_quota = Quota::with_period(quota.emission_interval)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst);
+        Self {
+            pool,
+            client,
+            quota,
+            local: RateLimiter::direct(local_quota),
+            opts,
+            clock,
+            state: ProviderState::default(),
+        }
+    }
+
+    pub fn provider(&self) -> ProviderKind {
+        self.client.kind()
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// True while this process must not claim work for this provider (rejected credentials, or
+    /// the day's budget spent).
+    pub fn is_blocked(&self) -> bool {
+        if self.state.auth_rejected.load(Ordering::Relaxed) {
+            return true;
+        }
+        let today = self.clock.today();
+        matches!(*self.state.budget_exhausted_on.lock().expect("lock"), Some(d) if d == today)
+    }
+
+    /// The window to ask for: the entry's own, or the smallest one covering the days since its last
+    /// success, so no day is missed after downtime.
+    pub fn choose_period(&self, entry: &Claimed) -> Period {
+        if let Some(p) = entry.period.and_then(|d| Period::from_days(d.into()).ok()) {
+            return p;
+        }
+        match entry.last_success_at {
+            None => self.opts.default_period,
+            Some(last) => {
+                let elapsed = (self.clock.now() - last).num_seconds().max(0);
+                // +1: the day of the last success itself may have changed since.
+                let days = (elapsed + 86_399) / 86_400 + 1;
+                Period::smallest_covering(days)
+            }
+        }
+    }
+
+    /// Polls one claimed entry to its end. Errors are only database failures the caller should
+    /// back off on; everything the provider does is a [`PollOutcome`].
+    pub async fn poll(
+        &self,
+        entry: &Claimed,
+        period_override: Option<Period>,
+        cancel: &CancellationToken,
+    ) -> Result<PollOutcome, StoreError> {
+        let started = Instant::now();
+        let (clip_id, region) = match (ClipId::parse(&entry.clip_id), Region::parse(&entry.region)) {
+            (Ok(c), Ok(r)) => (c, r),
+            (Err(e), _) | (_, Err(e)) => {
+                let reason = format!("cannot poll this entry: {e}");
+                if let Some(token) = entry.lease_token {
+                    watchlist::disable_with_error(&self.pool, &entry.clip_id, &entry.region, token, &reason).await?;
+                }
+                warn!(clip_id = %entry.clip_id, region = %entry.region, %reason, "Disabled a watchlist entry that cannot be polled.");
+                return Ok(PollOutcome::Skipped(SkipReason::InvalidEntry(reason)));
+            }
+        };
+        let period = period_override.unwrap_or_else(|| self.choose_period(entry));
+        let outcome = self.poll_inner(entry, &clip_id, &region, period, cancel).await?;
+        self.report(entry, period, &outcome, started.elapsed());
+        Ok(outcome)
+    }
+
+    async fn poll_inner(
+        &self,
+        entry: &Claimed,
+        clip_id: &ClipId,
+        region: &Region,
+        period: Period,
+        cancel: &CancellationToken,
+    ) -> Result<PollOutcome, StoreError> {
+        let lease = entry.lease_token;
+        let provider = self.provider();
+        for attempt_no in 1..=self.opts.max_attempts {
+            if let Some(skip) = self.acquire(cancel).await? {
+                self.release(entry, &skip).await?;
+                return Ok(PollOutcome::Skipped(skip));
+            }
+            let credits = self.quota.credits_per_request;
+            m::credits_spent(provider, credits);
+            let attempt = self.client.fetch(clip_id, region, period).await;
+            m::request(provider, &attempt);
+
+            let error = match &attempt.result {
+                Ok(detail) => {
+                    let obs = Observation {
+                        clip_id: clip_id.clone(),
+                        region: region.clone(),
+                        period,
+                        observed_at: attempt.requested_at,
+                    };
+                    match normalize(detail, &obs) {
+                        Ok(rows) => {
+                            let record = self.record(&attempt, entry, period, attempt_no, None);
+                            let written = self
+                                .with_db_retry(cancel, || ingest::record_success(&self.pool, &record, &rows, lease, self.opts.jitter))
+                                .await;
+                            return match written {
+                                Ok(w) => {
+                                    m::rows_written(&w);
+                                    *self.state.last_success.lock().expect("lock") = Some(attempt.requested_at);
+                                    Ok(PollOutcome::Stored { period, written: w, attempts: attempt_no })
+                                }
+                                Err(StoreError::LeaseLost { .. }) => {
+                                    warn!(clip_id = %clip_id, region = %region, request_id = attempt.request_id.as_deref().unwrap_or(""),
+                                        "Discarded a result: the lease expired and another worker claimed the entry.");
+                                    Ok(PollOutcome::Skipped(SkipReason::LeaseLost))
+                                }
+                                Err(e) => Err(e),
+                            };
+                        }
+                        Err(e) => ProviderError::InvalidPayload(e.to_string()),
+                    }
+                }
+                Err(e) => e.clone(),
+            };
+
+            if let ProviderError::Auth { .. } = error {
+                return self.stop_on_rejected_credentials(entry, &attempt, period, attempt_no, &error).await;
+            }
+            if let ProviderError::RateLimited { retry_after } = &error {
+                let pause = retry_after
+                    .unwrap_or_else(|| self.backoff(attempt_no))
+                    .min(self.opts.max_retry_after);
+                self.with_db_retry(cancel, || async { quota::pause(&self.pool, provider, pause).await.map_err(StoreError::from) })
+                    .await?;
+            }
+            let last = attempt_no == self.opts.max_attempts;
+            if error.is_retryable() && !last {
+                m::retry(provider);
+                let record = self.record(&attempt, entry, period, attempt_no, Some(error.to_string()));
+                self.with_db_retry(cancel, || async { store::fetches::insert(&self.pool, &record).await.map(|_| ()).map_err(StoreError::from) })
+                    .await?;
+                let wait = error
+                    .retry_after()
+                    .map(|d| d.min(self.opts.max_retry_after))
+                    .unwrap_or_else(|| self.backoff(attempt_no));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = cancel.cancelled() => {
+                        self.release(entry, &SkipReason::ShuttingDown).await?;
+                        return Ok(PollOutcome::Skipped(SkipReason::ShuttingDown));
+                    }
+                }
+            }
+            let not_found = self.means_not_found(&error);
+            let record = self.record(&attempt, entry, period, attempt_no, Some(error.to_string()));
+            let book = FailureBookkeeping {
+                failure_backoff: self.opts.failure_backoff,
+                not_found,
+                disable_after_not_found: self.opts.disable_after_not_found,
+            };
+            let disabled = self
+                .with_db_retry(cancel, || async { ingest::record_failure(&self.pool, &record, lease, &book).await.map_err(StoreError::from) })
+                .await?;
+            if disabled {
+                warn!(clip_id = %clip_id, region = %region, error = %error,
+                    "Disabled a watchlist entry: the provider keeps saying the clip does not exist.");
+            }
+            return Ok(PollOutcome::Failed { period, error, attempts: attempt_no, disabled });
+        }
+        unreachable!("max_attempts is at least 1 and every iteration returns or continues")
+    }
+
+    /// Waits for both the local and the shared rate limit and books the request's credits.
+    /// `Some(reason)` when the poll must not go ahead.
+    async fn acquire(&self, cancel: &CancellationToken) -> Result<Option<SkipReason>, StoreError> {
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(Some(SkipReason::ShuttingDown));
+            }
+            if self.state.auth_rejected.load(Ordering::Relaxed) {
+                return Ok(Some(SkipReason::CredentialsRejected));
+            }
+            tokio::select! {
+                _ = self.local.until_ready() => {}
+                _ = cancel.cancelled() => return Ok(Some(SkipReason::ShuttingDown)),
+            }
+            let day = self.clock.today();
+            let grant = self
+                .with_db_retry(cancel, || async { quota::take(&self.pool, &self.quota, day).await.map_err(StoreError::from) })
+                .await?;
+            match grant {
+                Grant::Granted { .. } => return Ok(None),
+                Grant::Wait(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = cancel.cancelled() => return Ok(Some(SkipReason::ShuttingDown)),
+                    }
+                }
+                Grant::BudgetExhausted { used, budget } => {
+                    let first_here = {
+                        let mut on = self.state.budget_exhausted_on.lock().expect("lock");
+                        let first = *on != Some(day);
+                        *on = Some(day);
+                        first
+                    };
+                    let first_anywhere = quota::mark_exhausted(&self.pool, self.provider(), day).await?;
+                    if first_here || first_anywhere {
+                        warn!(provider = %self.provider(), credits_used = used, daily_credit_budget = budget, day = %day,
+                            "The daily credit budget is spent; polling pauses until the next UTC day.");
+                    }
+                    return Ok(Some(SkipReason::BudgetExhausted { used, budget }));
+                }
+            }
+        }
+    }
+
+    async fn stop_on_rejected_credentials(
+        &self,
+        entry: &Claimed,
+        attempt: &Attempt,
+        period: Period,
+        attempt_no: u32,
+        error: &ProviderError,
+    ) -> Result<PollOutcome, StoreError> {
+        let record = self.record(attempt, entry, period, attempt_no, Some(error.to_string()));
+        store::fetches::insert(&self.pool, &record).await?;
+        let first = !self.state.auth_rejected.swap(true, Ordering::SeqCst);
+        *self.state.auth_error.lock().expect("lock") = Some(error.to_string());
+        if first {
+            quota::mark_auth_failed(&self.pool, self.provider(), &error.to_string()).await?;
+            let vars = self.provider().credential_env_vars().join(", ");
+            error!(provider = %self.provider(), error = %error,
+                "The provider rejected the credentials; this process stops polling it until restarted. Check {vars}.");
+        }
+        self.release(entry, &SkipReason::CredentialsRejected).await?;
+        Ok(PollOutcome::Skipped(SkipReason::CredentialsRejected))
+    }
+
+    async fn release(&self, entry: &Claimed, _why: &SkipReason) -> Result<(), StoreError> {
+        if let Some(token) = entry.lease_token {
+            watchlist::release(&self.pool, &entry.clip_id, &entry.region, token, None).await?;
+        }
+        Ok(())
+    }
+
+    fn record<'a>(
+        &self,
+        attempt: &'a Attempt,
+        entry: &'a Claimed,
+        period: Period,
+        attempt_no: u32,
+        error: Option<String>,
+    ) -> FetchRecord<'a> {
+        FetchRecord::from_attempt(
+            attempt,
+            &entry.clip_id,
+            &entry.region,
+            period.days(),
+            self.provider(),
+            attempt_no,
+            self.quota.credits_per_request,
+            error,
+        )
+    }
+
+    /// Capped exponential backoff with full jitter: uniform in [base, min(max, base * 2^(n-1))].
+    fn backoff(&self, attempt_no: u32) -> Duration {
+        let base = self.opts.retry_base_delay;
+        let cap = base
+            .saturating_mul(1u32 << (attempt_no.saturating_sub(1)).min(16))
+            .min(self.opts.retry_max_delay);
+        if cap <= base {
+            return cap;
+        }
+        let secs = rand::rng().random_range(base.as_secs_f64()..=cap.as_secs_f64());
+        Duration::from_secs_f64(secs)
+    }
+
+    fn means_not_found(&self, error: &ProviderError) -> bool {
+        let ProviderError::Api { code, message } = error else {
+            return false;
+        };
+        let message = message.to_lowercase();
+        self.opts.not_found_codes.contains(code)
+            || self.opts.not_found_messages.iter().any(|m| !m.is_empty() && message.contains(m))
+    }
+
+    /// Retries a database write while the database is unreachable, so a paid response is not
+    /// thrown away over a blip. Gives up after about a minute or on shutdown.
+    async fn with_db_retry<T, F, Fut>(&self, cancel: &CancellationToken, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut delay = Duration::from_millis(200);
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            match op().await {
+                Err(e) if e.is_connection_error() && Instant::now() < give_up && !cancel.is_cancelled() => {
+                    m::db_error();
+                    warn!(error = %e, "The database is unreachable; retrying the write.");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn report(&self, entry: &Claimed, period: Period, outcome: &PollOutcome, latency: Duration) {
+        let provider = self.provider();
+        let latency_ms = latency.as_millis() as u64;
+        match outcome {
+            PollOutcome::Stored { written, attempts, .. } => {
+                m::poll(provider, "ok");
+                info!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(), outcome = "ok",
+                    latency_ms, attempts, rows = written.rows(), fetch_id = written.fetch_id, "Polled.");
+            }
+            PollOutcome::Failed { error, attempts, disabled, .. } => {
+                m::poll(provider, error.outcome().as_str());
+                warn!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(),
+                    outcome = error.outcome().as_str(), latency_ms, attempts, rows = 0, disabled, error = %error, "Poll failed.");
+            }
+            PollOutcome::Skipped(reason) => {
+                info!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(), outcome = "skipped",
+                    latency_ms, rows = 0, reason = ?reason, "Poll skipped.");
+            }
+        }
+    }
+}

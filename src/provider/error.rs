@@ -1,0 +1,151 @@
+//! Every way an API attempt can fail, classified once here so the poller, the store and the
+//! metrics agree on what happened.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ProviderError {
+    #[error("rate limited by the provider (HTTP 429{})", fmt_retry_after(*.retry_after))]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("the provider rejected the credentials (HTTP {status})")]
+    Auth { status: u16 },
+    #[error("unexpected HTTP {status} from the provider")]
+    Http { status: u16 },
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("network error: {0}")]
+    Network(String),
+    #[error("provider error code {code}: {message}")]
+    Api { code: i64, message: String },
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
+}
+
+/// The value stored in `fetches.outcome` and used as the metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ok,
+    RateLimited,
+    HttpError,
+    Timeout,
+    NetworkError,
+    ApiError,
+    InvalidPayload,
+    AuthError,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::RateLimited,
+        Outcome::HttpError,
+        Outcome::Timeout,
+        Outcome::NetworkError,
+        Outcome::ApiError,
+        Outcome::InvalidPayload,
+        Outcome::AuthError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::HttpError => "http_error",
+            Outcome::Timeout => "timeout",
+            Outcome::NetworkError => "network_error",
+            Outcome::ApiError => "api_error",
+            Outcome::InvalidPayload => "invalid_payload",
+            Outcome::AuthError => "auth_error",
+        }
+    }
+}
+
+impl ProviderError {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::RateLimited { .. } => Outcome::RateLimited,
+            Self::Auth { .. } => Outcome::AuthError,
+            Self::Http { .. } => Outcome::HttpError,
+            Self::Timeout(_) => Outcome::Timeout,
+            Self::Network(_) => Outcome::NetworkError,
+            Self::Api { .. } => Outcome::ApiError,
+            Self::InvalidPayload(_) => Outcome::InvalidPayload,
+        }
+    }
+
+    /// Worth trying again within the same poll: the provider or the network had a bad moment.
+    /// Business errors, bad payloads and rejected credentials would only burn credits.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Timeout(_) | Self::Network(_) => true,
+            Self::Http { status } => *status >= 500 || *status == 408,
+            Self::Auth { .. } | Self::Api { .. } | Self::InvalidPayload(_) => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+fn fmt_retry_after(d: Option<Duration>) -> String {
+    d.map(|d| format!(", retry after {}s", d.as_secs_f64()))
+        .unwrap_or_default()
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP date, relative to `now`. A date in the past
+/// means "now" (zero); garbage means "not given".
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_http_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            parse_retry_after("7", now),
+            Some(Duration::from_secs(7))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", SystemTime::now()), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
+
+    #[test]
+    fn only_transient_failures_are_retryable() {
+        assert!(ProviderError::RateLimited { retry_after: None }.is_retryable());
+        assert!(ProviderError::Http { status: 503 }.is_retryable());
+        assert!(ProviderError::Timeout(Duration::from_secs(1)).is_retryable());
+        assert!(ProviderError::Network("reset".into()).is_retryable());
+        assert!(!ProviderError::Http { status: 404 }.is_retryable());
+        assert!(!ProviderError::Auth { status: 401 }.is_retryable());
+        assert!(!ProviderError::InvalidPayload("x".into()).is_retryable());
+        assert!(!ProviderError::Api { code: 1, message: "no".into() }.is_retryable());
+    }
+
+    #[test]
+    fn each_error_maps_to_its_outcome_label() {
+        assert_eq!(ProviderError::Auth { status: 403 }.outcome().as_str(), "auth_error");
+        assert_eq!(ProviderError::Http { status: 500 }.outcome().as_str(), "http_error");
+        assert_eq!(
+            ProviderError::RateLimited { retry_after: None }.outcome().as_str(),
+            "rate_limited"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! `soundtrend quickstart`: the whole job once, end to end, on any machine. With the provider's
+//! credentials in the environment it polls the real API; without them it starts a local demo API
+//! that answers in both providers' dialects, so nothing is needed but Postgres.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::app;
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::demo;
+use crate::domain::{ClipId, Region};
+use crate::poller::{PollOptions, PollOutcome, Poller};
+use crate::provider::{Credentials, ProviderKind};
+use crate::store::watchlist;
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// The sound to watch (default: the providers' documented sample clip).
+    #[arg(long, default_value = demo::SAMPLE_CLIP_ID)]
+    pub clip_id: String,
+    /// Its region (ISO 3166 alpha-2).
+    #[arg(long, default_value = "US")]
+    pub region: String,
+}
+
+pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()> {
+    let clip_id = ClipId::parse(&args.clip_id).map_err(|e| app::fatal(app::exit::CONFIG, e.to_string()))?;
+    let region = Region::parse(&args.region).map_err(|e| app::fatal(app::exit::CONFIG, e.to_string()))?;
+    let kind = settings.provider.name;
+    let live = Credentials::from_env(kind).map_err(|m| app::fatal(app::exit::CREDENTIALS, m))?;
+
+    println!("soundtrend quickstart");
+    println!("  database: {}", settings.database.redacted_url());
+    let pool = app::database(settings).await?;
+    println!("  migrations: applied");
+
+    // (provider, base URL, credentials, credits per request, region) for each poll to make.
+    let mut plans = Vec::new();
+    match live {
+        Some(credentials) => {
+            println!(
+                "  mode: LIVE: polling {kind} at {} with the credentials in {} ({} credits per request)",
+                settings.base_url(),
+                kind.credential_env_vars().join(", "),
+                settings.credits_per_request()
+            );
+            plans.push((kind, settings.base_url(), credentials, None, region.clone()));
+        }
+        None => {
+            let (addr, _server) = demo::serve("127.0.0.1:0".parse().expect("address")).await.context("cannot start the demo API")?;
+            let base: url::Url = format!("http://{addr}/").parse().expect("demo URL");
+            println!(
+                "  mode: DEMO: {} not set, so polling a local demo API at {base} that replays the providers' documented sample response in both dialects (no credits spent)",
+                kind.credential_env_vars().join(" / ")
+            );
+            let other = Region::parse(if region.as_str() == "GB" { "US" } else { "GB" }).expect("valid");
+            plans.push((ProviderKind::KeyApi, base.clone(), Credentials::Bearer(SecretString::from("demo-key".to_owned())), Some(0), region.clone()));
+            plans.push((
+                ProviderKind::EchoTik,
+                base,
+                Credentials::Basic { username: "demo".into(), password: SecretString::from("demo".to_owned()) },
+                Some(0),
+                other,
+            ));
+        }
+    }
+
+    let mut failures = 0;
+    for (kind, base, credentials, cost, region) in plans {
+        let inserted = watchlist::upsert(&pool, clip_id.as_str(), region.as_str(), None, None).await?;
+        println!(
+            "  watchlist: {clip_id}/{region} {}",
+            if inserted { "added" } else { "already watched" }
+        );
+        let client = app::client(settings, kind, base, credentials)?;
+        crate::store::quota::ensure_provider(&pool, kind).await?;
+        let mut quota = app::quota_params(settings, kind);
+        if let Some(c) = cost {
+            quota.credits_per_request = c;
+            quota.daily_budget = None;
+        }
+        let poller = Arc::new(Poller::new(pool.clone(), client, quota, PollOptions::from_settings(settings), Arc::new(SystemClock)));
+        let owner = format!("{}-quickstart", crate::scheduler::instance_name(&settings.daemon.instance_name));
+        let entry = match watchlist::claim_one(&pool, &owner, clip_id.as_str(), region.as_str(), settings.poll.lease_ttl).await? {
+            Ok(Some(e)) => e,
+            Ok(None) => anyhow::bail!("{clip_id}/{region} vanished from the watchlist"),
+            Err(holder) => anyhow::bail!("{clip_id}/{region} is being polled by {holder}; try again shortly"),
+        };
+        match poller.poll(&entry, None, &CancellationToken::new()).await? {
+            PollOutcome::Stored { period, written, .. } => println!(
+                "  poll: {clip_id}/{region} via {kind} ({} dialect), period {period} days: stored fetch {} with {} rows",
+                kind,
+                written.fetch_id,
+                written.rows()
+            ),
+            PollOutcome::Failed { error, .. } => {
+                failures += 1;
+                println!("  poll: {clip_id}/{region} via {kind} FAILED: {error}");
+            }
+            PollOutcome::Skipped(reason) => {
+                failures += 1;
+                println!("  poll: {clip_id}/{region} via {kind} skipped: {reason:?}");
+            }
+        }
+    }
+
+    show(&pool, &clip_id).await?;
+    if failures > 0 {
+        return Err(app::fatal(app::exit::POLL_FAILED, format!("{failures} poll(s) did not store data; see above")));
+    }
+    println!("\nNext: put your own sounds in the watchlist with SQL and run `soundtrend run` (see README.md).");
+    Ok(())
+}
+
+/// Prints what landed, the way an analyst would look at it.
+async fn show(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
+    println!("\nWhat landed for clip {clip_id}:");
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT 'sounds', count(*) FROM sounds WHERE clip_id = $1
+         UNION ALL SELECT 'sound_snapshots', count(*) FROM sound_snapshots WHERE clip_id = $1
+         UNION ALL SELECT 'trend_points', count(*) FROM trend_points WHERE clip_id = $1
+         UNION ALL SELECT 'audience_countries', count(*) FROM audience_countries WHERE clip_id = $1
+         UNION ALL SELECT 'audience_interests', count(*) FROM audience_interests WHERE clip_id = $1
+         UNION ALL SELECT 'fetches', count(*) FROM fetches WHERE clip_id = $1",
+    )
+    .bind(clip_id.as_str())
+    .fetch_all(pool)
+    .await?;
+    for (table, n) in counts {
+        println!("  {table:<20} {n:>6} rows");
+    }
+    let sound: Option<(Option<String>, Option<String>, Option<i32>)> =
+        sqlx::query_as("SELECT title, author, duration FROM sounds WHERE clip_id = $1")
+            .bind(clip_id.as_str())
+            .fetch_optional(pool)
+            .await?;
+    if let Some((title, author, duration)) = sound {
+        println!(
+            "\n  sound: {:?} by {:?}, {} s",
+            title.unwrap_or_default(),
+            author.unwrap_or_default(),
+            duration.unwrap_or_default()
+        );
+    }
+    let trend: Vec<(String, String, f64)> = sqlx::query_as(
+        "SELECT region, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD'), value FROM trend_points
+         WHERE clip_id = $1 ORDER BY region, ts DESC LIMIT 7",
+    )
+    .bind(clip_id.as_str())
+    .fetch_all(pool)
+    .await?;
+    println!("\n  latest daily trend (relative, window max = 1):");
+    for (region, day, value) in trend {
+        println!("    {region} {day}  {value:>5.2}  {}", "#".repeat((value * 30.0).round() as usize));
+    }
+    let countries: Vec<(i16, Option<String>, Option<String>, Option<f64>)> = sqlx::query_as(
+        "SELECT position, country_code, country_name, score FROM audience_countries
+         WHERE fetch_id = (SELECT max(fetch_id) FROM audience_countries WHERE clip_id = $1)
+         ORDER BY position LIMIT 5",
+    )
+    .bind(clip_id.as_str())
+    .fetch_all(pool)
+    .await?;
+    println!("\n  top audience countries (latest fetch):");
+    for (pos, code, name, score) in countries {
+        println!(
+            "    {pos:>2}. {} {:<12} score {}",
+            code.unwrap_or_default(),
+            name.unwrap_or_default(),
+            score.unwrap_or_default()
+        );
+    }
+    Ok(())
+}

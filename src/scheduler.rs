@@ -1,0 +1,348 @@
+//! The worker: claims due entries and runs polls with bounded concurrency. `soundtrend poll --due`
+//! drains once; `soundtrend run` keeps going, woken by a UTC cron tick and by watchlist inserts.
+//!
+//! Due-ness lives in Postgres (`next_due_at`), never in memory, so restarts and extra instances
+//! change nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::Settings;
+use crate::poller::{PollOutcome, Poller, SkipReason};
+use crate::store::{self, fetches, watchlist, StoreError};
+use crate::telemetry::metrics as m;
+
+/// The channel the watchlist triggers notify on.
+pub const WATCHLIST_CHANNEL: &str = "soundtrend_watchlist";
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub owner: String,
+    pub concurrency: usize,
+    pub claim_batch: u32,
+    pub lease_ttl: Duration,
+    pub shutdown_grace: Duration,
+    pub database_retry_max: Duration,
+}
+
+impl WorkerOptions {
+    pub fn from_settings(s: &Settings) -> Self {
+        Self {
+            owner: instance_name(&s.daemon.instance_name),
+            concurrency: s.poll.concurrency,
+            claim_batch: s.poll.claim_batch,
+            lease_ttl: s.poll.lease_ttl,
+            shutdown_grace: s.daemon.shutdown_grace,
+            database_retry_max: s.daemon.database_retry_max,
+        }
+    }
+}
+
+/// Totals of a run, for the CLI's summary line.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub stored: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub rows: i64,
+    pub auth_rejected: bool,
+    pub budget_exhausted: bool,
+}
+
+impl Summary {
+    fn add(&mut self, outcome: &PollOutcome) {
+        match outcome {
+            PollOutcome::Stored { written, .. } => {
+                self.stored += 1;
+                self.rows += written.rows();
+            }
+            PollOutcome::Failed { .. } => self.failed += 1,
+            PollOutcome::Skipped(reason) => {
+                self.skipped += 1;
+                match reason {
+                    SkipReason::CredentialsRejected => self.auth_rejected = true,
+                    SkipReason::BudgetExhausted { .. } => self.budget_exhausted = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+pub struct Worker {
+    poller: Arc<Poller>,
+    opts: WorkerOptions,
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<Result<PollOutcome, StoreError>>,
+    summary: Summary,
+}
+
+impl Worker {
+    pub fn new(poller: Arc<Poller>, opts: WorkerOptions) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(opts.concurrency)),
+            poller,
+            opts,
+            tasks: JoinSet::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.opts.owner
+    }
+
+    fn pool(&self) -> &PgPool {
+        self.poller.pool()
+    }
+
+    /// Polls every entry that is due now, then returns (`soundtrend poll --due`).
+    pub async fn drain(mut self, cancel: &CancellationToken) -> anyhow::Result<Summary> {
+        loop {
+            let claimed = if cancel.is_cancelled() { 0 } else { self.claim(cancel).await.context("cannot claim due watchlist entries")? };
+            if claimed == 0 && self.tasks.is_empty() {
+                break;
+            }
+            if let Some(done) = self.tasks.join_next().await {
+                self.finish(done);
+            }
+        }
+        Ok(self.summary)
+    }
+
+    /// The daemon loop (`soundtrend run`): returns after `cancel` fires and in-flight polls were
+    /// drained (or the grace period ran out and their leases were released).
+    pub async fn run(mut self, settings: &Settings, cancel: CancellationToken) -> anyhow::Result<Summary> {
+        let wake = Arc::new(Notify::new());
+        let scheduler = self.start_schedules(settings, wake.clone()).await?;
+        let listener = tokio::spawn(listen_for_inserts(self.pool().clone(), wake.clone(), cancel.clone()));
+        info!(owner = %self.opts.owner, provider = %self.poller.provider(), concurrency = self.opts.concurrency,
+            "Worker started.");
+
+        let mut db_down: Option<(Instant, Duration)> = None;
+        wake.notify_one();
+        loop {
+            let retry_at = db_down.map(|(at, _)| at);
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = wake.notified() => {}
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finish(done),
+                _ = sleep_until_opt(retry_at), if retry_at.is_some() => {}
+            }
+            if matches!(db_down, Some((at, _)) if Instant::now() < at) {
+                continue;
+            }
+            match self.claim(&cancel).await {
+                Ok(_) => {
+                    if db_down.take().is_some() {
+                        info!("The database is reachable again; polling resumes.");
+                    }
+                }
+                Err(e) if e.is_connection_error() => {
+                    let delay = match db_down {
+                        None => {
+                            warn!(error = %e, "The database is unreachable; pausing claims and retrying with backoff.");
+                            Duration::from_millis(500)
+                        }
+                        Some((_, d)) => (d * 2).min(self.opts.database_retry_max),
+                    };
+                    m::db_error();
+                    db_down = Some((Instant::now() + delay, delay));
+                }
+                Err(e) => {
+                    m::db_error();
+                    error!(error = %e, "Claiming due entries failed; retrying on the next tick.");
+                }
+            }
+        }
+
+        info!(in_flight = self.tasks.len(), grace_s = self.opts.shutdown_grace.as_secs_f64(),
+            "Shutting down: no new claims; waiting for in-flight polls.");
+        let grace = tokio::time::sleep(self.opts.shutdown_grace);
+        tokio::pin!(grace);
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(done) = self.tasks.join_next() => self.finish(done),
+                _ = &mut grace => {
+                    warn!(aborted = self.tasks.len(), "Grace period over; abandoning in-flight polls (their writes roll back).");
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                }
+            }
+        }
+        let mut scheduler = scheduler;
+        let _ = scheduler.shutdown().await;
+        listener.abort();
+        match watchlist::release_owner(self.pool(), &self.opts.owner).await {
+            Ok(n) => info!(released = n, "Released unfinished leases; stopped."),
+            Err(e) => warn!(error = %e, "Could not release leases; they expire by themselves."),
+        }
+        Ok(self.summary)
+    }
+
+    /// Claims as many due entries as there are free poll slots and starts them. Returns how many
+    /// were claimed.
+    async fn claim(&mut self, cancel: &CancellationToken) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            if self.poller.is_blocked() || cancel.is_cancelled() {
+                return Ok(total);
+            }
+            let free = self.permits.available_permits();
+            let want = u32::try_from(free).unwrap_or(u32::MAX).min(self.opts.claim_batch);
+            if want == 0 {
+                return Ok(total);
+            }
+            let claimed = watchlist::claim_due(self.pool(), &self.opts.owner, want, self.opts.lease_ttl).await?;
+            let n = claimed.len();
+            for entry in claimed {
+                let permit = self.permits.clone().try_acquire_owned().expect("claimed no more than the free permits");
+                let poller = self.poller.clone();
+                let cancel = cancel.clone();
+                self.tasks.spawn(async move {
+                    let _permit = permit;
+                    poller.poll(&entry, None, &cancel).await
+                });
+            }
+            total += n;
+            if n < want as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn finish(&mut self, done: Result<Result<PollOutcome, StoreError>, tokio::task::JoinError>) {
+        match done {
+            Ok(Ok(outcome)) => self.summary.add(&outcome),
+            Ok(Err(e)) => {
+                m::db_error();
+                self.summary.failed += 1;
+                error!(error = %e, "A poll could not be recorded; its lease expires and it is polled again.");
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                self.summary.failed += 1;
+                error!(error = %e, "A poll task panicked; its lease expires and it is polled again.");
+            }
+        }
+    }
+
+    async fn start_schedules(&self, settings: &Settings, wake: Arc<Notify>) -> anyhow::Result<JobScheduler> {
+        let scheduler = JobScheduler::new().await.context("cannot start the scheduler")?;
+        let tick_wake = wake.clone();
+        let tick = Job::new_async(settings.daemon.tick_cron.as_str(), move |_id, _sched| {
+            let wake = tick_wake.clone();
+            Box::pin(async move { wake.notify_one() })
+        })
+        .with_context(|| format!("config key `daemon.tick_cron`: cannot schedule {:?}", settings.daemon.tick_cron))?;
+        scheduler.add(tick).await.context("cannot schedule the poll tick")?;
+
+        let pool = self.pool().clone();
+        let retention_days = settings.retention.raw_body_days;
+        let poller = self.poller.clone();
+        let maintenance = Job::new_async(settings.daemon.maintenance_cron.as_str(), move |_id, _sched| {
+            let pool = pool.clone();
+            let poller = poller.clone();
+            Box::pin(async move {
+                if let Err(e) = maintain(&pool, &poller, retention_days).await {
+                    m::db_error();
+                    warn!(error = %e, "Maintenance failed; it runs again on its next schedule.");
+                }
+            })
+        })
+        .with_context(|| format!("config key `daemon.maintenance_cron`: cannot schedule {:?}", settings.daemon.maintenance_cron))?;
+        scheduler.add(maintenance).await.context("cannot schedule maintenance")?;
+        scheduler.start().await.context("cannot start the scheduler")?;
+        Ok(scheduler)
+    }
+}
+
+/// The maintenance job: tidies expired leases, applies retention, refreshes backlog gauges.
+pub async fn maintain(pool: &PgPool, poller: &Poller, retention_days: u32) -> Result<(), sqlx::Error> {
+    let cleared = watchlist::clear_expired_leases(pool).await?;
+    if cleared > 0 {
+        info!(cleared, "Cleared expired leases (their entries are due again).");
+    }
+    if retention_days > 0 {
+        let pruned = fetches::prune_bodies(pool, retention_days).await?;
+        if pruned > 0 {
+            info!(pruned, retention_days, "Pruned raw response bodies past retention.");
+        }
+    }
+    let (due, overdue, leased): (i64, f64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE next_due_at <= now() AND lease_token IS NULL),
+                COALESCE(EXTRACT(epoch FROM now() - min(next_due_at) FILTER (WHERE lease_token IS NULL)), 0)::float8,
+                count(*) FILTER (WHERE lease_token IS NOT NULL AND lease_expires_at > now())
+         FROM watchlist WHERE enabled AND (next_due_at <= now() OR lease_token IS NOT NULL)",
+    )
+    .fetch_one(pool)
+    .await?;
+    m::backlog(due, overdue.max(0.0), leased);
+    let (used, _) = store::quota::usage(pool, poller.provider(), poller.clock().today()).await?;
+    m::credits_today(poller.provider(), used);
+    Ok(())
+}
+
+/// Wakes the worker when a row is inserted into (or re-enabled in) the watchlist. Only a hint:
+/// notifications are lost while disconnected, which the tick covers.
+async fn listen_for_inserts(pool: PgPool, wake: Arc<Notify>, cancel: CancellationToken) {
+    let mut delay = Duration::from_millis(500);
+    while !cancel.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        if listener.listen(WATCHLIST_CHANNEL).await.is_err() {
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        delay = Duration::from_millis(500);
+        // A reconnect may have missed notifications; look for work once.
+        wake.notify_one();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                msg = listener.try_recv() => match msg {
+                    Ok(Some(_)) => wake.notify_one(),
+                    Ok(None) => { wake.notify_one(); }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `instance_name`, or hostname-pid.
+pub fn instance_name(configured: &str) -> String {
+    if !configured.trim().is_empty() {
+        return configured.trim().to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "soundtrend".into());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,328 @@
+//! Writing a poll's result. A success is ONE statement (hence one transaction): the fetch row, the
+//! sound upsert, the snapshot, the trend upserts, both audience lists and the watchlist
+//! bookkeeping, with every list bound as an array and expanded by `UNNEST`. One round trip, and
+//! nothing can be half-written.
+//!
+//! Writes are fenced on the lease: when the entry's `lease_token` is no longer ours, the statement
+//! inserts nothing at all and the caller gets [`StoreError::LeaseLost`].
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgExecutor, Postgres, Row};
+use uuid::Uuid;
+
+use super::fetches::FetchRecord;
+use super::StoreError;
+use crate::normalize::Normalized;
+
+/// What a successful write stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Written {
+    pub fetch_id: i64,
+    pub trend_points: i64,
+    pub countries: i64,
+    pub interests: i64,
+}
+
+impl Written {
+    /// Rows written to the data tables: sound, snapshot, trend points, audiences.
+    pub fn rows(&self) -> i64 {
+        2 + self.trend_points + self.countries + self.interests
+    }
+}
+
+/// The derived-table CTEs shared by a live poll and a replay. They read the fetch id from a CTE
+/// named `f` and the observation from $1 clip_id, $2 region, $3 period, $5 observed_at.
+const DERIVED_CTES: &str = r#"
+s AS (
+    INSERT INTO sounds AS cur (clip_id, song_id, title, author, url_title, duration, cover, link,
+                               music_url, if_cml, is_search, promoted, first_seen_at,
+                               last_seen_at, last_fetch_id)
+    SELECT $1, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $5, $5, f.id FROM f
+    ON CONFLICT (clip_id) DO UPDATE SET
+        song_id = EXCLUDED.song_id, title = EXCLUDED.title, author = EXCLUDED.author,
+        url_title = EXCLUDED.url_title, duration = EXCLUDED.duration, cover = EXCLUDED.cover,
+        link = EXCLUDED.link, music_url = EXCLUDED.music_url, if_cml = EXCLUDED.if_cml,
+        is_search = EXCLUDED.is_search, promoted = EXCLUDED.promoted,
+        first_seen_at = LEAST(cur.first_seen_at, EXCLUDED.first_seen_at),
+        last_seen_at = EXCLUDED.last_seen_at, last_fetch_id = EXCLUDED.last_fetch_id
+    -- Only a newer observation replaces the metadata (replays may come in any order).
+    WHERE (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+    RETURNING 1
+),
+snap AS (
+    INSERT INTO sound_snapshots AS cur (fetch_id, clip_id, region, period, observed_at,
+        country_code, rank, rank_diff, on_list_times, popular_days, current_popularity,
+        like_count, liked, disliked, trend_points, audience_ages, related_items)
+    SELECT f.id, $1, $2, $3, $5, $28, $29, $30, $31, $32, $33, $34, $35, $36,
+           cardinality($39::timestamptz[]), $37, $38
+    FROM f
+    ON CONFLICT (fetch_id) DO UPDATE SET
+        country_code = EXCLUDED.country_code, rank = EXCLUDED.rank,
+        rank_diff = EXCLUDED.rank_diff, on_list_times = EXCLUDED.on_list_times,
+        popular_days = EXCLUDED.popular_days, current_popularity = EXCLUDED.current_popularity,
+        like_count = EXCLUDED.like_count, liked = EXCLUDED.liked, disliked = EXCLUDED.disliked,
+        trend_points = EXCLUDED.trend_points, audience_ages = EXCLUDED.audience_ages,
+        related_items = EXCLUDED.related_items
+    RETURNING 1
+),
+t AS (
+    INSERT INTO trend_points AS cur (clip_id, region, ts, value, fetch_id, period, observed_at)
+    SELECT $1, $2, u.ts, u.value, f.id, $3, $5
+    FROM f, UNNEST($39::timestamptz[], $40::float8[]) AS u(ts, value)
+    ON CONFLICT (clip_id, region, ts) DO UPDATE SET
+        value = EXCLUDED.value, fetch_id = EXCLUDED.fetch_id,
+        period = EXCLUDED.period, observed_at = EXCLUDED.observed_at
+    -- The newest window wins the days it covers; an older one never overwrites a newer one.
+    WHERE (cur.observed_at, cur.fetch_id) <= (EXCLUDED.observed_at, EXCLUDED.fetch_id)
+    RETURNING 1
+),
+ac AS (
+    INSERT INTO audience_countries AS cur (fetch_id, position, clip_id, region, observed_at,
+                                           country_code, country_name, provider_id, score)
+    SELECT f.id, u.position, $1, $2, $5, u.code, u.name, u.pid, u.score
+    FROM f, UNNEST($41::int2[], $42::text[], $43::text[], $44::text[], $45::float8[])
+         AS u(position, pid, code, name, score)
+    ON CONFLICT (fetch_id, position) DO UPDATE SET
+        country_code = EXCLUDED.country_code, country_name = EXCLUDED.country_name,
+        provider_id = EXCLUDED.provider_id, score = EXCLUDED.score
+    RETURNING 1
+),
+ai AS (
+    INSERT INTO audience_interests AS cur (fetch_id, position, clip_id, region, observed_at,
+                                           interest_id, label, name, score)
+    SELECT f.id, u.position, $1, $2, $5, u.iid, u.label, u.name, u.score
+    FROM f, UNNEST($46::int2[], $47::text[], $48::text[], $49::text[], $50::float8[])
+         AS u(position, iid, label, name, score)
+    ON CONFLICT (fetch_id, position) DO UPDATE SET
+        interest_id = EXCLUDED.interest_id, label = EXCLUDED.label, name = EXCLUDED.name,
+        score = EXCLUDED.score
+    RETURNING 1
+)"#;
+
+const DERIVED_SELECT: &str = r#"
+SELECT f.id, (SELECT count(*) FROM t), (SELECT count(*) FROM ac), (SELECT count(*) FROM ai)
+FROM f"#;
+
+static SUCCESS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"WITH lease AS (
+    SELECT 1 FROM watchlist
+    WHERE clip_id = $1 AND region = $2 AND lease_token = $15
+    FOR UPDATE
+),
+f AS (
+    INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms,
+                         http_status, outcome, api_code, api_message, request_id, attempt,
+                         credits, body_json, body_text)
+    SELECT $1, $2, $3, $4, $5, $6, $7, 'ok', $8, $9, $10, $11, $12, $13::jsonb, $14
+    WHERE $15::uuid IS NULL OR EXISTS (SELECT 1 FROM lease)
+    RETURNING id
+),
+w AS (
+    UPDATE watchlist SET
+        last_polled_at = $5, last_success_at = $5, consecutive_failures = 0,
+        not_found_count = 0, last_error = NULL,
+        next_due_at = now() + poll_interval * (1 + $16::float8 * (2 * random() - 1)),
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    WHERE clip_id = $1 AND region = $2 AND lease_token = $15 AND EXISTS (SELECT 1 FROM f)
+    RETURNING 1
+),
+pq AS (
+    UPDATE provider_quota SET auth_failed_at = NULL, auth_error = NULL
+    WHERE provider = $4 AND auth_failed_at IS NOT NULL AND EXISTS (SELECT 1 FROM f)
+    RETURNING 1
+),{DERIVED_CTES}{DERIVED_SELECT}"#
+    )
+});
+
+/// Replay: the fetch row exists ($51); only the derived tables are written.
+static REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"WITH f AS (SELECT $51::bigint AS id),{DERIVED_CTES}{DERIVED_SELECT}"#
+    )
+});
+
+/// Writes a successful poll. `lease` is the claim's token (None for a clip not on the watchlist).
+pub async fn record_success(
+    db: impl PgExecutor<'_>,
+    fetch: &FetchRecord<'_>,
+    rows: &Normalized,
+    lease: Option<Uuid>,
+    jitter: f64,
+) -> Result<Written, StoreError> {
+    let query = bind_all(sqlx::query(&SUCCESS_SQL), fetch, rows, lease, jitter);
+    match query.fetch_optional(db).await? {
+        Some(row) => Ok(written(&row)?),
+        None => Err(StoreError::LeaseLost {
+            clip_id: fetch.clip_id.to_owned(),
+            region: fetch.region.to_owned(),
+        }),
+    }
+}
+
+/// Rewrites the derived rows of an archived fetch (see `soundtrend replay`).
+pub async fn replay_derived(
+    db: impl PgExecutor<'_>,
+    fetch_id: i64,
+    fetch: &FetchRecord<'_>,
+    rows: &Normalized,
+) -> Result<Written, sqlx::Error> {
+    let query = bind_all(sqlx::query(&REPLAY_SQL), fetch, rows, None, 0.0).bind(fetch_id);
+    written(&query.fetch_one(db).await?)
+}
+
+fn written(row: &PgRow) -> Result<Written, sqlx::Error> {
+    Ok(Written {
+        fetch_id: row.try_get(0)?,
+        trend_points: row.try_get(1)?,
+        countries: row.try_get(2)?,
+        interests: row.try_get(3)?,
+    })
+}
+
+/// How a failed poll moves its watchlist entry.
+#[derive(Debug, Clone)]
+pub struct FailureBookkeeping {
+    /// Base of the exponential backoff: the entry is due again after
+    /// `failure_backoff * 2^(failures - 1)`, capped at its poll_interval.
+    pub failure_backoff: Duration,
+    /// The provider said the clip does not exist.
+    pub not_found: bool,
+    /// Disable the entry once `not_found_count` reaches this.
+    pub disable_after_not_found: u32,
+}
+
+/// Records the final failed attempt of a poll and, if the lease is still ours, counts the failure
+/// on the entry. Returns whether the entry is now disabled.
+pub async fn record_failure(
+    db: impl PgExecutor<'_>,
+    fetch: &FetchRecord<'_>,
+    lease: Option<Uuid>,
+    book: &FailureBookkeeping,
+) -> Result<bool, sqlx::Error> {
+    let disabled: Option<bool> = sqlx::query_scalar(
+        r#"WITH f AS (
+    INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms,
+                         http_status, outcome, error, api_code, api_message, request_id, attempt,
+                         credits, body_json, body_text)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16)
+    RETURNING id
+)
+UPDATE watchlist SET
+    last_polled_at = $5,
+    consecutive_failures = consecutive_failures + 1,
+    last_error = $9,
+    next_due_at = now() + LEAST(poll_interval,
+        make_interval(secs => $18::float8 * power(2, LEAST(consecutive_failures, 30)))),
+    not_found_count = CASE WHEN $19 THEN not_found_count + 1 ELSE 0 END,
+    enabled = enabled AND NOT ($19 AND not_found_count + 1 >= $20),
+    disabled_reason = CASE WHEN $19 AND not_found_count + 1 >= $20
+        THEN format('the provider said the clip does not exist %s polls in a row: %s',
+                    not_found_count + 1, $9)
+        ELSE disabled_reason END,
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+WHERE clip_id = $1 AND region = $2 AND lease_token = $17 AND EXISTS (SELECT 1 FROM f)
+RETURNING NOT enabled"#,
+    )
+    .bind(fetch.clip_id)
+    .bind(fetch.region)
+    .bind(fetch.period)
+    .bind(fetch.provider.as_str())
+    .bind(fetch.requested_at)
+    .bind(fetch.duration_ms)
+    .bind(fetch.http_status)
+    .bind(fetch.outcome.as_str())
+    .bind(fetch.error.as_deref())
+    .bind(fetch.api_code)
+    .bind(fetch.api_message)
+    .bind(fetch.request_id)
+    .bind(fetch.attempt)
+    .bind(fetch.credits)
+    .bind(fetch.body_json)
+    .bind(fetch.body_text.as_deref())
+    .bind(lease)
+    .bind(book.failure_backoff.as_secs_f64())
+    .bind(book.not_found)
+    .bind(i32::try_from(book.disable_after_not_found).unwrap_or(i32::MAX))
+    .fetch_optional(db)
+    .await?;
+    Ok(disabled.unwrap_or(false))
+}
+
+fn bind_all<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    fetch: &'q FetchRecord<'q>,
+    rows: &'q Normalized,
+    lease: Option<Uuid>,
+    jitter: f64,
+) -> Query<'q, Postgres, PgArguments> {
+    let s = &rows.sound;
+    let n = &rows.snapshot;
+    let trend_ts: Vec<_> = rows.trend.iter().map(|t| t.ts).collect();
+    let trend_values: Vec<f64> = rows.trend.iter().map(|t| t.value).collect();
+    let col = |list: &'q [crate::normalize::AudienceRow]| {
+        (
+            list.iter().map(|r| r.position).collect::<Vec<i16>>(),
+            list.iter().map(|r| r.provider_id.as_deref()).collect::<Vec<_>>(),
+            list.iter().map(|r| r.code.as_deref()).collect::<Vec<_>>(),
+            list.iter().map(|r| r.name.as_deref()).collect::<Vec<_>>(),
+            list.iter().map(|r| r.score).collect::<Vec<Option<f64>>>(),
+        )
+    };
+    let (c_pos, c_id, c_code, c_name, c_score) = col(&rows.countries);
+    let (i_pos, i_id, i_label, i_name, i_score) = col(&rows.interests);
+    q.bind(fetch.clip_id)
+        .bind(fetch.region)
+        .bind(fetch.period)
+        .bind(fetch.provider.as_str())
+        .bind(fetch.requested_at)
+        .bind(fetch.duration_ms)
+        .bind(fetch.http_status)
+        .bind(fetch.api_code)
+        .bind(fetch.api_message)
+        .bind(fetch.request_id)
+        .bind(fetch.attempt)
+        .bind(fetch.credits)
+        .bind(fetch.body_json)
+        .bind(fetch.body_text.as_deref())
+        .bind(lease)
+        .bind(jitter)
+        .bind(s.song_id.as_deref())
+        .bind(s.title.as_deref())
+        .bind(s.author.as_deref())
+        .bind(s.url_title.as_deref())
+        .bind(s.duration)
+        .bind(s.cover.as_deref())
+        .bind(s.link.as_deref())
+        .bind(s.music_url.as_deref())
+        .bind(s.if_cml)
+        .bind(s.is_search)
+        .bind(s.promoted)
+        .bind(n.country_code.as_deref())
+        .bind(n.rank)
+        .bind(n.rank_diff)
+        .bind(n.on_list_times)
+        .bind(n.popular_days)
+        .bind(n.current_popularity)
+        .bind(n.like_count)
+        .bind(n.liked.as_ref())
+        .bind(n.disliked.as_ref())
+        .bind(n.audience_ages.as_ref())
+        .bind(n.related_items.as_ref())
+        .bind(trend_ts)
+        .bind(trend_values)
+        .bind(c_pos)
+        .bind(c_id)
+        .bind(c_code)
+        .bind(c_name)
+        .bind(c_score)
+        .bind(i_pos)
+        .bind(i_id)
+        .bind(i_label)
+        .bind(i_name)
+        .bind(i_score)
+}

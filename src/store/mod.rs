@@ -1,0 +1,65 @@
+//! Everything that speaks SQL. Each file owns one group of tables; the rest of the crate calls
+//! typed functions and never writes SQL of its own.
+
+pub mod fetches;
+pub mod ingest;
+pub mod quota;
+pub mod watchlist;
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::DatabaseSettings;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Another worker claimed the entry after our lease expired; our result was not written.
+    #[error("the lease on {clip_id}/{region} was lost; the result was discarded")]
+    LeaseLost { clip_id: String, region: String },
+}
+
+impl StoreError {
+    /// True when the database itself is unreachable (as opposed to a query being refused).
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            StoreError::Database(e) => is_connection_error(e),
+            StoreError::LeaseLost { .. } => false,
+        }
+    }
+}
+
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Tls(_) => true,
+        // 57P01 admin_shutdown (pg_terminate_backend, restart), 57P02/57P03, 08xxx connection.
+        sqlx::Error::Database(db) => db
+            .code()
+            .map(|c| c.starts_with("08") || c.starts_with("57P"))
+            .unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// A pool that does not block start-up when the database is down: connections are made lazily
+/// and every acquire waits at most `connect_timeout`.
+pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = settings.url.expose_secret().parse()?;
+    let options = options.application_name("soundtrend");
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.connect_timeout)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_lazy_with(options))
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

@@ -1,0 +1,201 @@
+//! The `watchlist` table: claiming due entries under a lease, releasing them, and the
+//! conveniences behind `soundtrend watch`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::types::PgInterval;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// A watchlist entry this worker holds a lease on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub clip_id: String,
+    pub region: String,
+    pub period: Option<i16>,
+    pub poll_interval_secs: f64,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub consecutive_failures: i32,
+    /// None for a clip polled ad hoc that is not on the watchlist.
+    pub lease_token: Option<Uuid>,
+}
+
+const CLAIM_COLUMNS: &str = "w.clip_id, w.region, w.period, \
+     extract(epoch FROM w.poll_interval)::float8 AS poll_interval_secs, \
+     w.last_success_at, w.consecutive_failures, w.lease_token";
+
+/// Claims up to `limit` due entries, oldest due first, in one short statement committed before
+/// any HTTP call. A claimed entry's `next_due_at` moves to the lease expiry, so an entry whose
+/// worker died becomes due again by itself when the lease runs out; the new claim gets a new
+/// token, which fences out any late write of the old worker.
+pub async fn claim_due(
+    db: impl PgExecutor<'_>,
+    owner: &str,
+    limit: u32,
+    lease_ttl: Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let sql = format!(
+        "WITH due AS (
+            SELECT clip_id, region FROM watchlist
+            WHERE enabled AND next_due_at <= now()
+            ORDER BY next_due_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE watchlist w SET
+            lease_owner = $2, lease_token = gen_random_uuid(),
+            lease_expires_at = now() + make_interval(secs => $3),
+            next_due_at = now() + make_interval(secs => $3)
+        FROM due WHERE w.clip_id = due.clip_id AND w.region = due.region
+        RETURNING {CLAIM_COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(i64::from(limit))
+        .bind(owner)
+        .bind(lease_ttl.as_secs_f64())
+        .fetch_all(db)
+        .await
+}
+
+/// Claims one entry whatever its due time (`soundtrend poll --clip-id`). `Ok(None)` when the
+/// pair is not on the watchlist; `Err(owner)` when another worker holds a live lease on it.
+pub async fn claim_one(
+    pool: &PgPool,
+    owner: &str,
+    clip_id: &str,
+    region: &str,
+    lease_ttl: Duration,
+) -> Result<Result<Option<Claimed>, String>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE watchlist w SET
+            lease_owner = $3, lease_token = gen_random_uuid(),
+            lease_expires_at = now() + make_interval(secs => $4),
+            next_due_at = GREATEST(next_due_at, now() + make_interval(secs => $4))
+        WHERE clip_id = $1 AND region = $2
+          AND (lease_token IS NULL OR lease_expires_at <= now())
+        RETURNING {CLAIM_COLUMNS}"
+    );
+    let claimed: Option<Claimed> = sqlx::query_as(&sql)
+        .bind(clip_id)
+        .bind(region)
+        .bind(owner)
+        .bind(lease_ttl.as_secs_f64())
+        .fetch_optional(pool)
+        .await?;
+    if let Some(c) = claimed {
+        return Ok(Ok(Some(c)));
+    }
+    let holder: Option<Option<String>> =
+        sqlx::query_scalar("SELECT lease_owner FROM watchlist WHERE clip_id = $1 AND region = $2")
+            .bind(clip_id)
+            .bind(region)
+            .fetch_optional(pool)
+            .await?;
+    Ok(match holder {
+        None => Ok(None),
+        Some(owner) => Err(owner.unwrap_or_else(|| "another worker".into())),
+    })
+}
+
+/// Gives a lease back without counting a failure; the entry is due again at `due_at` (now when
+/// `None`). Used on shutdown, when the budget or the credentials stop a poll before it ran.
+pub async fn release(
+    db: impl PgExecutor<'_>,
+    clip_id: &str,
+    region: &str,
+    token: Uuid,
+    due_at: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE watchlist SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+             next_due_at = COALESCE($4, now())
+         WHERE clip_id = $1 AND region = $2 AND lease_token = $3",
+    )
+    .bind(clip_id)
+    .bind(region)
+    .bind(token)
+    .bind(due_at)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Releases every lease `owner` still holds (the end of a graceful shutdown).
+pub async fn release_owner(db: impl PgExecutor<'_>, owner: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE watchlist SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+             next_due_at = now()
+         WHERE lease_owner = $1 AND lease_token IS NOT NULL",
+    )
+    .bind(owner)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Clears the lease columns of entries whose lease expired. Correctness does not depend on it
+/// (an expired entry is due anyway); it keeps `lease_owner` truthful for people reading the table.
+pub async fn clear_expired_leases(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE watchlist SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+         WHERE lease_token IS NOT NULL AND lease_expires_at < now()",
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Records that an entry cannot be polled at all (a row the daemon cannot use) and disables it,
+/// so it is skipped instead of retried forever.
+pub async fn disable_with_error(
+    db: impl PgExecutor<'_>,
+    clip_id: &str,
+    region: &str,
+    token: Uuid,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE watchlist SET enabled = false, disabled_reason = $4, last_error = $4,
+             consecutive_failures = consecutive_failures + 1,
+             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+         WHERE clip_id = $1 AND region = $2 AND lease_token = $3",
+    )
+    .bind(clip_id)
+    .bind(region)
+    .bind(token)
+    .bind(reason)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Adds an entry, or updates its period and interval when it is already watched.
+pub async fn upsert(
+    db: impl PgExecutor<'_>,
+    clip_id: &str,
+    region: &str,
+    period: Option<i16>,
+    poll_interval: Option<Duration>,
+) -> Result<bool, sqlx::Error> {
+    let interval = poll_interval.map(|d| PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+    });
+    let inserted: bool = sqlx::query_scalar(
+        "INSERT INTO watchlist (clip_id, region, period, poll_interval)
+         VALUES ($1, $2, $3, COALESCE($4, interval '1 day'))
+         ON CONFLICT (clip_id, region) DO UPDATE SET
+             period = EXCLUDED.period,
+             poll_interval = COALESCE($4, watchlist.poll_interval)
+         RETURNING (xmax = 0)",
+    )
+    .bind(clip_id)
+    .bind(region)
+    .bind(period)
+    .bind(interval)
+    .fetch_one(db)
+    .await?;
+    Ok(inserted)
+}
