@@ -1,0 +1,294 @@
+//! Shared test helpers: a fresh Postgres database per test, a local mock of both providers'
+//! dialects, raw TCP fault servers, and a poller wired to them.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use soundtrend::clock::{Clock, SystemClock};
+use soundtrend::config::Settings;
+use soundtrend::poller::{PollOptions, Poller};
+use soundtrend::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
+use soundtrend::store::{self, quota::QuotaParams};
+
+pub const CLIP: &str = "6703723351497508865";
+pub const SAMPLE: &str = include_str!("../fixtures/keyapi_sample.json");
+pub const ECHOTIK_SAMPLE: &str = include_str!("../fixtures/echotik_sample.json");
+pub const API_KEY: &str = "test-key-5f1c9a";
+pub const ECHO_USER: &str = "ana";
+pub const ECHO_PASSWORD: &str = "test-pass-77b2";
+
+/// The Postgres image used when no DATABASE_URL is given (pinned for reproducibility).
+const POSTGRES_IMAGE: (&str, &str) = ("postgres", "16.4-alpine");
+
+/// A database of its own for one test, dropped when the test ends (even when it panics).
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let server = server_url().await;
+        let name = format!("soundtrend_test_{}", uuid::Uuid::new_v4().simple());
+        let admin_url = with_database(&server, "postgres");
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test Postgres at {admin_url}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = with_database(&server, &name);
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .expect("connect to test database");
+        store::migrate(&pool).await.expect("migrations apply");
+        TestDb { pool, url, admin_url, name }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub async fn watch(&self, clip: &str, region: &str) {
+        sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES ($1, $2)")
+            .bind(clip)
+            .bind(region)
+            .execute(&self.pool)
+            .await
+            .expect("insert watchlist row");
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside async context; a short-lived runtime on its own thread does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                if let Ok(mut c) = PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn with_database(server: &str, db: &str) -> String {
+    let mut url = url::Url::parse(server).expect("DATABASE_URL is a URL");
+    url.set_path(&format!("/{db}"));
+    url.to_string()
+}
+
+/// `DATABASE_URL` when set, else a Postgres started with testcontainers, else a panic that says how
+/// to provide one.
+async fn server_url() -> String {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        if !url.is_empty() {
+            return url;
+        }
+    }
+    container_url().await
+}
+
+async fn container_url() -> String {
+    use testcontainers::core::{IntoContainerPort, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+    use tokio::sync::OnceCell;
+
+    // One container per test binary; every test still gets its own database inside it.
+    static CONTAINER: OnceCell<Result<(ContainerAsync<GenericImage>, String), String>> = OnceCell::const_new();
+    let started = CONTAINER
+        .get_or_init(|| async {
+            let image = GenericImage::new(POSTGRES_IMAGE.0, POSTGRES_IMAGE.1)
+                .with_exposed_port(5432.tcp())
+                .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
+                .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust");
+            match tokio::time::timeout(Duration::from_secs(120), image.start()).await {
+                Ok(Ok(c)) => {
+                    let port = c.get_host_port_ipv4(5432).await.map_err(|e| e.to_string())?;
+                    // The image logs "ready" once before its init restart; wait for the real one.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok((c, format!("postgres://postgres@127.0.0.1:{port}/postgres")))
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out after 120 s starting the container".into()),
+            }
+        })
+        .await;
+    match started {
+        Ok((_, url)) => url.clone(),
+        Err(e) => panic!(
+            "no test database: DATABASE_URL is not set and Postgres could not be started with testcontainers ({e}). \
+             Set DATABASE_URL to a Postgres server this test may create databases on \
+             (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres), run scripts/test.sh \
+             (starts a local cluster), or start Docker."
+        ),
+    }
+}
+
+/// Settings tuned for tests: fast retries, no waiting on quota unless a test asks for it.
+pub fn settings(db_url: &str) -> Settings {
+    let env = vec![("DATABASE_URL".to_string(), db_url.to_string())];
+    let mut s = Settings::from_sources("", "test", &env).expect("test settings");
+    s.provider.requests_per_second = 1000.0;
+    s.provider.burst = 100;
+    s.provider.retry_base_delay = Duration::from_millis(10);
+    s.provider.retry_max_delay = Duration::from_millis(50);
+    s.provider.request_timeout = Duration::from_millis(1500);
+    s.provider.connect_timeout = Duration::from_millis(500);
+    s.poll.lease_ttl = Duration::from_secs(60);
+    s.poll.failure_backoff = Duration::from_secs(60);
+    s
+}
+
+pub fn credentials(kind: ProviderKind) -> Credentials {
+    match kind {
+        ProviderKind::KeyApi => Credentials::Bearer(SecretString::from(API_KEY.to_owned())),
+        ProviderKind::EchoTik => Credentials::Basic {
+            username: ECHO_USER.into(),
+            password: SecretString::from(ECHO_PASSWORD.to_owned()),
+        },
+    }
+}
+
+pub fn client(settings: &Settings, kind: ProviderKind, base: &str) -> ProviderClient {
+    let mut base = url::Url::parse(base).expect("base url");
+    if !base.path().ends_with('/') {
+        let p = format!("{}/", base.path());
+        base.set_path(&p);
+    }
+    let options = ClientOptions {
+        base_url: base,
+        connect_timeout: settings.provider.connect_timeout,
+        request_timeout: settings.provider.request_timeout,
+        user_agent: "soundtrend-tests".into(),
+    };
+    ProviderClient::new(kind, credentials(kind), &options).expect("client")
+}
+
+pub fn quota(settings: &Settings, kind: ProviderKind) -> QuotaParams {
+    soundtrend::app::quota_params(settings, kind)
+}
+
+pub async fn poller(settings: &Settings, pool: &PgPool, kind: ProviderKind, base: &str) -> Arc<Poller> {
+    poller_with_clock(settings, pool, kind, base, Arc::new(SystemClock)).await
+}
+
+pub async fn poller_with_clock(
+    settings: &Settings,
+    pool: &PgPool,
+    kind: ProviderKind,
+    base: &str,
+    clock: Arc<dyn Clock>,
+) -> Arc<Poller> {
+    store::quota::ensure_provider(pool, kind).await.expect("quota row");
+    Arc::new(Poller::new(
+        pool.clone(),
+        client(settings, kind, base),
+        quota(settings, kind),
+        PollOptions::from_settings(settings),
+        clock,
+    ))
+}
+
+/// The sample body in `kind`'s dialect, with `f` applied to the JSON first.
+pub fn sample_with(kind: ProviderKind, f: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(match kind {
+        ProviderKind::KeyApi => SAMPLE,
+        ProviderKind::EchoTik => ECHOTIK_SAMPLE,
+    })
+    .unwrap();
+    f(&mut v);
+    v.to_string()
+}
+
+/// Mounts a 200 response with `body` on `kind`'s path for every clip.
+pub async fn mount_body(server: &MockServer, kind: ProviderKind, status: u16, body: String) {
+    Mock::given(method("GET"))
+        .and(path(kind.path()))
+        .respond_with(ResponseTemplate::new(status).set_body_raw(body, "application/json"))
+        .mount(server)
+        .await;
+}
+
+pub async fn mount_sample(server: &MockServer, kind: ProviderKind) {
+    mount_body(server, kind, 200, sample_with(kind, |_| {})).await;
+}
+
+/// Answers the given clip with a generated window (see `soundtrend::demo::response`).
+pub async fn mount_generated(server: &MockServer, kind: ProviderKind, clip: &str, region: &str, period: i64, last_day: chrono::NaiveDate) {
+    let body = soundtrend::demo::response(kind, clip, region, period, last_day);
+    Mock::given(method("GET"))
+        .and(path(kind.path()))
+        .and(query_param("clip_id", clip))
+        .and(query_param("region", region))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(server)
+        .await;
+}
+
+/// What a raw TCP fault server does with each connection.
+#[derive(Debug, Clone, Copy)]
+pub enum RawFault {
+    /// Accept, read the request, close without a byte (the client sees a reset/EOF).
+    CloseImmediately,
+    /// Send headers promising more body than is sent, then close mid-body.
+    TruncatedTransfer,
+}
+
+/// A server that misbehaves below HTTP; returns its base URL.
+pub async fn raw_fault_server(fault: RawFault) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                match fault {
+                    RawFault::CloseImmediately => {
+                        let _ = sock.set_zero_linger();
+                    }
+                    RawFault::TruncatedTransfer => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n";
+                        let _ = sock.write_all(head.as_bytes()).await;
+                        let _ = sock.write_all(&SAMPLE.as_bytes()[..200]).await;
+                        let _ = sock.flush().await;
+                    }
+                }
+                drop(sock);
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+/// Rows in the data tables (everything but fetches and watchlist).
+pub async fn data_rows(db: &TestDb) -> i64 {
+    db.count(
+        "SELECT (SELECT count(*) FROM sounds) + (SELECT count(*) FROM sound_snapshots)
+              + (SELECT count(*) FROM trend_points) + (SELECT count(*) FROM audience_countries)
+              + (SELECT count(*) FROM audience_interests)",
+    )
+    .await
+}
