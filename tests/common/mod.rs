@@ -292,3 +292,115 @@ pub async fn data_rows(db: &TestDb) -> i64 {
     )
     .await
 }
+
+/// A provider stand-in that timestamps every request (both dialects, any clip), for the quota
+/// and scheduling tests. Behaviour can be switched while it runs.
+#[derive(Clone)]
+pub struct RecordingServer {
+    pub base: String,
+    pub log: Arc<std::sync::Mutex<Vec<Hit>>>,
+    pub behaviour: Arc<std::sync::Mutex<Behaviour>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub at: std::time::Instant,
+    pub clip_id: String,
+    pub region: String,
+    pub period: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// Answer this many requests with 429 and `Retry-After: retry_after_secs`.
+    pub rate_limit_next: usize,
+    pub retry_after_secs: u64,
+    /// Hold every response this long.
+    pub delay: Duration,
+}
+
+impl RecordingServer {
+    pub async fn start() -> Self {
+        use axum::extract::{Query, State};
+        use axum::response::IntoResponse;
+        use std::collections::HashMap;
+
+        let log: Arc<std::sync::Mutex<Vec<Hit>>> = Arc::default();
+        let behaviour: Arc<std::sync::Mutex<Behaviour>> = Arc::default();
+        type St = (Arc<std::sync::Mutex<Vec<Hit>>>, Arc<std::sync::Mutex<Behaviour>>);
+        async fn handle(kind: ProviderKind, State((log, behaviour)): State<St>, Query(q): Query<HashMap<String, String>>) -> axum::response::Response {
+            let hit = Hit {
+                at: std::time::Instant::now(),
+                clip_id: q.get("clip_id").cloned().unwrap_or_default(),
+                region: q.get("region").cloned().unwrap_or_default(),
+                period: q.get("period").cloned().unwrap_or_default(),
+            };
+            let (limited, retry_after, delay) = {
+                let mut b = behaviour.lock().unwrap();
+                let limited = b.rate_limit_next > 0;
+                if limited {
+                    b.rate_limit_next -= 1;
+                }
+                (limited, b.retry_after_secs, b.delay)
+            };
+            log.lock().unwrap().push(hit.clone());
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if limited {
+                return (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after.to_string())], "rate limited").into_response();
+            }
+            let period: i64 = hit.period.parse().unwrap_or(7);
+            let yesterday = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
+            axum::Json(soundtrend::demo::response(kind, &hit.clip_id, &hit.region, period, yesterday)).into_response()
+        }
+        let app = axum::Router::new()
+            .route(ProviderKind::KeyApi.path(), axum::routing::get(|s, q| handle(ProviderKind::KeyApi, s, q)))
+            .route(ProviderKind::EchoTik.path(), axum::routing::get(|s, q| handle(ProviderKind::EchoTik, s, q)))
+            .with_state((log.clone(), behaviour.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        RecordingServer { base: format!("http://{addr}/"), log, behaviour }
+    }
+
+    pub fn hits(&self) -> Vec<Hit> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn set(&self, f: impl FnOnce(&mut Behaviour)) {
+        f(&mut self.behaviour.lock().unwrap());
+    }
+}
+
+/// The most requests seen in any window of `window` (sliding, anchored at each request).
+pub fn max_in_window(hits: &[Hit], window: Duration) -> usize {
+    let mut times: Vec<_> = hits.iter().map(|h| h.at).collect();
+    times.sort();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end].duration_since(times[start]) >= window {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+/// Inserts `n` distinct watchlist entries (clip ids 1000.., region US).
+pub async fn watch_many(db: &TestDb, n: usize) {
+    sqlx::query("INSERT INTO watchlist (clip_id, region) SELECT (1000 + g)::text, 'US' FROM generate_series(1, $1) g")
+        .bind(n as i32)
+        .execute(&db.pool)
+        .await
+        .expect("insert watchlist rows");
+}
+
+pub fn worker_options(settings: &Settings, owner: &str) -> soundtrend::scheduler::WorkerOptions {
+    let mut o = soundtrend::scheduler::WorkerOptions::from_settings(settings);
+    o.owner = owner.to_owned();
+    o
+}
