@@ -35,6 +35,31 @@ pub enum Command {
     Run,
     /// End-to-end demo: local database, sample clip, local demo API unless credentials are set.
     Quickstart(crate::quickstart::QuickstartArgs),
+    /// Entries, providers, credits, disabled entries and recent errors.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the watchlist (SQL works just as well).
+    #[command(subcommand)]
+    Watch(crate::watch::WatchCommand),
+    /// Rebuild the derived tables from the raw bodies in `fetches`; calls no API.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Only fetches requested at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub clip_id: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Fetches per transaction.
+    #[arg(long, default_value_t = 500)]
+    pub batch: i64,
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +90,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Poll(args) => poll(&settings, args).await,
         Command::Run => crate::daemon::run(settings).await,
         Command::Quickstart(args) => crate::quickstart::run(&settings, args).await,
+        Command::Status { json } => {
+            let pool = app::database(&settings).await?;
+            let status = crate::status::collect(&pool, &settings).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", crate::status::render(&status));
+            }
+            Ok(())
+        }
+        Command::Watch(cmd) => {
+            let pool = app::database(&settings).await?;
+            crate::watch::run(&pool, cmd).await
+        }
+        Command::Replay(args) => replay(&settings, args).await,
     }
 }
 
@@ -157,4 +197,43 @@ pub fn spawn_signal_handler(token: CancellationToken) {
         tracing::info!("Received a shutdown signal.");
         token.cancel();
     });
+}
+
+async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
+    let since = args
+        .since
+        .as_deref()
+        .map(parse_since)
+        .transpose()
+        .map_err(|e| fatal(exit::CONFIG, e))?;
+    let clip_id = args.clip_id.as_deref().map(ClipId::parse).transpose().map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let region = args.region.as_deref().map(Region::parse).transpose().map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    if args.batch < 1 {
+        return Err(fatal(exit::CONFIG, "--batch must be at least 1"));
+    }
+    let pool = app::database(settings).await?;
+    let filter = crate::replay::ReplayFilter {
+        since,
+        clip_id: clip_id.map(|c| c.to_string()),
+        region: region.map(|r| r.to_string()),
+    };
+    let started = std::time::Instant::now();
+    let summary = crate::replay::replay(&pool, &filter, args.batch, true).await?;
+    println!(
+        "replayed {} fetches into {} rows in {:.1}s ({} skipped), no API called",
+        summary.fetches,
+        summary.rows,
+        started.elapsed().as_secs_f64(),
+        summary.skipped
+    );
+    Ok(())
+}
+
+fn parse_since(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+        .map_err(|_| format!("invalid --since {raw:?}: expected YYYY-MM-DD or an RFC 3339 time"))
 }

@@ -4,6 +4,7 @@
 pub mod fetches;
 pub mod ingest;
 pub mod quota;
+pub mod report;
 pub mod watchlist;
 
 use std::time::Duration;

@@ -199,3 +199,30 @@ pub async fn upsert(
     .await?;
     Ok(inserted)
 }
+
+/// Pauses or resumes an entry; resuming clears a disabled_reason and makes it due now.
+pub async fn set_enabled(db: impl PgExecutor<'_>, clip_id: &str, region: &str, enabled: bool) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE watchlist SET enabled = $3,
+             disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END,
+             not_found_count = CASE WHEN $3 THEN 0 ELSE not_found_count END,
+             next_due_at = CASE WHEN $3 THEN LEAST(next_due_at, now()) ELSE next_due_at END
+         WHERE clip_id = $1 AND region = $2",
+    )
+    .bind(clip_id)
+    .bind(region)
+    .bind(enabled)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Stops watching; the data already collected stays.
+pub async fn remove(db: impl PgExecutor<'_>, clip_id: &str, region: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM watchlist WHERE clip_id = $1 AND region = $2")
+        .bind(clip_id)
+        .bind(region)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,144 @@
+//! Operating soundtrend: replay from the raw archive, retention, status.
+
+mod common;
+
+use chrono::NaiveDate;
+use common::*;
+use soundtrend::provider::ProviderKind;
+use soundtrend::replay::{replay, ReplayFilter};
+use soundtrend::scheduler::Worker;
+use soundtrend::store::fetches::prune_bodies;
+use tokio_util::sync::CancellationToken;
+use wiremock::MockServer;
+
+/// Every derived row, as sorted text: equal dumps mean equal tables.
+async fn dump(db: &TestDb) -> Vec<String> {
+    let mut all = Vec::new();
+    for table in ["sounds", "sound_snapshots", "trend_points", "audience_countries", "audience_interests"] {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {table} t ORDER BY t::text"))
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        all.extend(rows.into_iter().map(|r| format!("{table} {r}")));
+    }
+    all
+}
+
+async fn truncate_derived(db: &TestDb) {
+    sqlx::query("TRUNCATE sounds, sound_snapshots, trend_points, audience_countries, audience_interests")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+/// Three overlapping windows for two regions and one other clip, polled in order.
+async fn populate(db: &TestDb) {
+    let s = settings(&db.url);
+    let day = NaiveDate::from_ymd_opt(2026, 5, 1).unwrap();
+    for (i, period) in [(0, 30), (1, 7), (2, 7)] {
+        let server = MockServer::start().await;
+        let last = day + chrono::Duration::days(i);
+        for (clip, region) in [(CLIP, "US"), (CLIP, "GB"), ("42", "US")] {
+            mount_generated(&server, ProviderKind::KeyApi, clip, region, period, last).await;
+        }
+        if i == 0 {
+            db.watch(CLIP, "US").await;
+            db.watch(CLIP, "GB").await;
+            db.watch("42", "US").await;
+        }
+        sqlx::query("UPDATE watchlist SET next_due_at = now(), period = $1").bind(period as i16).execute(&db.pool).await.unwrap();
+        let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
+        let summary = Worker::new(poller, worker_options(&s, "w")).drain(&CancellationToken::new()).await.unwrap();
+        assert_eq!(summary.stored, 3);
+    }
+}
+
+#[tokio::test]
+async fn replay_after_truncating_the_derived_tables_restores_them_exactly() {
+    let db = TestDb::new().await;
+    populate(&db).await;
+    let before = dump(&db).await;
+    assert!(before.len() > 100, "populated: {}", before.len());
+
+    truncate_derived(&db).await;
+    assert_eq!(data_rows(&db).await, 0);
+    let first = replay(&db.pool, &ReplayFilter::default(), 2, false).await.unwrap();
+
+    assert_eq!(first.fetches, 9);
+    assert_eq!(first.skipped, 0);
+    assert_eq!(dump(&db).await, before, "replay restores every derived row");
+
+    let second = replay(&db.pool, &ReplayFilter::default(), 500, false).await.unwrap();
+    assert_eq!(second.fetches, 9);
+    assert_eq!(dump(&db).await, before, "replaying twice equals replaying once");
+}
+
+#[tokio::test]
+async fn replay_filters_by_clip_and_region() {
+    let db = TestDb::new().await;
+    populate(&db).await;
+    truncate_derived(&db).await;
+
+    let filter = ReplayFilter { clip_id: Some(CLIP.into()), region: Some("GB".into()), since: None };
+    let summary = replay(&db.pool, &filter, 500, false).await.unwrap();
+
+    assert_eq!(summary.fetches, 3);
+    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots WHERE region = 'GB'").await, 3);
+    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots WHERE region <> 'GB'").await, 0);
+}
+
+#[tokio::test]
+async fn retention_prunes_old_raw_bodies_and_keeps_fetch_rows_and_data() {
+    let db = TestDb::new().await;
+    populate(&db).await;
+    let data_before = data_rows(&db).await;
+    sqlx::query("UPDATE fetches SET requested_at = requested_at - interval '40 days' WHERE id <= 3")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let pruned = prune_bodies(&db.pool, 30).await.unwrap();
+
+    assert_eq!(pruned, 3);
+    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE body_json IS NULL AND body_pruned_at IS NOT NULL").await, 3);
+    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE body_json IS NOT NULL").await, 6);
+    assert_eq!(db.count("SELECT count(*) FROM fetches").await, 9);
+    assert_eq!(data_rows(&db).await, data_before);
+    assert_eq!(prune_bodies(&db.pool, 30).await.unwrap(), 0, "pruning is idempotent");
+}
+
+#[tokio::test]
+async fn status_reports_entries_credits_disabled_entries_and_errors() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    let mut s = settings(&db.url);
+    s.provider.daily_credit_budget = 100;
+    watch_many(&db, 3).await;
+    sqlx::query("INSERT INTO watchlist (clip_id, region, enabled, disabled_reason) VALUES ('9', 'US', false, 'the provider said the clip does not exist 3 polls in a row')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
+    Worker::new(poller, worker_options(&s, "w")).drain(&CancellationToken::new()).await.unwrap();
+    sqlx::query("INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms, outcome, error) VALUES ('1001', 'US', 7, 'keyapi', now(), 5, 'timeout', 'no response within 30s')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let status = soundtrend::status::collect(&db.pool, &s).await.unwrap();
+
+    assert_eq!(status.entries.total, 4);
+    assert_eq!(status.entries.enabled, 3);
+    assert_eq!(status.entries.disabled, 1);
+    assert_eq!(status.entries.due_now, 0);
+    let keyapi = status.providers.iter().find(|p| p.provider == "keyapi").unwrap();
+    assert_eq!(keyapi.credits_used_today, 6);
+    assert!(keyapi.last_success_at.is_some());
+    assert!(keyapi.last_failure.as_deref().unwrap().contains("timeout"));
+    assert_eq!(status.recent_errors.len(), 1);
+    let text = soundtrend::status::render(&status);
+    assert!(text.contains("6 of 100"), "{text}");
+    assert!(text.contains("9/US  the provider said the clip does not exist"), "{text}");
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["entries"]["total"], 4);
+}
