@@ -45,11 +45,19 @@ struct AdminState {
 }
 
 /// Starts the endpoint when `admin.listen` is set; returns the bound address.
-pub async fn start(settings: &Settings, pool: PgPool, poller: Arc<Poller>) -> anyhow::Result<Option<SocketAddr>> {
+pub async fn start(
+    settings: &Settings,
+    pool: PgPool,
+    poller: Arc<Poller>,
+) -> anyhow::Result<Option<SocketAddr>> {
     if settings.admin.listen.is_empty() {
         return Ok(None);
     }
-    let addr: SocketAddr = settings.admin.listen.parse().context("config key `admin.listen`")?;
+    let addr: SocketAddr = settings
+        .admin
+        .listen
+        .parse()
+        .context("config key `admin.listen`")?;
     let state = AdminState {
         metrics: recorder()?,
         pool,
@@ -78,15 +86,32 @@ async fn metrics(State(s): State<AdminState>) -> String {
 
 async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
     let mut problems = Vec::new();
-    let db = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&s.pool)).await;
+    let db = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&s.pool),
+    )
+    .await;
     if !matches!(db, Ok(Ok(_))) {
         problems.push("database unreachable".to_owned());
     }
     if s.poller.state.auth_rejected.load(Ordering::Relaxed) {
-        let why = s.poller.state.auth_error.lock().expect("lock").clone().unwrap_or_default();
+        let why = s
+            .poller
+            .state
+            .auth_error
+            .lock()
+            .expect("lock")
+            .clone()
+            .unwrap_or_default();
         problems.push(format!("provider rejected the credentials: {why}"));
     }
-    let last = s.poller.state.last_success.lock().expect("lock").unwrap_or(s.started);
+    let last = s
+        .poller
+        .state
+        .last_success
+        .lock()
+        .expect("lock")
+        .unwrap_or(s.started);
     let age = (Utc::now() - last).to_std().unwrap_or_default();
     if age > s.max_success_age {
         problems.push(format!("no successful poll for {}s", age.as_secs()));
@@ -94,6 +119,9 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("; ")))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
     }
 }

@@ -31,17 +31,25 @@ pub mod exit {
 }
 
 pub fn fatal(code: u8, message: impl Into<String>) -> anyhow::Error {
-    Fatal { code, message: message.into() }.into()
+    Fatal {
+        code,
+        message: message.into(),
+    }
+    .into()
 }
 
 /// Connects, creating the database when the server is up but the database does not exist yet,
 /// and applies pending migrations (safe with several instances: sqlx takes an advisory lock).
 pub async fn database(settings: &Settings) -> anyhow::Result<PgPool> {
     ensure_database(settings).await?;
-    let pool = store::pool(&settings.database).context("config key `database.url` is not a valid Postgres URL")?;
-    store::migrate(&pool)
-        .await
-        .with_context(|| format!("cannot apply migrations to {}", settings.database.redacted_url()))?;
+    let pool = store::pool(&settings.database)
+        .context("config key `database.url` is not a valid Postgres URL")?;
+    store::migrate(&pool).await.with_context(|| {
+        format!(
+            "cannot apply migrations to {}",
+            settings.database.redacted_url()
+        )
+    })?;
     Ok(pool)
 }
 
@@ -86,7 +94,12 @@ async fn ensure_database(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// The provider client for `kind` at `base_url` with credentials from the environment.
-pub fn client(settings: &Settings, kind: ProviderKind, base_url: url::Url, credentials: Credentials) -> anyhow::Result<ProviderClient> {
+pub fn client(
+    settings: &Settings,
+    kind: ProviderKind,
+    base_url: url::Url,
+    credentials: Credentials,
+) -> anyhow::Result<ProviderClient> {
     let options = ClientOptions {
         base_url,
         connect_timeout: settings.provider.connect_timeout,
@@ -120,12 +133,26 @@ pub fn quota_params(settings: &Settings, kind: ProviderKind) -> QuotaParams {
             0 => kind.default_credits_per_request(),
             n => n,
         },
-        daily_budget: (settings.provider.daily_credit_budget > 0).then_some(settings.provider.daily_credit_budget),
+        daily_budget: (settings.provider.daily_credit_budget > 0)
+            .then_some(settings.provider.daily_credit_budget),
     }
 }
 
-pub async fn poller(settings: &Settings, pool: PgPool, client: ProviderClient, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Poller>> {
+pub async fn poller(
+    settings: &Settings,
+    pool: PgPool,
+    client: ProviderClient,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<Poller>> {
     let kind = client.kind();
-    store::quota::ensure_provider(&pool, kind).await.context("cannot prepare the provider quota row")?;
-    Ok(Arc::new(Poller::new(pool, client, quota_params(settings, kind), PollOptions::from_settings(settings), clock)))
+    store::quota::ensure_provider(&pool, kind)
+        .await
+        .context("cannot prepare the provider quota row")?;
+    Ok(Arc::new(Poller::new(
+        pool,
+        client,
+        quota_params(settings, kind),
+        PollOptions::from_settings(settings),
+        clock,
+    )))
 }

@@ -16,10 +16,19 @@ use crate::scheduler::{Worker, WorkerOptions};
 use crate::store::watchlist;
 
 #[derive(Debug, Parser)]
-#[command(name = "soundtrend", version, about = "Keeps a historical, SQL-queryable record of how TikTok sounds trend")]
+#[command(
+    name = "soundtrend",
+    version,
+    about = "Keeps a historical, SQL-queryable record of how TikTok sounds trend"
+)]
 pub struct Cli {
     /// Config file; a missing ./config.toml means all defaults.
-    #[arg(long, global = true, env = "SOUNDTREND_CONFIG", default_value = "config.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "SOUNDTREND_CONFIG",
+        default_value = "config.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -78,8 +87,9 @@ pub struct PollArgs {
 
 /// Runs the parsed command. The caller maps errors to exit codes.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let explicit = cli.config != PathBuf::from("config.toml");
-    let settings = Settings::load(&cli.config, explicit).map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let explicit = cli.config.as_path() != std::path::Path::new("config.toml");
+    let settings =
+        Settings::load(&cli.config, explicit).map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
     crate::telemetry::init(&settings.log);
     match cli.command {
         Command::Migrate => {
@@ -131,21 +141,46 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
             summary.stored, summary.rows, summary.failed, summary.skipped
         );
         if summary.auth_rejected {
-            return Err(fatal(exit::CREDENTIALS, format!("{kind} rejected the credentials; check {}", kind.credential_env_vars().join(", "))));
+            return Err(fatal(
+                exit::CREDENTIALS,
+                format!(
+                    "{kind} rejected the credentials; check {}",
+                    kind.credential_env_vars().join(", ")
+                ),
+            ));
         }
         if summary.budget_exhausted {
             return Err(fatal(exit::BUDGET, "the daily credit budget is spent; the remaining entries are polled after the next UTC midnight"));
         }
         if summary.failed > 0 {
-            return Err(fatal(exit::POLL_FAILED, format!("{} poll(s) failed; see fetches.outcome and watchlist.last_error", summary.failed)));
+            return Err(fatal(
+                exit::POLL_FAILED,
+                format!(
+                    "{} poll(s) failed; see fetches.outcome and watchlist.last_error",
+                    summary.failed
+                ),
+            ));
         }
         return Ok(());
     }
 
-    let clip_id = ClipId::parse(args.clip_id.as_deref().unwrap_or_default()).map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
-    let region = Region::parse(args.region.as_deref().unwrap_or_default()).map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
-    let owner = format!("{}-cli", crate::scheduler::instance_name(&settings.daemon.instance_name));
-    let entry = match watchlist::claim_one(&pool, &owner, clip_id.as_str(), region.as_str(), settings.poll.lease_ttl).await? {
+    let clip_id = ClipId::parse(args.clip_id.as_deref().unwrap_or_default())
+        .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let region = Region::parse(args.region.as_deref().unwrap_or_default())
+        .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let owner = format!(
+        "{}-cli",
+        crate::scheduler::instance_name(&settings.daemon.instance_name)
+    );
+    let entry = match watchlist::claim_one(
+        &pool,
+        &owner,
+        clip_id.as_str(),
+        region.as_str(),
+        settings.poll.lease_ttl,
+    )
+    .await?
+    {
         Ok(Some(entry)) => entry,
         Ok(None) => {
             // Not watched: poll it all the same, without watchlist bookkeeping.
@@ -159,9 +194,19 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
                 lease_token: None,
             }
         }
-        Err(holder) => return Err(fatal(exit::RUNTIME, format!("{clip_id}/{region} is being polled by {holder} right now; try again shortly"))),
+        Err(holder) => {
+            return Err(fatal(
+                exit::RUNTIME,
+                format!(
+                    "{clip_id}/{region} is being polled by {holder} right now; try again shortly"
+                ),
+            ))
+        }
     };
-    let outcome = poller.poll(&entry, period, &cancel).await.context("cannot record the poll")?;
+    let outcome = poller
+        .poll(&entry, period, &cancel)
+        .await
+        .context("cannot record the poll")?;
     match outcome {
         PollOutcome::Stored { period, written, attempts } => {
             println!(
@@ -186,7 +231,9 @@ pub fn spawn_signal_handler(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -206,8 +253,18 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
         .map(parse_since)
         .transpose()
         .map_err(|e| fatal(exit::CONFIG, e))?;
-    let clip_id = args.clip_id.as_deref().map(ClipId::parse).transpose().map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
-    let region = args.region.as_deref().map(Region::parse).transpose().map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let clip_id = args
+        .clip_id
+        .as_deref()
+        .map(ClipId::parse)
+        .transpose()
+        .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let region = args
+        .region
+        .as_deref()
+        .map(Region::parse)
+        .transpose()
+        .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
     if args.batch < 1 {
         return Err(fatal(exit::CONFIG, "--batch must be at least 1"));
     }

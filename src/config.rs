@@ -96,7 +96,7 @@ pub struct DaemonSettings {
     pub database_retry_max: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSettings {
     /// 0: keep raw bodies forever.
@@ -181,12 +181,6 @@ impl Default for DaemonSettings {
             instance_name: String::new(),
             database_retry_max: Duration::from_secs(30),
         }
-    }
-}
-
-impl Default for RetentionSettings {
-    fn default() -> Self {
-        Self { raw_body_days: 0 }
     }
 }
 
@@ -282,18 +276,22 @@ impl Settings {
         origin: &str,
         env: &[(String, String)],
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml_text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::Syntax {
-                path: origin.to_owned(),
-                message: e.message().to_owned(),
-            }
-        })?;
+        let mut table: toml::Table =
+            toml_text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: origin.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
         for (name, value) in env {
             if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
                 apply_env_override(&mut table, name, rest, value)?;
             }
         }
-        if let Some((_, url)) = env.iter().find(|(k, v)| k == "DATABASE_URL" && !v.is_empty()) {
+        if let Some((_, url)) = env
+            .iter()
+            .find(|(k, v)| k == "DATABASE_URL" && !v.is_empty())
+        {
             let db = table
                 .entry("database")
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -328,9 +326,9 @@ impl Settings {
                     return Err(key_error(
                         "provider.base_url",
                         format!(
-                            "{:?} is not an http(s) URL; leave it empty for the provider's public API",
-                            self.provider.base_url
-                        ),
+                        "{:?} is not an http(s) URL; leave it empty for the provider's public API",
+                        self.provider.base_url
+                    ),
                     ))
                 }
             }
@@ -346,13 +344,22 @@ impl Settings {
             return Err(key_error("provider.burst", "must be at least 1"));
         }
         if p.max_attempts == 0 || p.max_attempts > 20 {
-            return Err(key_error("provider.max_attempts", "must be between 1 and 20"));
+            return Err(key_error(
+                "provider.max_attempts",
+                "must be between 1 and 20",
+            ));
         }
         if p.request_timeout.is_zero() {
-            return Err(key_error("provider.request_timeout", "must be greater than 0s"));
+            return Err(key_error(
+                "provider.request_timeout",
+                "must be greater than 0s",
+            ));
         }
         if p.connect_timeout.is_zero() {
-            return Err(key_error("provider.connect_timeout", "must be greater than 0s"));
+            return Err(key_error(
+                "provider.connect_timeout",
+                "must be greater than 0s",
+            ));
         }
         if p.retry_max_delay < p.retry_base_delay {
             return Err(key_error(
@@ -361,7 +368,10 @@ impl Settings {
             ));
         }
         if p.disable_after_not_found == 0 {
-            return Err(key_error("provider.disable_after_not_found", "must be at least 1"));
+            return Err(key_error(
+                "provider.disable_after_not_found",
+                "must be at least 1",
+            ));
         }
         let poll = &self.poll;
         if poll.concurrency == 0 || poll.concurrency > 1024 {
@@ -371,7 +381,10 @@ impl Settings {
             return Err(key_error("poll.claim_batch", "must be between 1 and 10000"));
         }
         if !(0.0..=0.5).contains(&poll.jitter) {
-            return Err(key_error("poll.jitter", "must be between 0 and 0.5 (a fraction of poll_interval)"));
+            return Err(key_error(
+                "poll.jitter",
+                "must be between 0 and 0.5 (a fraction of poll_interval)",
+            ));
         }
         if poll.lease_ttl < p.request_timeout * 2 {
             return Err(key_error(
@@ -391,11 +404,20 @@ impl Settings {
         if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
             return Err(key_error(
                 "admin.listen",
-                format!("{:?} is not an address such as 127.0.0.1:9187 (empty disables it)", self.admin.listen),
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:9187 (empty disables it)",
+                    self.admin.listen
+                ),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(key_error("log.level", format!("{:?} is not a level or filter such as info or soundtrend=debug", self.log.level)));
+            return Err(key_error(
+                "log.level",
+                format!(
+                    "{:?} is not a level or filter such as info or soundtrend=debug",
+                    self.log.level
+                ),
+            ));
         }
         Ok(())
     }
@@ -486,8 +508,10 @@ mod tests {
     use super::*;
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_sources(toml, "test.toml", &env)
     }
 
@@ -497,7 +521,10 @@ mod tests {
         let s = load(shipped, &[]).unwrap();
         let d = Settings::default();
         assert_eq!(s.provider.name, d.provider.name);
-        assert_eq!(s.provider.requests_per_second, d.provider.requests_per_second);
+        assert_eq!(
+            s.provider.requests_per_second,
+            d.provider.requests_per_second
+        );
         assert_eq!(s.poll.lease_ttl, d.poll.lease_ttl);
         assert_eq!(s.poll.default_period, d.poll.default_period);
         assert_eq!(s.daemon.tick_cron, d.daemon.tick_cron);
@@ -527,7 +554,10 @@ mod tests {
     #[test]
     fn a_bad_value_names_its_key() {
         let e = load("[provider]\nrequests_per_second = 0\n", &[]).unwrap_err();
-        assert!(e.to_string().contains("provider.requests_per_second"), "{e}");
+        assert!(
+            e.to_string().contains("provider.requests_per_second"),
+            "{e}"
+        );
         let e = load("[provider]\nname = \"tiktok\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("provider.name"), "{e}");
         let e = load("[poll]\nlease_ttl = \"soon\"\n", &[]).unwrap_err();

@@ -23,6 +23,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         admin = admin.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()), "soundtrend is running.");
     let worker = Worker::new(poller, WorkerOptions::from_settings(&settings));
     let summary = worker.run(&settings, cancel).await?;
-    info!(stored = summary.stored, failed = summary.failed, skipped = summary.skipped, rows = summary.rows, "Stopped.");
+    info!(
+        stored = summary.stored,
+        failed = summary.failed,
+        skipped = summary.skipped,
+        rows = summary.rows,
+        "Stopped."
+    );
     Ok(())
 }

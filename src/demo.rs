@@ -37,13 +37,23 @@ pub async fn serve(addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task
     Ok((bound, handle))
 }
 
-async fn keyapi(headers: HeaderMap, q: Query<HashMap<String, String>>, _s: State<DemoState>) -> Response {
-    let authorized = header(&headers, "authorization").is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7);
+async fn keyapi(
+    headers: HeaderMap,
+    q: Query<HashMap<String, String>>,
+    _s: State<DemoState>,
+) -> Response {
+    let authorized =
+        header(&headers, "authorization").is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7);
     answer(ProviderKind::KeyApi, authorized, &q)
 }
 
-async fn echotik(headers: HeaderMap, q: Query<HashMap<String, String>>, _s: State<DemoState>) -> Response {
-    let authorized = header(&headers, "authorization").is_some_and(|v| v.starts_with("Basic ") && v.len() > 6);
+async fn echotik(
+    headers: HeaderMap,
+    q: Query<HashMap<String, String>>,
+    _s: State<DemoState>,
+) -> Response {
+    let authorized =
+        header(&headers, "authorization").is_some_and(|v| v.starts_with("Basic ") && v.len() > 6);
     answer(ProviderKind::EchoTik, authorized, &q)
 }
 
@@ -53,13 +63,21 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 fn answer(kind: ProviderKind, authorized: bool, q: &HashMap<String, String>) -> Response {
     if !authorized {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"code": 401, "message": "unauthorized"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"code": 401, "message": "unauthorized"})),
+        )
+            .into_response();
     }
-    let clip_id = q.get("clip_id").map(String::as_str).unwrap_or(SAMPLE_CLIP_ID);
+    let clip_id = q
+        .get("clip_id")
+        .map(String::as_str)
+        .unwrap_or(SAMPLE_CLIP_ID);
     let region = q.get("region").map(String::as_str).unwrap_or("US");
     let period: i64 = q.get("period").and_then(|p| p.parse().ok()).unwrap_or(7);
     if ![7, 30, 120].contains(&period) || !clip_id.bytes().all(|b| b.is_ascii_digit()) {
-        return axum::Json(json!({"code": 40001, "message": "invalid parameter", "data": null})).into_response();
+        return axum::Json(json!({"code": 40001, "message": "invalid parameter", "data": null}))
+            .into_response();
     }
     let yesterday = Utc::now().date_naive() - Duration::days(1);
     axum::Json(response(kind, clip_id, region, period, yesterday)).into_response()
@@ -68,7 +86,13 @@ fn answer(kind: ProviderKind, authorized: bool, q: &HashMap<String, String>) -> 
 /// A response in `kind`'s dialect for any clip: the sample's shape and audience lists, a
 /// deterministic trend for the window ending `last_day`, and the sample's metadata for the sample
 /// clip (a generated title for others).
-pub fn response(kind: ProviderKind, clip_id: &str, region: &str, period: i64, last_day: NaiveDate) -> Value {
+pub fn response(
+    kind: ProviderKind,
+    clip_id: &str,
+    region: &str,
+    period: i64,
+    last_day: NaiveDate,
+) -> Value {
     let mut body: Value = serde_json::from_str(SAMPLE_RESPONSE).expect("the sample is valid JSON");
     body["message"] = json!(kind.success_message());
     body["requestId"] = json!(format!("demo-{clip_id}-{region}-{period}-{last_day}"));
@@ -77,7 +101,10 @@ pub fn response(kind: ProviderKind, clip_id: &str, region: &str, period: i64, la
     sound["clip_id"] = json!(clip_id);
     sound["country_code"] = json!(region);
     if clip_id != SAMPLE_CLIP_ID {
-        sound["title"] = json!(format!("Demo sound {}", &clip_id[clip_id.len().saturating_sub(4)..]));
+        sound["title"] = json!(format!(
+            "Demo sound {}",
+            &clip_id[clip_id.len().saturating_sub(4)..]
+        ));
         sound["song_id"] = json!(format!("{}", seed % 10_000_000_000_000_000_000));
         sound["link"] = json!(format!("https://www.tiktok.com/music/x-{clip_id}"));
         sound["url_title"] = json!("Demo-sound");
@@ -101,14 +128,20 @@ pub fn trend(seed: u64, period: i64, last_day: NaiveDate) -> Vec<Value> {
         .enumerate()
         .map(|(i, v)| {
             let day = first + Duration::days(i as i64);
-            let ts = day.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp();
+            let ts = day
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc()
+                .timestamp();
             json!({"time": ts, "value": (v / max * 100.0).round() / 100.0})
         })
         .collect()
 }
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 #[cfg(test)]
@@ -124,8 +157,14 @@ mod tests {
             let trend = body["data"]["sound"]["trend"].as_array().unwrap();
             assert_eq!(trend.len() as i64, period);
             let last = trend.last().unwrap()["time"].as_i64().unwrap();
-            assert_eq!(last, day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp());
-            let max = trend.iter().map(|p| p["value"].as_f64().unwrap()).fold(0.0, f64::max);
+            assert_eq!(
+                last,
+                day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp()
+            );
+            let max = trend
+                .iter()
+                .map(|p| p["value"].as_f64().unwrap())
+                .fold(0.0, f64::max);
             assert_eq!(max, 1.0);
         }
     }

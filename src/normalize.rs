@@ -123,7 +123,10 @@ pub fn normalize(detail: &MusicDetail, obs: &Observation) -> Result<Normalized, 
             rank: fit_i32("rank", sound.rank)?,
             rank_diff: fit_i32("rank_diff", sound.rank_diff)?,
             on_list_times: fit_i32("on_list_times", sound.on_list_times)?,
-            popular_days: fit_i32("longevity.popular_days", longevity.and_then(|l| l.popular_days))?,
+            popular_days: fit_i32(
+                "longevity.popular_days",
+                longevity.and_then(|l| l.popular_days),
+            )?,
             current_popularity: longevity.and_then(|l| l.current_popularity),
             like_count: detail.like_count,
             liked: non_null(&detail.liked),
@@ -160,7 +163,11 @@ fn trend_rows(points: &[Option<crate::provider::wire::TrendPoint>]) -> Vec<Trend
         .filter_map(|p| {
             let value = p.value.filter(|v| v.is_finite())?;
             let raw = p.time?;
-            let secs = if raw.abs() >= MILLIS_THRESHOLD { raw / 1000 } else { raw };
+            let secs = if raw.abs() >= MILLIS_THRESHOLD {
+                raw / 1000
+            } else {
+                raw
+            };
             let ts = Utc.timestamp_opt(secs, 0).single()?;
             Some(TrendRow { ts, value })
         })
@@ -278,7 +285,11 @@ mod tests {
         ]}}))
         .unwrap();
         let rows = normalize(&detail, &obs()).unwrap();
-        let got: Vec<(i64, f64)> = rows.trend.iter().map(|r| (r.ts.timestamp(), r.value)).collect();
+        let got: Vec<(i64, f64)> = rows
+            .trend
+            .iter()
+            .map(|r| (r.ts.timestamp(), r.value))
+            .collect();
         assert_eq!(got, vec![(1769472000, 0.5), (1769558400, 0.9)]);
     }
 

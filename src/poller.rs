@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::domain::{ClipId, Period, Region};
 use crate::normalize::{normalize, Observation};
 use crate::provider::{Attempt, ProviderClient, ProviderError, ProviderKind};
-use crate::store::fetches::FetchRecord;
+use crate::store::fetches::{AttemptContext, FetchRecord};
 use crate::store::ingest::{self, FailureBookkeeping, Written};
 use crate::store::quota::{self, Grant, QuotaParams};
 use crate::store::watchlist::{self, Claimed};
@@ -85,7 +85,10 @@ pub enum PollOutcome {
 pub enum SkipReason {
     /// The provider rejected our credentials earlier; no credits are burnt on a bad key.
     CredentialsRejected,
-    BudgetExhausted { used: i64, budget: i64 },
+    BudgetExhausted {
+        used: i64,
+        budget: i64,
+    },
     ShuttingDown,
     /// The lease expired and another worker claimed the entry; our result was discarded.
     LeaseLost,
@@ -184,19 +187,29 @@ impl Poller {
         cancel: &CancellationToken,
     ) -> Result<PollOutcome, StoreError> {
         let started = Instant::now();
-        let (clip_id, region) = match (ClipId::parse(&entry.clip_id), Region::parse(&entry.region)) {
+        let (clip_id, region) = match (ClipId::parse(&entry.clip_id), Region::parse(&entry.region))
+        {
             (Ok(c), Ok(r)) => (c, r),
             (Err(e), _) | (_, Err(e)) => {
                 let reason = format!("cannot poll this entry: {e}");
                 if let Some(token) = entry.lease_token {
-                    watchlist::disable_with_error(&self.pool, &entry.clip_id, &entry.region, token, &reason).await?;
+                    watchlist::disable_with_error(
+                        &self.pool,
+                        &entry.clip_id,
+                        &entry.region,
+                        token,
+                        &reason,
+                    )
+                    .await?;
                 }
                 warn!(clip_id = %entry.clip_id, region = %entry.region, %reason, "Disabled a watchlist entry that cannot be polled.");
                 return Ok(PollOutcome::Skipped(SkipReason::InvalidEntry(reason)));
             }
         };
         let period = period_override.unwrap_or_else(|| self.choose_period(entry));
-        let outcome = self.poll_inner(entry, &clip_id, &region, period, cancel).await?;
+        let outcome = self
+            .poll_inner(entry, &clip_id, &region, period, cancel)
+            .await?;
         self.report(entry, period, &outcome, started.elapsed());
         Ok(outcome)
     }
@@ -233,13 +246,26 @@ impl Poller {
                         Ok(rows) => {
                             let record = self.record(&attempt, entry, period, attempt_no, None);
                             let written = self
-                                .with_db_retry(cancel, || ingest::record_success(&self.pool, &record, &rows, lease, self.opts.jitter))
+                                .with_db_retry(cancel, || {
+                                    ingest::record_success(
+                                        &self.pool,
+                                        &record,
+                                        &rows,
+                                        lease,
+                                        self.opts.jitter,
+                                    )
+                                })
                                 .await;
                             return match written {
                                 Ok(w) => {
                                     m::rows_written(&w);
-                                    *self.state.last_success.lock().expect("lock") = Some(attempt.requested_at);
-                                    Ok(PollOutcome::Stored { period, written: w, attempts: attempt_no })
+                                    *self.state.last_success.lock().expect("lock") =
+                                        Some(attempt.requested_at);
+                                    Ok(PollOutcome::Stored {
+                                        period,
+                                        written: w,
+                                        attempts: attempt_no,
+                                    })
                                 }
                                 Err(StoreError::LeaseLost { .. }) => {
                                     warn!(clip_id = %clip_id, region = %region, request_id = attempt.request_id.as_deref().unwrap_or(""),
@@ -256,21 +282,33 @@ impl Poller {
             };
 
             if let ProviderError::Auth { .. } = error {
-                return self.stop_on_rejected_credentials(entry, &attempt, period, attempt_no, &error).await;
+                return self
+                    .stop_on_rejected_credentials(entry, &attempt, period, attempt_no, &error)
+                    .await;
             }
             if let ProviderError::RateLimited { retry_after } = &error {
                 let pause = retry_after
                     .unwrap_or_else(|| self.backoff(attempt_no))
                     .min(self.opts.max_retry_after);
-                self.with_db_retry(cancel, || async { quota::pause(&self.pool, provider, pause).await.map_err(StoreError::from) })
-                    .await?;
+                self.with_db_retry(cancel, || async {
+                    quota::pause(&self.pool, provider, pause)
+                        .await
+                        .map_err(StoreError::from)
+                })
+                .await?;
             }
             let last = attempt_no == self.opts.max_attempts;
             if error.is_retryable() && !last {
                 m::retry(provider);
-                let record = self.record(&attempt, entry, period, attempt_no, Some(error.to_string()));
-                self.with_db_retry(cancel, || async { store::fetches::insert(&self.pool, &record).await.map(|_| ()).map_err(StoreError::from) })
-                    .await?;
+                let record =
+                    self.record(&attempt, entry, period, attempt_no, Some(error.to_string()));
+                self.with_db_retry(cancel, || async {
+                    store::fetches::insert(&self.pool, &record)
+                        .await
+                        .map(|_| ())
+                        .map_err(StoreError::from)
+                })
+                .await?;
                 let wait = error
                     .retry_after()
                     .map(|d| d.min(self.opts.max_retry_after))
@@ -291,13 +329,22 @@ impl Poller {
                 disable_after_not_found: self.opts.disable_after_not_found,
             };
             let disabled = self
-                .with_db_retry(cancel, || async { ingest::record_failure(&self.pool, &record, lease, &book).await.map_err(StoreError::from) })
+                .with_db_retry(cancel, || async {
+                    ingest::record_failure(&self.pool, &record, lease, &book)
+                        .await
+                        .map_err(StoreError::from)
+                })
                 .await?;
             if disabled {
                 warn!(clip_id = %clip_id, region = %region, error = %error,
                     "Disabled a watchlist entry: the provider keeps saying the clip does not exist.");
             }
-            return Ok(PollOutcome::Failed { period, error, attempts: attempt_no, disabled });
+            return Ok(PollOutcome::Failed {
+                period,
+                error,
+                attempts: attempt_no,
+                disabled,
+            });
         }
         unreachable!("max_attempts is at least 1 and every iteration returns or continues")
     }
@@ -318,7 +365,11 @@ impl Poller {
             }
             let day = self.clock.today();
             let grant = self
-                .with_db_retry(cancel, || async { quota::take(&self.pool, &self.quota, day).await.map_err(StoreError::from) })
+                .with_db_retry(cancel, || async {
+                    quota::take(&self.pool, &self.quota, day)
+                        .await
+                        .map_err(StoreError::from)
+                })
                 .await?;
             match grant {
                 Grant::Granted { .. } => return Ok(None),
@@ -335,7 +386,8 @@ impl Poller {
                         *on = Some(day);
                         first
                     };
-                    let first_anywhere = quota::mark_exhausted(&self.pool, self.provider(), day).await?;
+                    let first_anywhere =
+                        quota::mark_exhausted(&self.pool, self.provider(), day).await?;
                     if first_here || first_anywhere {
                         warn!(provider = %self.provider(), credits_used = used, daily_credit_budget = budget, day = %day,
                             "The daily credit budget is spent; polling pauses until the next UTC day.");
@@ -364,7 +416,8 @@ impl Poller {
             error!(provider = %self.provider(), error = %error,
                 "The provider rejected the credentials; this process stops polling it until restarted. Check {vars}.");
         }
-        self.release(entry, &SkipReason::CredentialsRejected).await?;
+        self.release(entry, &SkipReason::CredentialsRejected)
+            .await?;
         Ok(PollOutcome::Skipped(SkipReason::CredentialsRejected))
     }
 
@@ -383,16 +436,15 @@ impl Poller {
         attempt_no: u32,
         error: Option<String>,
     ) -> FetchRecord<'a> {
-        FetchRecord::from_attempt(
-            attempt,
-            &entry.clip_id,
-            &entry.region,
-            period.days(),
-            self.provider(),
-            attempt_no,
-            self.quota.credits_per_request,
-            error,
-        )
+        let ctx = AttemptContext {
+            clip_id: &entry.clip_id,
+            region: &entry.region,
+            period: period.days(),
+            provider: self.provider(),
+            try_number: attempt_no,
+            credits: self.quota.credits_per_request,
+        };
+        FetchRecord::from_attempt(attempt, ctx, error)
     }
 
     /// Capped exponential backoff with full jitter: uniform in [base, min(max, base * 2^(n-1))].
@@ -414,12 +466,20 @@ impl Poller {
         };
         let message = message.to_lowercase();
         self.opts.not_found_codes.contains(code)
-            || self.opts.not_found_messages.iter().any(|m| !m.is_empty() && message.contains(m))
+            || self
+                .opts
+                .not_found_messages
+                .iter()
+                .any(|m| !m.is_empty() && message.contains(m))
     }
 
     /// Retries a database write while the database is unreachable, so a paid response is not
     /// thrown away over a blip. Gives up after about a minute or on shutdown.
-    async fn with_db_retry<T, F, Fut>(&self, cancel: &CancellationToken, mut op: F) -> Result<T, StoreError>
+    async fn with_db_retry<T, F, Fut>(
+        &self,
+        cancel: &CancellationToken,
+        mut op: F,
+    ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -428,7 +488,11 @@ impl Poller {
         let give_up = Instant::now() + Duration::from_secs(60);
         loop {
             match op().await {
-                Err(e) if e.is_connection_error() && Instant::now() < give_up && !cancel.is_cancelled() => {
+                Err(e)
+                    if e.is_connection_error()
+                        && Instant::now() < give_up
+                        && !cancel.is_cancelled() =>
+                {
                     m::db_error();
                     warn!(error = %e, "The database is unreachable; retrying the write.");
                     tokio::time::sleep(delay).await;
@@ -443,12 +507,19 @@ impl Poller {
         let provider = self.provider();
         let latency_ms = latency.as_millis() as u64;
         match outcome {
-            PollOutcome::Stored { written, attempts, .. } => {
+            PollOutcome::Stored {
+                written, attempts, ..
+            } => {
                 m::poll(provider, "ok");
                 info!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(), outcome = "ok",
                     latency_ms, attempts, rows = written.rows(), fetch_id = written.fetch_id, "Polled.");
             }
-            PollOutcome::Failed { error, attempts, disabled, .. } => {
+            PollOutcome::Failed {
+                error,
+                attempts,
+                disabled,
+                ..
+            } => {
                 m::poll(provider, error.outcome().as_str());
                 warn!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(),
                     outcome = error.outcome().as_str(), latency_ms, attempts, rows = 0, disabled, error = %error, "Poll failed.");

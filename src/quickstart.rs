@@ -30,8 +30,10 @@ pub struct QuickstartArgs {
 }
 
 pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()> {
-    let clip_id = ClipId::parse(&args.clip_id).map_err(|e| app::fatal(app::exit::CONFIG, e.to_string()))?;
-    let region = Region::parse(&args.region).map_err(|e| app::fatal(app::exit::CONFIG, e.to_string()))?;
+    let clip_id =
+        ClipId::parse(&args.clip_id).map_err(|e| app::fatal(app::exit::CONFIG, e.to_string()))?;
+    let region =
+        Region::parse(&args.region).map_err(|e| app::fatal(app::exit::CONFIG, e.to_string()))?;
     let kind = settings.provider.name;
     let live = Credentials::from_env(kind).map_err(|m| app::fatal(app::exit::CREDENTIALS, m))?;
 
@@ -53,18 +55,30 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             plans.push((kind, settings.base_url(), credentials, None, region.clone()));
         }
         None => {
-            let (addr, _server) = demo::serve("127.0.0.1:0".parse().expect("address")).await.context("cannot start the demo API")?;
+            let (addr, _server) = demo::serve("127.0.0.1:0".parse().expect("address"))
+                .await
+                .context("cannot start the demo API")?;
             let base: url::Url = format!("http://{addr}/").parse().expect("demo URL");
             println!(
                 "  mode: DEMO: {} not set, so polling a local demo API at {base} that replays the providers' documented sample response in both dialects (no credits spent)",
                 kind.credential_env_vars().join(" / ")
             );
-            let other = Region::parse(if region.as_str() == "GB" { "US" } else { "GB" }).expect("valid");
-            plans.push((ProviderKind::KeyApi, base.clone(), Credentials::Bearer(SecretString::from("demo-key".to_owned())), Some(0), region.clone()));
+            let other =
+                Region::parse(if region.as_str() == "GB" { "US" } else { "GB" }).expect("valid");
+            plans.push((
+                ProviderKind::KeyApi,
+                base.clone(),
+                Credentials::Bearer(SecretString::from("demo-key".to_owned())),
+                Some(0),
+                region.clone(),
+            ));
             plans.push((
                 ProviderKind::EchoTik,
                 base,
-                Credentials::Basic { username: "demo".into(), password: SecretString::from("demo".to_owned()) },
+                Credentials::Basic {
+                    username: "demo".into(),
+                    password: SecretString::from("demo".to_owned()),
+                },
                 Some(0),
                 other,
             ));
@@ -73,7 +87,8 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
 
     let mut failures = 0;
     for (kind, base, credentials, cost, region) in plans {
-        let inserted = watchlist::upsert(&pool, clip_id.as_str(), region.as_str(), None, None).await?;
+        let inserted =
+            watchlist::upsert(&pool, clip_id.as_str(), region.as_str(), None, None).await?;
         println!(
             "  watchlist: {clip_id}/{region} {}",
             if inserted { "added" } else { "already watched" }
@@ -85,12 +100,31 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             quota.credits_per_request = c;
             quota.daily_budget = None;
         }
-        let poller = Arc::new(Poller::new(pool.clone(), client, quota, PollOptions::from_settings(settings), Arc::new(SystemClock)));
-        let owner = format!("{}-quickstart", crate::scheduler::instance_name(&settings.daemon.instance_name));
-        let entry = match watchlist::claim_one(&pool, &owner, clip_id.as_str(), region.as_str(), settings.poll.lease_ttl).await? {
+        let poller = Arc::new(Poller::new(
+            pool.clone(),
+            client,
+            quota,
+            PollOptions::from_settings(settings),
+            Arc::new(SystemClock),
+        ));
+        let owner = format!(
+            "{}-quickstart",
+            crate::scheduler::instance_name(&settings.daemon.instance_name)
+        );
+        let entry = match watchlist::claim_one(
+            &pool,
+            &owner,
+            clip_id.as_str(),
+            region.as_str(),
+            settings.poll.lease_ttl,
+        )
+        .await?
+        {
             Ok(Some(e)) => e,
             Ok(None) => anyhow::bail!("{clip_id}/{region} vanished from the watchlist"),
-            Err(holder) => anyhow::bail!("{clip_id}/{region} is being polled by {holder}; try again shortly"),
+            Err(holder) => {
+                anyhow::bail!("{clip_id}/{region} is being polled by {holder}; try again shortly")
+            }
         };
         match poller.poll(&entry, None, &CancellationToken::new()).await? {
             PollOutcome::Stored { period, written, .. } => println!(
@@ -112,7 +146,10 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
 
     show(&pool, &clip_id).await?;
     if failures > 0 {
-        return Err(app::fatal(app::exit::POLL_FAILED, format!("{failures} poll(s) did not store data; see above")));
+        return Err(app::fatal(
+            app::exit::POLL_FAILED,
+            format!("{failures} poll(s) did not store data; see above"),
+        ));
     }
     println!("\nNext: put your own sounds in the watchlist with SQL and run `soundtrend run` (see README.md).");
     Ok(())
@@ -157,9 +194,19 @@ async fn show(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     .await?;
     println!("\n  latest daily trend (relative, window max = 1):");
     for (region, day, value) in trend {
-        println!("    {region} {day}  {value:>5.2}  {}", "#".repeat((value * 30.0).round() as usize));
+        println!(
+            "    {region} {day}  {value:>5.2}  {}",
+            "#".repeat((value * 30.0).round() as usize)
+        );
     }
-    let countries: Vec<(i16, Option<String>, Option<String>, Option<f64>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Country {
+        position: i16,
+        country_code: Option<String>,
+        country_name: Option<String>,
+        score: Option<f64>,
+    }
+    let countries: Vec<Country> = sqlx::query_as(
         "SELECT position, country_code, country_name, score FROM audience_countries
          WHERE fetch_id = (SELECT max(fetch_id) FROM audience_countries WHERE clip_id = $1)
          ORDER BY position LIMIT 5",
@@ -168,12 +215,13 @@ async fn show(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     .fetch_all(pool)
     .await?;
     println!("\n  top audience countries (latest fetch):");
-    for (pos, code, name, score) in countries {
+    for c in countries {
         println!(
-            "    {pos:>2}. {} {:<12} score {}",
-            code.unwrap_or_default(),
-            name.unwrap_or_default(),
-            score.unwrap_or_default()
+            "    {:>2}. {} {:<12} score {}",
+            c.position,
+            c.country_code.unwrap_or_default(),
+            c.country_name.unwrap_or_default(),
+            c.score.unwrap_or_default()
         );
     }
     Ok(())

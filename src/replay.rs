@@ -46,7 +46,12 @@ const FILTER: &str = "outcome = 'ok' AND body_json IS NOT NULL
     AND ($2::text IS NULL OR clip_id = $2)
     AND ($3::text IS NULL OR region = $3)";
 
-pub async fn replay(pool: &PgPool, filter: &ReplayFilter, batch_size: i64, progress: bool) -> anyhow::Result<ReplaySummary> {
+pub async fn replay(
+    pool: &PgPool,
+    filter: &ReplayFilter,
+    batch_size: i64,
+    progress: bool,
+) -> anyhow::Result<ReplaySummary> {
     let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM fetches WHERE {FILTER}"))
         .bind(filter.since)
         .bind(filter.clip_id.as_deref())
@@ -56,9 +61,11 @@ pub async fn replay(pool: &PgPool, filter: &ReplayFilter, batch_size: i64, progr
     let bar = if progress && std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} replay [{bar:40}] {pos}/{len} fetches  {per_sec}  eta {eta}")
-                .expect("template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} replay [{bar:40}] {pos}/{len} fetches  {per_sec}  eta {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
         );
         bar
     } else {
@@ -95,7 +102,8 @@ pub async fn replay(pool: &PgPool, filter: &ReplayFilter, batch_size: i64, progr
             match rows_of(archived) {
                 Ok((obs, rows)) => {
                     let record = record_of(archived, &obs);
-                    let written = ingest::replay_derived(&mut *tx, archived.id, &record, &rows).await?;
+                    let written =
+                        ingest::replay_derived(&mut *tx, archived.id, &record, &rows).await?;
                     summary.rows += written.rows();
                     summary.fetches += 1;
                 }
@@ -131,7 +139,10 @@ fn record_of<'a>(a: &'a Archived, obs: &Observation) -> FetchRecord<'a> {
         clip_id: &a.clip_id,
         region: &a.region,
         period: obs.period.days(),
-        provider: a.provider.parse::<ProviderKind>().unwrap_or(ProviderKind::KeyApi),
+        provider: a
+            .provider
+            .parse::<ProviderKind>()
+            .unwrap_or(ProviderKind::KeyApi),
         requested_at: a.requested_at,
         duration_ms: 0,
         http_status: None,

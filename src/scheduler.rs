@@ -109,7 +109,13 @@ impl Worker {
     /// Polls every entry that is due now, then returns (`soundtrend poll --due`).
     pub async fn drain(mut self, cancel: &CancellationToken) -> anyhow::Result<Summary> {
         loop {
-            let claimed = if cancel.is_cancelled() { 0 } else { self.claim(cancel).await.context("cannot claim due watchlist entries")? };
+            let claimed = if cancel.is_cancelled() {
+                0
+            } else {
+                self.claim(cancel)
+                    .await
+                    .context("cannot claim due watchlist entries")?
+            };
             if claimed == 0 && self.tasks.is_empty() {
                 break;
             }
@@ -122,10 +128,18 @@ impl Worker {
 
     /// The daemon loop (`soundtrend run`): returns after `cancel` fires and in-flight polls were
     /// drained (or the grace period ran out and their leases were released).
-    pub async fn run(mut self, settings: &Settings, cancel: CancellationToken) -> anyhow::Result<Summary> {
+    pub async fn run(
+        mut self,
+        settings: &Settings,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Summary> {
         let wake = Arc::new(Notify::new());
         let scheduler = self.start_schedules(settings, wake.clone()).await?;
-        let listener = tokio::spawn(listen_for_inserts(self.pool().clone(), wake.clone(), cancel.clone()));
+        let listener = tokio::spawn(listen_for_inserts(
+            self.pool().clone(),
+            wake.clone(),
+            cancel.clone(),
+        ));
         info!(owner = %self.opts.owner, provider = %self.poller.provider(), concurrency = self.opts.concurrency,
             "Worker started.");
 
@@ -166,8 +180,11 @@ impl Worker {
             }
         }
 
-        info!(in_flight = self.tasks.len(), grace_s = self.opts.shutdown_grace.as_secs_f64(),
-            "Shutting down: no new claims; waiting for in-flight polls.");
+        info!(
+            in_flight = self.tasks.len(),
+            grace_s = self.opts.shutdown_grace.as_secs_f64(),
+            "Shutting down: no new claims; waiting for in-flight polls."
+        );
         let grace = tokio::time::sleep(self.opts.shutdown_grace);
         tokio::pin!(grace);
         while !self.tasks.is_empty() {
@@ -199,14 +216,22 @@ impl Worker {
                 return Ok(total);
             }
             let free = self.permits.available_permits();
-            let want = u32::try_from(free).unwrap_or(u32::MAX).min(self.opts.claim_batch);
+            let want = u32::try_from(free)
+                .unwrap_or(u32::MAX)
+                .min(self.opts.claim_batch);
             if want == 0 {
                 return Ok(total);
             }
-            let claimed = watchlist::claim_due(self.pool(), &self.opts.owner, want, self.opts.lease_ttl).await?;
+            let claimed =
+                watchlist::claim_due(self.pool(), &self.opts.owner, want, self.opts.lease_ttl)
+                    .await?;
             let n = claimed.len();
             for entry in claimed {
-                let permit = self.permits.clone().try_acquire_owned().expect("claimed no more than the free permits");
+                let permit = self
+                    .permits
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("claimed no more than the free permits");
                 let poller = self.poller.clone();
                 let cancel = cancel.clone();
                 self.tasks.spawn(async move {
@@ -237,15 +262,29 @@ impl Worker {
         }
     }
 
-    async fn start_schedules(&self, settings: &Settings, wake: Arc<Notify>) -> anyhow::Result<JobScheduler> {
-        let scheduler = JobScheduler::new().await.context("cannot start the scheduler")?;
+    async fn start_schedules(
+        &self,
+        settings: &Settings,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<JobScheduler> {
+        let scheduler = JobScheduler::new()
+            .await
+            .context("cannot start the scheduler")?;
         let tick_wake = wake.clone();
         let tick = Job::new_async(settings.daemon.tick_cron.as_str(), move |_id, _sched| {
             let wake = tick_wake.clone();
             Box::pin(async move { wake.notify_one() })
         })
-        .with_context(|| format!("config key `daemon.tick_cron`: cannot schedule {:?}", settings.daemon.tick_cron))?;
-        scheduler.add(tick).await.context("cannot schedule the poll tick")?;
+        .with_context(|| {
+            format!(
+                "config key `daemon.tick_cron`: cannot schedule {:?}",
+                settings.daemon.tick_cron
+            )
+        })?;
+        scheduler
+            .add(tick)
+            .await
+            .context("cannot schedule the poll tick")?;
 
         let pool = self.pool().clone();
         let retention_days = settings.retention.raw_body_days;
@@ -261,22 +300,38 @@ impl Worker {
             })
         })
         .with_context(|| format!("config key `daemon.maintenance_cron`: cannot schedule {:?}", settings.daemon.maintenance_cron))?;
-        scheduler.add(maintenance).await.context("cannot schedule maintenance")?;
-        scheduler.start().await.context("cannot start the scheduler")?;
+        scheduler
+            .add(maintenance)
+            .await
+            .context("cannot schedule maintenance")?;
+        scheduler
+            .start()
+            .await
+            .context("cannot start the scheduler")?;
         Ok(scheduler)
     }
 }
 
 /// The maintenance job: tidies expired leases, applies retention, refreshes backlog gauges.
-pub async fn maintain(pool: &PgPool, poller: &Poller, retention_days: u32) -> Result<(), sqlx::Error> {
+pub async fn maintain(
+    pool: &PgPool,
+    poller: &Poller,
+    retention_days: u32,
+) -> Result<(), sqlx::Error> {
     let cleared = watchlist::clear_expired_leases(pool).await?;
     if cleared > 0 {
-        info!(cleared, "Cleared expired leases (their entries are due again).");
+        info!(
+            cleared,
+            "Cleared expired leases (their entries are due again)."
+        );
     }
     if retention_days > 0 {
         let pruned = fetches::prune_bodies(pool, retention_days).await?;
         if pruned > 0 {
-            info!(pruned, retention_days, "Pruned raw response bodies past retention.");
+            info!(
+                pruned,
+                retention_days, "Pruned raw response bodies past retention."
+            );
         }
     }
     let (due, overdue, leased): (i64, f64, i64) = sqlx::query_as(

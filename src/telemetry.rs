@@ -13,7 +13,11 @@ pub fn init(settings: &LogSettings) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match settings.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
     };
 }
@@ -26,7 +30,8 @@ pub mod metrics {
     use crate::store::ingest::Written;
 
     pub fn poll(provider: ProviderKind, outcome: &'static str) {
-        counter!("soundtrend_polls_total", "provider" => provider.as_str(), "outcome" => outcome).increment(1);
+        counter!("soundtrend_polls_total", "provider" => provider.as_str(), "outcome" => outcome)
+            .increment(1);
     }
 
     pub fn request(provider: ProviderKind, attempt: &Attempt) {
@@ -43,7 +48,8 @@ pub mod metrics {
     }
 
     pub fn credits_spent(provider: ProviderKind, credits: u32) {
-        counter!("soundtrend_credits_spent_total", "provider" => provider.as_str()).increment(u64::from(credits));
+        counter!("soundtrend_credits_spent_total", "provider" => provider.as_str())
+            .increment(u64::from(credits));
     }
 
     pub fn credits_today(provider: ProviderKind, used: i64) {
@@ -62,9 +68,12 @@ pub mod metrics {
         counter!("soundtrend_rows_written_total", "table" => "fetches").increment(1);
         counter!("soundtrend_rows_written_total", "table" => "sounds").increment(1);
         counter!("soundtrend_rows_written_total", "table" => "sound_snapshots").increment(1);
-        counter!("soundtrend_rows_written_total", "table" => "trend_points").increment(w.trend_points as u64);
-        counter!("soundtrend_rows_written_total", "table" => "audience_countries").increment(w.countries as u64);
-        counter!("soundtrend_rows_written_total", "table" => "audience_interests").increment(w.interests as u64);
+        counter!("soundtrend_rows_written_total", "table" => "trend_points")
+            .increment(w.trend_points as u64);
+        counter!("soundtrend_rows_written_total", "table" => "audience_countries")
+            .increment(w.countries as u64);
+        counter!("soundtrend_rows_written_total", "table" => "audience_interests")
+            .increment(w.interests as u64);
     }
 
     pub fn backlog(due_now: i64, most_overdue_secs: f64, leases_held: i64) {

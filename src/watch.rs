@@ -56,13 +56,32 @@ pub struct ImportRow {
 
 pub async fn run(pool: &PgPool, cmd: WatchCommand) -> anyhow::Result<()> {
     match cmd {
-        WatchCommand::Add { clip_id, region, period, interval } => {
-            let row = parse_fields(&clip_id, &region, period.as_deref(), interval.as_deref()).map_err(|e| fatal(exit::CONFIG, e))?;
-            let inserted = watchlist::upsert(pool, row.clip_id.as_str(), row.region.as_str(), row.period.map(Period::days), row.interval).await?;
-            println!("{} {}/{}", if inserted { "watching" } else { "updated" }, row.clip_id, row.region);
+        WatchCommand::Add {
+            clip_id,
+            region,
+            period,
+            interval,
+        } => {
+            let row = parse_fields(&clip_id, &region, period.as_deref(), interval.as_deref())
+                .map_err(|e| fatal(exit::CONFIG, e))?;
+            let inserted = watchlist::upsert(
+                pool,
+                row.clip_id.as_str(),
+                row.region.as_str(),
+                row.period.map(Period::days),
+                row.interval,
+            )
+            .await?;
+            println!(
+                "{} {}/{}",
+                if inserted { "watching" } else { "updated" },
+                row.clip_id,
+                row.region
+            );
         }
         WatchCommand::Import { file } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             let (rows, problems) = parse_import(&text);
             for (line, reason) in &problems {
                 eprintln!("{}:{line}: {reason}", file.display());
@@ -70,28 +89,60 @@ pub async fn run(pool: &PgPool, cmd: WatchCommand) -> anyhow::Result<()> {
             let mut tx = pool.begin().await?;
             let (mut added, mut updated) = (0, 0);
             for row in &rows {
-                let inserted = watchlist::upsert(&mut *tx, row.clip_id.as_str(), row.region.as_str(), row.period.map(Period::days), row.interval).await?;
-                if inserted { added += 1 } else { updated += 1 }
+                let inserted = watchlist::upsert(
+                    &mut *tx,
+                    row.clip_id.as_str(),
+                    row.region.as_str(),
+                    row.period.map(Period::days),
+                    row.interval,
+                )
+                .await?;
+                if inserted {
+                    added += 1
+                } else {
+                    updated += 1
+                }
             }
             tx.commit().await?;
-            println!("imported {}: {added} added, {updated} updated, {} refused", file.display(), problems.len());
+            println!(
+                "imported {}: {added} added, {updated} updated, {} refused",
+                file.display(),
+                problems.len()
+            );
             if !problems.is_empty() {
-                return Err(fatal(exit::CONFIG, format!("{} line(s) refused; see above", problems.len())));
+                return Err(fatal(
+                    exit::CONFIG,
+                    format!("{} line(s) refused; see above", problems.len()),
+                ));
             }
         }
         WatchCommand::List { all, limit } => {
             let rows = report::watch_rows(pool, all, limit).await?;
-            println!("{:<20} {:<3} {:>6} {:<12} {:<8} {:<20} {:<20} {:>4}  last error", "clip_id", "rg", "period", "interval", "enabled", "next due (UTC)", "last success (UTC)", "fail");
+            println!(
+                "{:<20} {:<3} {:>6} {:<12} {:<8} {:<20} {:<20} {:>4}  last error",
+                "clip_id",
+                "rg",
+                "period",
+                "interval",
+                "enabled",
+                "next due (UTC)",
+                "last success (UTC)",
+                "fail"
+            );
             for r in rows {
                 println!(
                     "{:<20} {:<3} {:>6} {:<12} {:<8} {:<20} {:<20} {:>4}  {}",
                     r.clip_id,
                     r.region,
-                    r.period.map(|p| p.to_string()).unwrap_or_else(|| "auto".into()),
+                    r.period
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "auto".into()),
                     r.poll_interval,
                     r.enabled,
                     r.next_due_at.format("%Y-%m-%d %H:%M:%S"),
-                    r.last_success_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "never".into()),
+                    r.last_success_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| "never".into()),
                     r.consecutive_failures,
                     r.disabled_reason.or(r.last_error).unwrap_or_default()
                 );
@@ -102,7 +153,10 @@ pub async fn run(pool: &PgPool, cmd: WatchCommand) -> anyhow::Result<()> {
         WatchCommand::Remove { clip_id, region } => {
             let (c, r) = key(&clip_id, &region)?;
             if !watchlist::remove(pool, c.as_str(), r.as_str()).await? {
-                return Err(fatal(exit::CONFIG, format!("{c}/{r} is not on the watchlist")));
+                return Err(fatal(
+                    exit::CONFIG,
+                    format!("{c}/{r} is not on the watchlist"),
+                ));
             }
             println!("removed {c}/{r} (its data stays)");
         }
@@ -113,7 +167,10 @@ pub async fn run(pool: &PgPool, cmd: WatchCommand) -> anyhow::Result<()> {
 async fn toggle(pool: &PgPool, clip_id: &str, region: &str, enabled: bool) -> anyhow::Result<()> {
     let (c, r) = key(clip_id, region)?;
     if !watchlist::set_enabled(pool, c.as_str(), r.as_str(), enabled).await? {
-        return Err(fatal(exit::CONFIG, format!("{c}/{r} is not on the watchlist")));
+        return Err(fatal(
+            exit::CONFIG,
+            format!("{c}/{r} is not on the watchlist"),
+        ));
     }
     println!("{} {c}/{r}", if enabled { "resumed" } else { "paused" });
     Ok(())
@@ -125,24 +182,41 @@ fn key(clip_id: &str, region: &str) -> anyhow::Result<(ClipId, Region)> {
     Ok((c, r))
 }
 
-fn parse_fields(clip_id: &str, region: &str, period: Option<&str>, interval: Option<&str>) -> Result<ImportRow, String> {
+fn parse_fields(
+    clip_id: &str,
+    region: &str,
+    period: Option<&str>,
+    interval: Option<&str>,
+) -> Result<ImportRow, String> {
     let clip_id = ClipId::parse(clip_id).map_err(|e| e.to_string())?;
     let region = Region::parse(region).map_err(|e| e.to_string())?;
-    let period = match period.map(str::trim).filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("auto")) {
+    let period = match period
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("auto"))
+    {
         None => None,
         Some(p) => Some(p.parse::<Period>().map_err(|e| e.to_string())?),
     };
     let interval = match interval.map(str::trim).filter(|i| !i.is_empty()) {
         None => None,
         Some(i) => {
-            let d = humantime::parse_duration(i).map_err(|e| format!("invalid poll interval {i:?}: {e} (write it like 12h or 1day)"))?;
+            let d = humantime::parse_duration(i).map_err(|e| {
+                format!("invalid poll interval {i:?}: {e} (write it like 12h or 1day)")
+            })?;
             if d < Duration::from_secs(60) {
-                return Err(format!("poll interval {i:?} is shorter than the 1 minute minimum"));
+                return Err(format!(
+                    "poll interval {i:?} is shorter than the 1 minute minimum"
+                ));
             }
             Some(d)
         }
     };
-    Ok(ImportRow { clip_id, region, period, interval })
+    Ok(ImportRow {
+        clip_id,
+        region,
+        period,
+        interval,
+    })
 }
 
 /// Parses an import file. Returns the good rows (a pair listed twice keeps its last line) and
@@ -154,15 +228,32 @@ pub fn parse_import(text: &str) -> (Vec<ImportRow>, Vec<(usize, String)>) {
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
         let line = line.trim().trim_start_matches('\u{feff}');
-        if line.is_empty() || line.starts_with('#') || (n == 1 && line.to_ascii_lowercase().starts_with("clip_id")) {
+        if line.is_empty()
+            || line.starts_with('#')
+            || (n == 1 && line.to_ascii_lowercase().starts_with("clip_id"))
+        {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"')).collect();
+        let fields: Vec<&str> = line
+            .split(',')
+            .map(|f| f.trim().trim_matches('"'))
+            .collect();
         if !(2..=4).contains(&fields.len()) {
-            problems.push((n, format!("expected clip_id,region[,period,poll_interval], found {} fields", fields.len())));
+            problems.push((
+                n,
+                format!(
+                    "expected clip_id,region[,period,poll_interval], found {} fields",
+                    fields.len()
+                ),
+            ));
             continue;
         }
-        match parse_fields(fields[0], fields[1], fields.get(2).copied(), fields.get(3).copied()) {
+        match parse_fields(
+            fields[0],
+            fields[1],
+            fields.get(2).copied(),
+            fields.get(3).copied(),
+        ) {
             Ok(row) => {
                 rows.insert((row.clip_id.to_string(), row.region.to_string()), row);
             }
@@ -200,6 +291,10 @@ mod tests {
         assert_eq!(gb.period, Some(Period::Days30));
         assert_eq!(gb.interval, Some(Duration::from_secs(12 * 3600)));
         let us = rows.iter().find(|r| r.region.as_str() == "US").unwrap();
-        assert_eq!(us.period, Some(Period::Days7), "a repeated pair keeps its last line");
+        assert_eq!(
+            us.period,
+            Some(Period::Days7),
+            "a repeated pair keeps its last line"
+        );
     }
 }

@@ -15,7 +15,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_soundtrend");
 /// The binary with a clean environment: the test database, no credentials, no admin port.
 fn soundtrend(db: &TestDb, base: &str) -> Command {
     let mut c = Command::new(BIN);
-    for var in ["KEYAPI_API_KEY", "ECHOTIK_USERNAME", "ECHOTIK_PASSWORD", "RUST_LOG"] {
+    for var in [
+        "KEYAPI_API_KEY",
+        "ECHOTIK_USERNAME",
+        "ECHOTIK_PASSWORD",
+        "RUST_LOG",
+    ] {
         c.env_remove(var);
     }
     c.env("DATABASE_URL", &db.url)
@@ -30,11 +35,17 @@ fn soundtrend(db: &TestDb, base: &str) -> Command {
 }
 
 async fn output(mut c: Command) -> Output {
-    tokio::task::spawn_blocking(move || c.output().expect("binary runs")).await.unwrap()
+    tokio::task::spawn_blocking(move || c.output().expect("binary runs"))
+        .await
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[tokio::test]
@@ -69,22 +80,42 @@ async fn poll_prints_a_one_line_summary_and_its_exit_code_tells_the_outcome() {
     let ok = MockServer::start().await;
     mount_sample(&ok, soundtrend::provider::ProviderKind::KeyApi).await;
     let mut c = soundtrend(&db, &ok.uri());
-    c.env("KEYAPI_API_KEY", API_KEY).args(["poll", "--clip-id", CLIP, "--region", "us", "--period", "7"]);
+    c.env("KEYAPI_API_KEY", API_KEY).args([
+        "poll",
+        "--clip-id",
+        CLIP,
+        "--region",
+        "us",
+        "--period",
+        "7",
+    ]);
 
     let out = output(c).await;
 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.trim().lines().count(), 1, "{stdout}");
-    assert!(stdout.contains("ok: 6703723351497508865/US period=7 via keyapi") && stdout.contains("rows=24"), "{stdout}");
+    assert!(
+        stdout.contains("ok: 6703723351497508865/US period=7 via keyapi")
+            && stdout.contains("rows=24"),
+        "{stdout}"
+    );
 
     let broken = MockServer::start().await;
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(500)).mount(&broken).await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&broken)
+        .await;
     let mut c = soundtrend(&db, &broken.uri());
-    c.env("KEYAPI_API_KEY", API_KEY).args(["poll", "--clip-id", CLIP, "--region", "US"]);
+    c.env("KEYAPI_API_KEY", API_KEY)
+        .args(["poll", "--clip-id", CLIP, "--region", "US"]);
     let out = output(c).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 500"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 500"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test]
@@ -93,9 +124,16 @@ async fn secrets_never_appear_in_any_output() {
     let key = "sk-live-9f8e7d6c5b4a39281706";
     let password = "pw-0a1b2c3d4e5f6a7b8c9d";
     let mut seen = String::new();
-    for (status, body) in [(401, String::new()), (500, String::new()), (200, SAMPLE.to_owned())] {
+    for (status, body) in [
+        (401, String::new()),
+        (500, String::new()),
+        (200, SAMPLE.to_owned()),
+    ] {
         let server = MockServer::start().await;
-        Mock::given(method("GET")).respond_with(ResponseTemplate::new(status).set_body_string(body)).mount(&server).await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(status).set_body_string(body))
+            .mount(&server)
+            .await;
         for provider in ["keyapi", "echotik"] {
             let mut c = soundtrend(&db, &server.uri());
             c.env("KEYAPI_API_KEY", key)
@@ -107,7 +145,10 @@ async fn secrets_never_appear_in_any_output() {
             seen.push_str(&text(&output(c).await));
         }
     }
-    assert!(seen.contains("Polled.") && seen.contains("rejected the credentials"), "the runs did log: {seen}");
+    assert!(
+        seen.contains("Polled.") && seen.contains("rejected the credentials"),
+        "the runs did log: {seen}"
+    );
     assert!(!seen.contains(key), "the API key leaked");
     assert!(!seen.contains(password), "the password leaked");
     assert!(!seen.contains("YW5hOnB3LTBh"), "the Basic header leaked");
@@ -116,7 +157,11 @@ async fn secrets_never_appear_in_any_output() {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill runs").success();
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
     assert!(ok, "kill {sig} {pid}");
 }
 
@@ -126,7 +171,10 @@ async fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::pr
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(Instant::now() < deadline, "the process did not exit within {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the process did not exit within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -146,7 +194,11 @@ async fn run_exits_zero_on_sigterm_after_finishing_in_flight_polls() {
     server.set(|b| b.delay = Duration::from_millis(1_500));
     watch_many(&db, 3).await;
     let mut c = soundtrend(&db, &server.base);
-    c.env("KEYAPI_API_KEY", API_KEY).env("SOUNDTREND__POLL__CONCURRENCY", "1").arg("run").stdout(Stdio::null()).stderr(Stdio::null());
+    c.env("KEYAPI_API_KEY", API_KEY)
+        .env("SOUNDTREND__POLL__CONCURRENCY", "1")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     wait_hits(&server, 1).await;
 
@@ -155,8 +207,16 @@ async fn run_exits_zero_on_sigterm_after_finishing_in_flight_polls() {
 
     assert_eq!(status.code(), Some(0));
     assert_eq!(server.hits().len(), 1);
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 1, "the in-flight poll was finished");
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM sound_snapshots").await,
+        1,
+        "the in-flight poll was finished"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -178,7 +238,11 @@ async fn a_run_killed_with_sigkill_mid_poll_leaves_no_rows_and_the_entry_is_poll
     signal(child.id(), "-KILL");
     wait_exit(&mut child, Duration::from_secs(5)).await;
     assert_eq!(data_rows(&db).await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM fetches").await, 0, "nothing half-written");
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches").await,
+        0,
+        "nothing half-written"
+    );
 
     server.set(|b| b.delay = Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(2_200)).await;
@@ -194,7 +258,10 @@ async fn a_run_killed_with_sigkill_mid_poll_leaves_no_rows_and_the_entry_is_poll
 #[tokio::test]
 async fn watch_import_reports_bad_lines_by_number_and_is_idempotent() {
     let db = TestDb::new().await;
-    let dir = std::env::temp_dir().join(format!("soundtrend-import-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "soundtrend-import-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("sounds.csv");
     std::fs::write(&file, "clip_id,region,period,poll_interval\n6703723351497508865,US\nnot-a-clip,US\n6703723351497508865,gb,30,12h\n1,ZZ\n").unwrap();
@@ -208,7 +275,11 @@ async fn watch_import_reports_bad_lines_by_number_and_is_idempotent() {
         assert!(stderr.contains("sounds.csv:3: invalid clip id"), "{stderr}");
         assert!(stderr.contains("sounds.csv:5: invalid region"), "{stderr}");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let expected = if round == 0 { "2 added, 0 updated, 2 refused" } else { "0 added, 2 updated, 2 refused" };
+        let expected = if round == 0 {
+            "2 added, 0 updated, 2 refused"
+        } else {
+            "0 added, 2 updated, 2 refused"
+        };
         assert!(stdout.contains(expected), "{stdout}");
     }
     assert_eq!(db.count("SELECT count(*) FROM watchlist").await, 2);
@@ -217,11 +288,16 @@ async fn watch_import_reports_bad_lines_by_number_and_is_idempotent() {
     let mut c = soundtrend(&db, "http://127.0.0.1:9/");
     c.args(["watch", "pause", CLIP, "GB"]);
     assert_eq!(output(c).await.status.code(), Some(0));
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE NOT enabled").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM watchlist WHERE NOT enabled")
+            .await,
+        1
+    );
     let mut c = soundtrend(&db, "http://127.0.0.1:9/");
     c.args(["status", "--json"]);
     let out = output(c).await;
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON");
     assert_eq!(status["entries"]["total"], 2);
     assert_eq!(status["entries"]["disabled"], 1);
     std::fs::remove_dir_all(&dir).ok();

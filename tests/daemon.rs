@@ -21,7 +21,10 @@ async fn wait_for(db: &TestDb, sql: &str, expected: i64, within: Duration) {
         if got == expected {
             return;
         }
-        assert!(Instant::now() < deadline, "{sql}: still {got}, expected {expected} after {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: still {got}, expected {expected} after {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -35,8 +38,14 @@ async fn two_workers_never_double_poll_and_together_respect_the_quota() {
     s.provider.burst = 2;
     s.poll.concurrency = 4;
     watch_many(&db, 40).await;
-    let a = Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "a"));
-    let b = Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "b"));
+    let a = Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "a"),
+    );
+    let b = Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "b"),
+    );
     let cancel = CancellationToken::new();
 
     let started = Instant::now();
@@ -45,19 +54,41 @@ async fn two_workers_never_double_poll_and_together_respect_the_quota() {
 
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.stored + rb.stored, 40);
-    assert!(ra.stored > 0 && rb.stored > 0, "both workers took part: {ra:?} {rb:?}");
+    assert!(
+        ra.stored > 0 && rb.stored > 0,
+        "both workers took part: {ra:?} {rb:?}"
+    );
     let hits = server.hits();
     assert_eq!(hits.len(), 40, "exactly one request per entry");
     let mut per_entry: HashMap<(String, String), usize> = HashMap::new();
     for h in &hits {
-        *per_entry.entry((h.clip_id.clone(), h.region.clone())).or_default() += 1;
+        *per_entry
+            .entry((h.clip_id.clone(), h.region.clone()))
+            .or_default() += 1;
     }
-    assert!(per_entry.values().all(|&n| n == 1), "an entry was polled twice");
+    assert!(
+        per_entry.values().all(|&n| n == 1),
+        "an entry was polled twice"
+    );
     let peak = max_in_window(&hits, Duration::from_secs(1));
-    assert!(peak <= 12, "{peak} requests in one second; the quota is 10/s with burst 2");
-    assert!(elapsed >= Duration::from_millis(3_500), "40 requests at 10/s (burst 2) cannot finish in {elapsed:?}");
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'").await, 40);
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL").await, 0);
+    assert!(
+        peak <= 12,
+        "{peak} requests in one second; the quota is 10/s with burst 2"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(3_500),
+        "40 requests at 10/s (burst 2) cannot finish in {elapsed:?}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
+            .await,
+        40
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -72,13 +103,23 @@ async fn retry_after_is_respected_by_every_instance() {
     s.provider.requests_per_second = 20.0;
     s.provider.burst = 1;
     watch_many(&db, 10).await;
-    let a = Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "a"));
-    let b = Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "b"));
+    let a = Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "a"),
+    );
+    let b = Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "b"),
+    );
     let cancel = CancellationToken::new();
 
     let (ra, rb) = tokio::join!(a.drain(&cancel), b.drain(&cancel));
 
-    assert_eq!(ra.unwrap().stored + rb.unwrap().stored, 10, "the rate-limited poll was retried");
+    assert_eq!(
+        ra.unwrap().stored + rb.unwrap().stored,
+        10,
+        "the rate-limited poll was retried"
+    );
     let mut hits = server.hits();
     hits.sort_by_key(|h| h.at);
     let limited_at = hits[0].at;
@@ -89,7 +130,11 @@ async fn retry_after_is_respected_by_every_instance() {
         next.duration_since(limited_at)
     );
     assert_eq!(hits.len(), 11);
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE outcome = 'rate_limited'").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'rate_limited'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -100,25 +145,51 @@ async fn an_exhausted_credit_budget_stops_polling_until_the_next_utc_day() {
     s.provider.daily_credit_budget = 6; // KeyAPI: 2 credits a request, so 3 requests a day
     watch_many(&db, 5).await;
     let clock = Arc::new(OffsetClock::new());
-    let poller = poller_with_clock(&s, &db.pool, ProviderKind::KeyApi, &server.base, clock.clone()).await;
+    let poller = poller_with_clock(
+        &s,
+        &db.pool,
+        ProviderKind::KeyApi,
+        &server.base,
+        clock.clone(),
+    )
+    .await;
     let cancel = CancellationToken::new();
 
-    let day1 = Worker::new(poller.clone(), worker_options(&s, "a")).drain(&cancel).await.unwrap();
+    let day1 = Worker::new(poller.clone(), worker_options(&s, "a"))
+        .drain(&cancel)
+        .await
+        .unwrap();
 
     assert_eq!(day1.stored, 3);
     assert!(day1.budget_exhausted);
     assert_eq!(server.hits().len(), 3, "no request beyond the budget");
     assert_eq!(db.count("SELECT count(*) FROM credit_usage WHERE credits_used = 6 AND requests = 3 AND exhausted_at IS NOT NULL").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at <= now()").await, 2, "unpolled entries stay due");
-    let again = Worker::new(poller.clone(), worker_options(&s, "a")).drain(&cancel).await.unwrap();
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at <= now()"
+        )
+        .await,
+        2,
+        "unpolled entries stay due"
+    );
+    let again = Worker::new(poller.clone(), worker_options(&s, "a"))
+        .drain(&cancel)
+        .await
+        .unwrap();
     assert_eq!(again.stored, 0, "still the same day");
 
     clock.advance(chrono::Duration::days(1));
-    let day2 = Worker::new(poller, worker_options(&s, "a")).drain(&cancel).await.unwrap();
+    let day2 = Worker::new(poller, worker_options(&s, "a"))
+        .drain(&cancel)
+        .await
+        .unwrap();
 
     assert_eq!(day2.stored, 2);
     assert_eq!(server.hits().len(), 5);
-    assert_eq!(db.count("SELECT sum(credits_used) FROM credit_usage").await, 10);
+    assert_eq!(
+        db.count("SELECT sum(credits_used) FROM credit_usage").await,
+        10
+    );
 }
 
 #[tokio::test]
@@ -130,7 +201,10 @@ async fn shutdown_finishes_in_flight_polls_and_releases_the_rest() {
     s.poll.concurrency = 2;
     s.daemon.shutdown_grace = Duration::from_secs(10);
     watch_many(&db, 6).await;
-    let worker = Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "a"));
+    let worker = Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "a"),
+    );
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let s = s.clone();
@@ -144,13 +218,38 @@ async fn shutdown_finishes_in_flight_polls_and_releases_the_rest() {
     }
 
     cancel.cancel();
-    let summary = tokio::time::timeout(Duration::from_secs(10), run).await.expect("stops within the grace").unwrap().unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("stops within the grace")
+        .unwrap()
+        .unwrap();
 
-    assert_eq!(summary.stored, 2, "in-flight polls finished and were stored");
-    assert_eq!(server.hits().len(), 2, "nothing new was claimed after the signal");
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'").await, 2);
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE last_success_at IS NULL AND next_due_at <= now()").await, 4);
+    assert_eq!(
+        summary.stored, 2,
+        "in-flight polls finished and were stored"
+    );
+    assert_eq!(
+        server.hits().len(),
+        2,
+        "nothing new was claimed after the signal"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
+            .await,
+        2
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM watchlist WHERE last_success_at IS NULL AND next_due_at <= now()"
+        )
+        .await,
+        4
+    );
 }
 
 #[tokio::test]
@@ -162,7 +261,10 @@ async fn a_worker_killed_mid_poll_leaves_no_rows_and_its_entry_is_polled_again()
     s.poll.lease_ttl = Duration::from_secs(2);
     s.provider.request_timeout = Duration::from_secs(1);
     db.watch(CLIP, "US").await;
-    let doomed = Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "doomed"));
+    let doomed = Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "doomed"),
+    );
     let cancel = CancellationToken::new();
     let task = tokio::spawn(async move { doomed.drain(&CancellationToken::new()).await });
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -174,16 +276,28 @@ async fn a_worker_killed_mid_poll_leaves_no_rows_and_its_entry_is_polled_again()
     task.abort(); // the process dies with a request in flight
     let _ = task.await;
     assert_eq!(data_rows(&db).await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE lease_owner = 'doomed'").await, 1, "the dead worker's lease is still there");
+    assert_eq!(
+        db.count("SELECT count(*) FROM watchlist WHERE lease_owner = 'doomed'")
+            .await,
+        1,
+        "the dead worker's lease is still there"
+    );
 
     server.set(|b| b.delay = Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(2_100)).await; // the lease expires
-    let rescuer = Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "rescuer"));
+    let rescuer = Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "rescuer"),
+    );
     let summary = rescuer.drain(&cancel).await.unwrap();
 
     assert_eq!(summary.stored, 1);
     assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
+            .await,
+        1
+    );
     assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND last_success_at IS NOT NULL").await, 1);
 }
 
@@ -193,17 +307,52 @@ async fn a_late_write_after_a_lost_lease_is_discarded() {
     let server = RecordingServer::start().await;
     let s = settings(&db.url);
     db.watch(CLIP, "US").await;
-    let stale = soundtrend::store::watchlist::claim_one(&db.pool, "slow", CLIP, "US", Duration::from_millis(1)).await.unwrap().unwrap().unwrap();
+    let stale = soundtrend::store::watchlist::claim_one(
+        &db.pool,
+        "slow",
+        CLIP,
+        "US",
+        Duration::from_millis(1),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let fresh = soundtrend::store::watchlist::claim_one(&db.pool, "fast", CLIP, "US", Duration::from_secs(60)).await.unwrap().unwrap().unwrap();
+    let fresh = soundtrend::store::watchlist::claim_one(
+        &db.pool,
+        "fast",
+        CLIP,
+        "US",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
 
-    let late = poller.poll(&stale, None, &CancellationToken::new()).await.unwrap();
+    let late = poller
+        .poll(&stale, None, &CancellationToken::new())
+        .await
+        .unwrap();
 
-    assert!(matches!(late, soundtrend::poller::PollOutcome::Skipped(soundtrend::poller::SkipReason::LeaseLost)), "{late:?}");
+    assert!(
+        matches!(
+            late,
+            soundtrend::poller::PollOutcome::Skipped(soundtrend::poller::SkipReason::LeaseLost)
+        ),
+        "{late:?}"
+    );
     assert_eq!(data_rows(&db).await, 0);
-    let on_time = poller.poll(&fresh, None, &CancellationToken::new()).await.unwrap();
-    assert!(matches!(on_time, soundtrend::poller::PollOutcome::Stored { .. }), "{on_time:?}");
+    let on_time = poller
+        .poll(&fresh, None, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(
+        matches!(on_time, soundtrend::poller::PollOutcome::Stored { .. }),
+        "{on_time:?}"
+    );
 }
 
 #[tokio::test]
@@ -212,7 +361,10 @@ async fn an_insert_wakes_the_daemon_within_seconds() {
     let server = RecordingServer::start().await;
     let mut s = settings(&db.url);
     s.daemon.tick_cron = "0 0 0 1 1 *".into(); // once a year: only the notification can wake it
-    let worker = Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "a"));
+    let worker = Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "a"),
+    );
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let s = s.clone();
@@ -223,7 +375,13 @@ async fn an_insert_wakes_the_daemon_within_seconds() {
 
     db.watch(CLIP, "FR").await;
 
-    wait_for(&db, "SELECT count(*) FROM sound_snapshots WHERE region = 'FR'", 1, Duration::from_secs(3)).await;
+    wait_for(
+        &db,
+        "SELECT count(*) FROM sound_snapshots WHERE region = 'FR'",
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
     cancel.cancel();
     run.await.unwrap().unwrap();
 }
@@ -245,11 +403,18 @@ async fn the_period_covers_the_gap_since_the_last_success() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let worker = Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "a"));
+    let worker = Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "a"),
+    );
 
     worker.drain(&CancellationToken::new()).await.unwrap();
 
-    let periods: HashMap<String, String> = server.hits().into_iter().map(|h| (h.clip_id, h.period)).collect();
+    let periods: HashMap<String, String> = server
+        .hits()
+        .into_iter()
+        .map(|h| (h.clip_id, h.period))
+        .collect();
     assert_eq!(periods["1"], "7");
     assert_eq!(periods["2"], "30");
     assert_eq!(periods["3"], "120");
@@ -264,7 +429,10 @@ async fn the_daemon_survives_its_database_connections_being_killed() {
     let mut s = settings(&db.url);
     s.daemon.tick_cron = "* * * * * *".into();
     s.daemon.database_retry_max = Duration::from_secs(1);
-    let worker = Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "a"));
+    let worker = Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "a"),
+    );
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let s = s.clone();
@@ -272,7 +440,13 @@ async fn the_daemon_survives_its_database_connections_being_killed() {
         async move { worker.run(&s, cancel).await }
     });
     db.watch("1", "US").await;
-    wait_for(&db, "SELECT count(*) FROM sound_snapshots", 1, Duration::from_secs(5)).await;
+    wait_for(
+        &db,
+        "SELECT count(*) FROM sound_snapshots",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
 
     // Kill every connection to the test database, twice, the way a restart would.
     let admin = sqlx::PgPool::connect(&db.url).await.unwrap();
@@ -283,15 +457,24 @@ async fn the_daemon_survives_its_database_connections_being_killed() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES ('2', 'US'), ('3', 'US')").execute(&admin).await.unwrap();
+    sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES ('2', 'US'), ('3', 'US')")
+        .execute(&admin)
+        .await
+        .unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sound_snapshots").fetch_one(&admin).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sound_snapshots")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
         if n == 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "polling did not resume after the connections were killed ({n} of 3)");
+        assert!(
+            Instant::now() < deadline,
+            "polling did not resume after the connections were killed ({n} of 3)"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!run.is_finished(), "the daemon kept running");
@@ -306,16 +489,27 @@ async fn entries_inserted_together_spread_out_after_their_first_poll() {
     let mut s = settings(&db.url);
     s.poll.jitter = 0.1;
     watch_many(&db, 50).await;
-    Worker::new(poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await, worker_options(&s, "a"))
-        .drain(&CancellationToken::new())
-        .await
-        .unwrap();
+    Worker::new(
+        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
+        worker_options(&s, "a"),
+    )
+    .drain(&CancellationToken::new())
+    .await
+    .unwrap();
 
-    let distinct_minutes = db.count("SELECT count(DISTINCT date_trunc('minute', next_due_at)) FROM watchlist").await;
+    let distinct_minutes = db
+        .count("SELECT count(DISTINCT date_trunc('minute', next_due_at)) FROM watchlist")
+        .await;
     let spread_hours: f64 = sqlx::query_scalar("SELECT EXTRACT(epoch FROM max(next_due_at) - min(next_due_at))::float8 / 3600 FROM watchlist")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert!(distinct_minutes > 30, "next due times cluster: {distinct_minutes} distinct minutes");
-    assert!(spread_hours > 1.0 && spread_hours <= 4.9, "spread {spread_hours} h for a 1-day interval with 10% jitter");
+    assert!(
+        distinct_minutes > 30,
+        "next due times cluster: {distinct_minutes} distinct minutes"
+    );
+    assert!(
+        spread_hours > 1.0 && spread_hours <= 4.9,
+        "spread {spread_hours} h for a 1-day interval with 10% jitter"
+    );
 }

@@ -15,13 +15,22 @@ use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-async fn poll(db: &TestDb, poller: &Poller, clip: &str, region: &str, period: Option<Period>) -> PollOutcome {
+async fn poll(
+    db: &TestDb,
+    poller: &Poller,
+    clip: &str,
+    region: &str,
+    period: Option<Period>,
+) -> PollOutcome {
     let entry = watchlist::claim_one(&db.pool, "test", clip, region, Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap()
         .expect("entry is on the watchlist");
-    poller.poll(&entry, period, &CancellationToken::new()).await.expect("poll records")
+    poller
+        .poll(&entry, period, &CancellationToken::new())
+        .await
+        .expect("poll records")
 }
 
 #[tokio::test]
@@ -30,7 +39,10 @@ async fn keyapi_sample_lands_in_every_table_with_bearer_auth() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/v1/tiktok/trending/music/detail"))
-        .and(header("authorization", format!("Bearer {API_KEY}").as_str()))
+        .and(header(
+            "authorization",
+            format!("Bearer {API_KEY}").as_str(),
+        ))
         .and(query_param("period", "7"))
         .and(query_param("region", "US"))
         .and(query_param("clip_id", CLIP))
@@ -48,14 +60,27 @@ async fn keyapi_sample_lands_in_every_table_with_bearer_auth() {
     assert_eq!(db.count("SELECT count(*) FROM sounds WHERE title = 'New Sun' AND author = 'Chihei Hatakeyama' AND duration = 60").await, 1);
     assert_eq!(db.count("SELECT count(*) FROM sound_snapshots WHERE rank IS NULL AND region = 'US' AND period = 7").await, 1);
     assert_eq!(db.count("SELECT count(*) FROM trend_points WHERE clip_id = '6703723351497508865' AND region = 'US'").await, 7);
-    assert_eq!(db.count("SELECT count(*) FROM trend_points WHERE ts = to_timestamp(1769990400) AND value = 1").await, 1);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM trend_points WHERE ts = to_timestamp(1769990400) AND value = 1"
+        )
+        .await,
+        1
+    );
     assert_eq!(db.count("SELECT count(*) FROM audience_countries WHERE position = 1 AND country_code = 'LV' AND country_name = 'Latvia' AND provider_id = '458258' AND score = 1426").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM audience_countries").await, 10);
+    assert_eq!(
+        db.count("SELECT count(*) FROM audience_countries").await,
+        10
+    );
     assert_eq!(db.count("SELECT count(*) FROM audience_interests WHERE interest_id = '10004' AND label = 'diversify_10004' AND name = 'Scripted Drama'").await, 1);
     assert_eq!(db.count("SELECT count(*) FROM audience_interests").await, 5);
     assert_eq!(db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok' AND provider = 'keyapi' AND request_id = '10ddeaa7-1b62-43c1-918c-f0e164fdb631' AND body_json->>'message' = 'success' AND credits = 2").await, 1);
     // Every derived row points at the fetch it came from.
-    assert_eq!(db.count("SELECT count(*) FROM trend_points t JOIN fetches f ON f.id = t.fetch_id").await, 7);
+    assert_eq!(
+        db.count("SELECT count(*) FROM trend_points t JOIN fetches f ON f.id = t.fetch_id")
+            .await,
+        7
+    );
     assert_eq!(
         db.count("SELECT count(*) FROM watchlist WHERE last_success_at IS NOT NULL AND consecutive_failures = 0 AND lease_token IS NULL AND next_due_at > now() + interval '20 hours'").await,
         1
@@ -67,7 +92,10 @@ async fn echotik_sample_lands_with_basic_auth() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
     // base64("ana:test-pass-77b2")
-    let basic = format!("Basic {}", base64_encode(format!("{ECHO_USER}:{ECHO_PASSWORD}").as_bytes()));
+    let basic = format!(
+        "Basic {}",
+        base64_encode(format!("{ECHO_USER}:{ECHO_PASSWORD}").as_bytes())
+    );
     Mock::given(method("GET"))
         .and(path("/api/v3/realtime/trending/popular/music/detail"))
         .and(header("authorization", basic.as_str()))
@@ -97,27 +125,57 @@ async fn repolling_an_overlapping_window_adds_no_duplicate_points_and_updates_th
     let first = MockServer::start().await;
     mount_generated(&first, ProviderKind::KeyApi, CLIP, "US", 7, day).await;
     let poller1 = poller(&s, &db.pool, ProviderKind::KeyApi, &first.uri()).await;
-    assert!(matches!(poll(&db, &poller1, CLIP, "US", Some(Period::Days7)).await, PollOutcome::Stored { .. }));
+    assert!(matches!(
+        poll(&db, &poller1, CLIP, "US", Some(Period::Days7)).await,
+        PollOutcome::Stored { .. }
+    ));
 
     // The next day's window overlaps six days, with other relative values, and a renamed sound.
     let second = MockServer::start().await;
-    let mut body = soundtrend::demo::response(ProviderKind::KeyApi, CLIP, "US", 7, day.succ_opt().unwrap());
+    let mut body =
+        soundtrend::demo::response(ProviderKind::KeyApi, CLIP, "US", 7, day.succ_opt().unwrap());
     body["data"]["sound"]["title"] = serde_json::json!("New Sun (Remastered)");
     for p in body["data"]["sound"]["trend"].as_array_mut().unwrap() {
         p["value"] = serde_json::json!(0.42);
     }
     mount_body(&second, ProviderKind::KeyApi, 200, body.to_string()).await;
     let poller2 = poller(&s, &db.pool, ProviderKind::KeyApi, &second.uri()).await;
-    assert!(matches!(poll(&db, &poller2, CLIP, "US", Some(Period::Days7)).await, PollOutcome::Stored { .. }));
+    assert!(matches!(
+        poll(&db, &poller2, CLIP, "US", Some(Period::Days7)).await,
+        PollOutcome::Stored { .. }
+    ));
 
     assert_eq!(db.count("SELECT count(*) FROM trend_points").await, 8);
-    assert_eq!(db.count("SELECT count(DISTINCT ts) FROM trend_points").await, 8);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT ts) FROM trend_points")
+            .await,
+        8
+    );
     let newest_fetch = db.count("SELECT max(id) FROM fetches").await;
-    assert_eq!(db.count(&format!("SELECT count(*) FROM trend_points WHERE fetch_id = {newest_fetch} AND value = 0.42")).await, 7);
-    assert_eq!(db.count("SELECT count(*) FROM trend_points WHERE value <> 0.42").await, 1, "the day only the first window covered keeps its value");
-    assert_eq!(db.count("SELECT count(*) FROM sounds WHERE title = 'New Sun (Remastered)'").await, 1);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM trend_points WHERE fetch_id = {newest_fetch} AND value = 0.42"
+        ))
+        .await,
+        7
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM trend_points WHERE value <> 0.42")
+            .await,
+        1,
+        "the day only the first window covered keeps its value"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM sounds WHERE title = 'New Sun (Remastered)'")
+            .await,
+        1
+    );
     assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 2);
-    assert_eq!(db.count("SELECT count(*) FROM sounds WHERE first_seen_at < last_seen_at").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM sounds WHERE first_seen_at < last_seen_at")
+            .await,
+        1
+    );
 }
 
 /// Polls once against `server` with one attempt allowed and returns the fetch outcome stored.
@@ -150,20 +208,36 @@ async fn a_429_lands_as_rate_limited_and_pauses_the_shared_quota() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30").set_body_string("slow down"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "30")
+                .set_body_string("slow down"),
+        )
         .mount(&server)
         .await;
     let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
     assert_failure_recorded(&db, "rate_limited", &outcome, &stored).await;
     assert_eq!(db.count("SELECT count(*) FROM provider_quota WHERE paused_until > now() + interval '25 seconds'").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE http_status = 429 AND body_text = 'slow down'").await, 1);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM fetches WHERE http_status = 429 AND body_text = 'slow down'"
+        )
+        .await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_server_error_lands_as_http_error() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
-    mount_body(&server, ProviderKind::KeyApi, 502, "<html>bad gateway</html>".into()).await;
+    mount_body(
+        &server,
+        ProviderKind::KeyApi,
+        502,
+        "<html>bad gateway</html>".into(),
+    )
+    .await;
     let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
     assert_failure_recorded(&db, "http_error", &outcome, &stored).await;
 }
@@ -173,12 +247,20 @@ async fn a_slow_provider_lands_as_timeout() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(SAMPLE, "application/json").set_delay(Duration::from_secs(5)))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(SAMPLE, "application/json")
+                .set_delay(Duration::from_secs(5)),
+        )
         .mount(&server)
         .await;
     let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
     assert_failure_recorded(&db, "timeout", &outcome, &stored).await;
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE http_status IS NULL").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE http_status IS NULL")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -201,7 +283,11 @@ async fn a_transfer_cut_mid_body_lands_as_network_error() {
 async fn a_refused_connection_lands_as_network_error() {
     let db = TestDb::new().await;
     // Bind then drop: nothing listens on the port any more.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (outcome, stored) = single_attempt_outcome(&db, &format!("http://127.0.0.1:{port}/")).await;
     assert_failure_recorded(&db, "network_error", &outcome, &stored).await;
 }
@@ -210,27 +296,54 @@ async fn a_refused_connection_lands_as_network_error() {
 async fn malformed_json_lands_as_invalid_payload_with_the_body_kept_as_text() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
-    mount_body(&server, ProviderKind::KeyApi, 200, "{\"code\": 0, \"data\": {oops".into()).await;
+    mount_body(
+        &server,
+        ProviderKind::KeyApi,
+        200,
+        "{\"code\": 0, \"data\": {oops".into(),
+    )
+    .await;
     let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
     assert_failure_recorded(&db, "invalid_payload", &outcome, &stored).await;
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE body_text LIKE '%oops' AND body_json IS NULL").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE body_text LIKE '%oops' AND body_json IS NULL")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn truncated_json_lands_as_invalid_payload() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
-    mount_body(&server, ProviderKind::KeyApi, 200, SAMPLE[..SAMPLE.len() / 2].to_owned()).await;
+    mount_body(
+        &server,
+        ProviderKind::KeyApi,
+        200,
+        SAMPLE[..SAMPLE.len() / 2].to_owned(),
+    )
+    .await;
     let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
     assert_failure_recorded(&db, "invalid_payload", &outcome, &stored).await;
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE error LIKE '%truncated%'").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE error LIKE '%truncated%'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_business_error_lands_as_api_error_with_its_code_and_message() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
-    mount_body(&server, ProviderKind::KeyApi, 200, r#"{"code": 10010, "message": "insufficient balance", "data": null, "requestId": "r-1"}"#.into()).await;
+    mount_body(
+        &server,
+        ProviderKind::KeyApi,
+        200,
+        r#"{"code": 10010, "message": "insufficient balance", "data": null, "requestId": "r-1"}"#
+            .into(),
+    )
+    .await;
     let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
     assert_failure_recorded(&db, "api_error", &outcome, &stored).await;
     assert_eq!(db.count("SELECT count(*) FROM fetches WHERE api_code = 10010 AND api_message = 'insufficient balance' AND request_id = 'r-1' AND body_json IS NOT NULL").await, 1);
@@ -240,7 +353,15 @@ async fn a_business_error_lands_as_api_error_with_its_code_and_message() {
 async fn a_response_without_sound_lands_as_invalid_payload() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
-    mount_body(&server, ProviderKind::KeyApi, 200, sample_with(ProviderKind::KeyApi, |v| { v["data"].as_object_mut().unwrap().remove("sound"); })).await;
+    mount_body(
+        &server,
+        ProviderKind::KeyApi,
+        200,
+        sample_with(ProviderKind::KeyApi, |v| {
+            v["data"].as_object_mut().unwrap().remove("sound");
+        }),
+    )
+    .await;
     let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
     assert_failure_recorded(&db, "invalid_payload", &outcome, &stored).await;
 }
@@ -249,7 +370,15 @@ async fn a_response_without_sound_lands_as_invalid_payload() {
 async fn values_of_the_wrong_type_land_as_invalid_payload() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
-    mount_body(&server, ProviderKind::KeyApi, 200, sample_with(ProviderKind::KeyApi, |v| { v["data"]["sound"]["audience_countries"] = serde_json::json!({"LV": 1}); })).await;
+    mount_body(
+        &server,
+        ProviderKind::KeyApi,
+        200,
+        sample_with(ProviderKind::KeyApi, |v| {
+            v["data"]["sound"]["audience_countries"] = serde_json::json!({"LV": 1});
+        }),
+    )
+    .await;
     let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
     assert_failure_recorded(&db, "invalid_payload", &outcome, &stored).await;
 }
@@ -258,7 +387,15 @@ async fn values_of_the_wrong_type_land_as_invalid_payload() {
 async fn a_response_for_another_clip_lands_as_invalid_payload() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
-    mount_body(&server, ProviderKind::KeyApi, 200, sample_with(ProviderKind::KeyApi, |v| { v["data"]["sound"]["clip_id"] = serde_json::json!("42"); })).await;
+    mount_body(
+        &server,
+        ProviderKind::KeyApi,
+        200,
+        sample_with(ProviderKind::KeyApi, |v| {
+            v["data"]["sound"]["clip_id"] = serde_json::json!("42");
+        }),
+    )
+    .await;
     let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
     assert_failure_recorded(&db, "invalid_payload", &outcome, &stored).await;
 }
@@ -278,17 +415,34 @@ async fn nulls_and_missing_fields_are_stored_as_nulls() {
     mount_body(&server, ProviderKind::KeyApi, 200, body).await;
     let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
     assert_eq!(stored, "ok", "{outcome:?}");
-    assert_eq!(db.count("SELECT count(*) FROM sounds WHERE title IS NULL AND author IS NULL").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots WHERE popular_days IS NULL AND trend_points = 0").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM sounds WHERE title IS NULL AND author IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM sound_snapshots WHERE popular_days IS NULL AND trend_points = 0"
+        )
+        .await,
+        1
+    );
     assert_eq!(db.count("SELECT count(*) FROM trend_points").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM audience_countries").await, 10);
+    assert_eq!(
+        db.count("SELECT count(*) FROM audience_countries").await,
+        10
+    );
 }
 
 #[tokio::test]
 async fn rejected_credentials_stop_polling_without_counting_against_the_entry() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(401)).expect(1).mount(&server).await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401))
+        .expect(1)
+        .mount(&server)
+        .await;
     let s = settings(&db.url);
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
     db.watch(CLIP, "US").await;
@@ -297,19 +451,48 @@ async fn rejected_credentials_stop_polling_without_counting_against_the_entry() 
     let first = poll(&db, &poller, CLIP, "US", None).await;
     let second = poll(&db, &poller, CLIP, "GB", None).await;
 
-    assert!(matches!(first, PollOutcome::Skipped(SkipReason::CredentialsRejected)), "{first:?}");
-    assert!(matches!(second, PollOutcome::Skipped(SkipReason::CredentialsRejected)), "{second:?}");
+    assert!(
+        matches!(first, PollOutcome::Skipped(SkipReason::CredentialsRejected)),
+        "{first:?}"
+    );
+    assert!(
+        matches!(
+            second,
+            PollOutcome::Skipped(SkipReason::CredentialsRejected)
+        ),
+        "{second:?}"
+    );
     assert!(poller.is_blocked());
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE outcome = 'auth_error'").await, 1, "no second request on a rejected key");
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE consecutive_failures = 0 AND lease_token IS NULL").await, 2);
-    assert_eq!(db.count("SELECT count(*) FROM provider_quota WHERE auth_failed_at IS NOT NULL").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'auth_error'")
+            .await,
+        1,
+        "no second request on a rejected key"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM watchlist WHERE consecutive_failures = 0 AND lease_token IS NULL"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM provider_quota WHERE auth_failed_at IS NOT NULL")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn transient_failures_are_retried_within_the_poll() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(503)).up_to_n_times(2).with_priority(1).mount(&server).await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
     mount_sample(&server, ProviderKind::KeyApi).await;
     let s = settings(&db.url);
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
@@ -317,28 +500,50 @@ async fn transient_failures_are_retried_within_the_poll() {
 
     let outcome = poll(&db, &poller, CLIP, "US", Some(Period::Days7)).await;
 
-    assert!(matches!(outcome, PollOutcome::Stored { attempts: 3, .. }), "{outcome:?}");
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE outcome = 'http_error' AND http_status = 503").await, 2);
-    let attempts: String = sqlx::query_scalar("SELECT string_agg(attempt::text, ',' ORDER BY id) FROM fetches")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    assert!(
+        matches!(outcome, PollOutcome::Stored { attempts: 3, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'http_error' AND http_status = 503")
+            .await,
+        2
+    );
+    let attempts: String =
+        sqlx::query_scalar("SELECT string_agg(attempt::text, ',' ORDER BY id) FROM fetches")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(attempts, "1,2,3");
-    assert_eq!(db.count("SELECT sum(credits) FROM fetches").await, 6, "every retry is paid for");
+    assert_eq!(
+        db.count("SELECT sum(credits) FROM fetches").await,
+        6,
+        "every retry is paid for"
+    );
 }
 
 #[tokio::test]
 async fn a_clip_the_provider_does_not_know_is_disabled_after_repeated_not_found() {
     let db = TestDb::new().await;
     let server = MockServer::start().await;
-    mount_body(&server, ProviderKind::KeyApi, 200, r#"{"code": 404, "message": "Music not found", "data": null}"#.into()).await;
+    mount_body(
+        &server,
+        ProviderKind::KeyApi,
+        200,
+        r#"{"code": 404, "message": "Music not found", "data": null}"#.into(),
+    )
+    .await;
     let mut s = settings(&db.url);
     s.provider.disable_after_not_found = 2;
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
     db.watch(CLIP, "US").await;
 
     poll(&db, &poller, CLIP, "US", None).await;
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE enabled").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM watchlist WHERE enabled")
+            .await,
+        1
+    );
     poll(&db, &poller, CLIP, "US", None).await;
 
     assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE NOT enabled AND disabled_reason LIKE '%does not exist 2 polls in a row%Music not found%'").await, 1);
@@ -359,7 +564,11 @@ async fn bad_watchlist_inserts_are_refused_by_named_constraints() {
         let err = sqlx::query(sql).execute(&db.pool).await.expect_err(sql);
         let db_err = err.as_database_error().expect("a database error");
         assert_eq!(db_err.constraint(), Some(constraint), "{sql}: {db_err}");
-        assert!(db_err.message().contains(constraint), "the message names the rule: {}", db_err.message());
+        assert!(
+            db_err.message().contains(constraint),
+            "the message names the rule: {}",
+            db_err.message()
+        );
     }
     sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES (' 6703723351497508865 ', ' us ')")
         .execute(&db.pool)
@@ -372,7 +581,11 @@ fn base64_encode(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -14,21 +14,30 @@ use wiremock::MockServer;
 /// Every derived row, as sorted text: equal dumps mean equal tables.
 async fn dump(db: &TestDb) -> Vec<String> {
     let mut all = Vec::new();
-    for table in ["sounds", "sound_snapshots", "trend_points", "audience_countries", "audience_interests"] {
-        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {table} t ORDER BY t::text"))
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    for table in [
+        "sounds",
+        "sound_snapshots",
+        "trend_points",
+        "audience_countries",
+        "audience_interests",
+    ] {
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT t::text FROM {table} t ORDER BY t::text"))
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
         all.extend(rows.into_iter().map(|r| format!("{table} {r}")));
     }
     all
 }
 
 async fn truncate_derived(db: &TestDb) {
-    sqlx::query("TRUNCATE sounds, sound_snapshots, trend_points, audience_countries, audience_interests")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "TRUNCATE sounds, sound_snapshots, trend_points, audience_countries, audience_interests",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
 }
 
 /// Three overlapping windows for two regions and one other clip, polled in order.
@@ -46,9 +55,16 @@ async fn populate(db: &TestDb) {
             db.watch(CLIP, "GB").await;
             db.watch("42", "US").await;
         }
-        sqlx::query("UPDATE watchlist SET next_due_at = now(), period = $1").bind(period as i16).execute(&db.pool).await.unwrap();
+        sqlx::query("UPDATE watchlist SET next_due_at = now(), period = $1")
+            .bind(period as i16)
+            .execute(&db.pool)
+            .await
+            .unwrap();
         let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
-        let summary = Worker::new(poller, worker_options(&s, "w")).drain(&CancellationToken::new()).await.unwrap();
+        let summary = Worker::new(poller, worker_options(&s, "w"))
+            .drain(&CancellationToken::new())
+            .await
+            .unwrap();
         assert_eq!(summary.stored, 3);
     }
 }
@@ -62,15 +78,23 @@ async fn replay_after_truncating_the_derived_tables_restores_them_exactly() {
 
     truncate_derived(&db).await;
     assert_eq!(data_rows(&db).await, 0);
-    let first = replay(&db.pool, &ReplayFilter::default(), 2, false).await.unwrap();
+    let first = replay(&db.pool, &ReplayFilter::default(), 2, false)
+        .await
+        .unwrap();
 
     assert_eq!(first.fetches, 9);
     assert_eq!(first.skipped, 0);
     assert_eq!(dump(&db).await, before, "replay restores every derived row");
 
-    let second = replay(&db.pool, &ReplayFilter::default(), 500, false).await.unwrap();
+    let second = replay(&db.pool, &ReplayFilter::default(), 500, false)
+        .await
+        .unwrap();
     assert_eq!(second.fetches, 9);
-    assert_eq!(dump(&db).await, before, "replaying twice equals replaying once");
+    assert_eq!(
+        dump(&db).await,
+        before,
+        "replaying twice equals replaying once"
+    );
 }
 
 #[tokio::test]
@@ -79,12 +103,24 @@ async fn replay_filters_by_clip_and_region() {
     populate(&db).await;
     truncate_derived(&db).await;
 
-    let filter = ReplayFilter { clip_id: Some(CLIP.into()), region: Some("GB".into()), since: None };
+    let filter = ReplayFilter {
+        clip_id: Some(CLIP.into()),
+        region: Some("GB".into()),
+        since: None,
+    };
     let summary = replay(&db.pool, &filter, 500, false).await.unwrap();
 
     assert_eq!(summary.fetches, 3);
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots WHERE region = 'GB'").await, 3);
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots WHERE region <> 'GB'").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM sound_snapshots WHERE region = 'GB'")
+            .await,
+        3
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM sound_snapshots WHERE region <> 'GB'")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -92,19 +128,35 @@ async fn retention_prunes_old_raw_bodies_and_keeps_fetch_rows_and_data() {
     let db = TestDb::new().await;
     populate(&db).await;
     let data_before = data_rows(&db).await;
-    sqlx::query("UPDATE fetches SET requested_at = requested_at - interval '40 days' WHERE id <= 3")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE fetches SET requested_at = requested_at - interval '40 days' WHERE id <= 3",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
 
     let pruned = prune_bodies(&db.pool, 30).await.unwrap();
 
     assert_eq!(pruned, 3);
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE body_json IS NULL AND body_pruned_at IS NOT NULL").await, 3);
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE body_json IS NOT NULL").await, 6);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM fetches WHERE body_json IS NULL AND body_pruned_at IS NOT NULL"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE body_json IS NOT NULL")
+            .await,
+        6
+    );
     assert_eq!(db.count("SELECT count(*) FROM fetches").await, 9);
     assert_eq!(data_rows(&db).await, data_before);
-    assert_eq!(prune_bodies(&db.pool, 30).await.unwrap(), 0, "pruning is idempotent");
+    assert_eq!(
+        prune_bodies(&db.pool, 30).await.unwrap(),
+        0,
+        "pruning is idempotent"
+    );
 }
 
 #[tokio::test]
@@ -119,7 +171,10 @@ async fn status_reports_entries_credits_disabled_entries_and_errors() {
         .await
         .unwrap();
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
-    Worker::new(poller, worker_options(&s, "w")).drain(&CancellationToken::new()).await.unwrap();
+    Worker::new(poller, worker_options(&s, "w"))
+        .drain(&CancellationToken::new())
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms, outcome, error) VALUES ('1001', 'US', 7, 'keyapi', now(), 5, 'timeout', 'no response within 30s')")
         .execute(&db.pool)
         .await
@@ -131,14 +186,21 @@ async fn status_reports_entries_credits_disabled_entries_and_errors() {
     assert_eq!(status.entries.enabled, 3);
     assert_eq!(status.entries.disabled, 1);
     assert_eq!(status.entries.due_now, 0);
-    let keyapi = status.providers.iter().find(|p| p.provider == "keyapi").unwrap();
+    let keyapi = status
+        .providers
+        .iter()
+        .find(|p| p.provider == "keyapi")
+        .unwrap();
     assert_eq!(keyapi.credits_used_today, 6);
     assert!(keyapi.last_success_at.is_some());
     assert!(keyapi.last_failure.as_deref().unwrap().contains("timeout"));
     assert_eq!(status.recent_errors.len(), 1);
     let text = soundtrend::status::render(&status);
     assert!(text.contains("6 of 100"), "{text}");
-    assert!(text.contains("9/US  the provider said the clip does not exist"), "{text}");
+    assert!(
+        text.contains("9/US  the provider said the clip does not exist"),
+        "{text}"
+    );
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["entries"]["total"], 4);
 }

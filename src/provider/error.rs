@@ -115,10 +115,7 @@ mod tests {
     #[test]
     fn retry_after_is_read_as_seconds_or_http_date() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(
-            parse_retry_after("7", now),
-            Some(Duration::from_secs(7))
-        );
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
@@ -136,15 +133,27 @@ mod tests {
         assert!(!ProviderError::Http { status: 404 }.is_retryable());
         assert!(!ProviderError::Auth { status: 401 }.is_retryable());
         assert!(!ProviderError::InvalidPayload("x".into()).is_retryable());
-        assert!(!ProviderError::Api { code: 1, message: "no".into() }.is_retryable());
+        assert!(!ProviderError::Api {
+            code: 1,
+            message: "no".into()
+        }
+        .is_retryable());
     }
 
     #[test]
     fn each_error_maps_to_its_outcome_label() {
-        assert_eq!(ProviderError::Auth { status: 403 }.outcome().as_str(), "auth_error");
-        assert_eq!(ProviderError::Http { status: 500 }.outcome().as_str(), "http_error");
         assert_eq!(
-            ProviderError::RateLimited { retry_after: None }.outcome().as_str(),
+            ProviderError::Auth { status: 403 }.outcome().as_str(),
+            "auth_error"
+        );
+        assert_eq!(
+            ProviderError::Http { status: 500 }.outcome().as_str(),
+            "http_error"
+        );
+        assert_eq!(
+            ProviderError::RateLimited { retry_after: None }
+                .outcome()
+                .as_str(),
             "rate_limited"
         );
     }

@@ -131,8 +131,12 @@ impl Credentials {
                     password: SecretString::from(password),
                 })),
                 (None, None) => Ok(None),
-                (Some(_), None) => Err("ECHOTIK_USERNAME is set but ECHOTIK_PASSWORD is not: set both".into()),
-                (None, Some(_)) => Err("ECHOTIK_PASSWORD is set but ECHOTIK_USERNAME is not: set both".into()),
+                (Some(_), None) => {
+                    Err("ECHOTIK_USERNAME is set but ECHOTIK_PASSWORD is not: set both".into())
+                }
+                (None, Some(_)) => {
+                    Err("ECHOTIK_PASSWORD is set but ECHOTIK_USERNAME is not: set both".into())
+                }
             },
         }
     }
@@ -396,7 +400,11 @@ mod tests {
 
     #[test]
     fn non_zero_code_is_a_business_error_with_code_and_message() {
-        let r = classify(200, None, env(r#"{"code": 40004, "message": "clip not found", "data": null}"#));
+        let r = classify(
+            200,
+            None,
+            env(r#"{"code": 40004, "message": "clip not found", "data": null}"#),
+        );
         assert_eq!(
             r.unwrap_err(),
             ProviderError::Api {
@@ -426,17 +434,33 @@ mod tests {
             Err(ProviderError::InvalidPayload(_))
         ));
         assert!(matches!(
-            classify(200, None, env(r#"{"code": 0, "data": {"sound": {"trend": 5}}}"#)),
+            classify(
+                200,
+                None,
+                env(r#"{"code": 0, "data": {"sound": {"trend": 5}}}"#)
+            ),
             Err(ProviderError::InvalidPayload(_))
         ));
     }
 
     #[test]
     fn statuses_are_classified() {
-        assert_eq!(classify(401, None, env("{}")).unwrap_err(), ProviderError::Auth { status: 401 });
-        assert_eq!(classify(403, None, env("{}")).unwrap_err(), ProviderError::Auth { status: 403 });
-        assert_eq!(classify(502, None, env("{}")).unwrap_err(), ProviderError::Http { status: 502 });
-        assert_eq!(classify(404, None, env("{}")).unwrap_err(), ProviderError::Http { status: 404 });
+        assert_eq!(
+            classify(401, None, env("{}")).unwrap_err(),
+            ProviderError::Auth { status: 401 }
+        );
+        assert_eq!(
+            classify(403, None, env("{}")).unwrap_err(),
+            ProviderError::Auth { status: 403 }
+        );
+        assert_eq!(
+            classify(502, None, env("{}")).unwrap_err(),
+            ProviderError::Http { status: 502 }
+        );
+        assert_eq!(
+            classify(404, None, env("{}")).unwrap_err(),
+            ProviderError::Http { status: 404 }
+        );
     }
 
     #[test]

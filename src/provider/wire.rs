@@ -18,7 +18,11 @@ pub struct Envelope {
     pub message: Option<String>,
     #[serde(default)]
     pub data: Option<Value>,
-    #[serde(default, rename = "requestId", deserialize_with = "lenient::opt_string")]
+    #[serde(
+        default,
+        rename = "requestId",
+        deserialize_with = "lenient::opt_string"
+    )]
     pub request_id: Option<String>,
 }
 

@@ -26,17 +26,34 @@ pub struct FetchRecord<'a> {
     pub body_text: Option<String>,
 }
 
+/// Which poll an attempt belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptContext<'a> {
+    pub clip_id: &'a str,
+    pub region: &'a str,
+    pub period: i16,
+    pub provider: ProviderKind,
+    /// 1 for the first try of a poll.
+    pub try_number: u32,
+    pub credits: u32,
+}
+
 impl<'a> FetchRecord<'a> {
+    /// The row for `attempt`; `error` overrides the attempt's own error (a body that parsed but
+    /// did not normalize is stored as invalid_payload with the normalizer's reason).
     pub fn from_attempt(
         attempt: &'a Attempt,
-        clip_id: &'a str,
-        region: &'a str,
-        period: i16,
-        provider: ProviderKind,
-        try_number: u32,
-        credits: u32,
+        ctx: AttemptContext<'a>,
         error: Option<String>,
     ) -> Self {
+        let AttemptContext {
+            clip_id,
+            region,
+            period,
+            provider,
+            try_number,
+            credits,
+        } = ctx;
         let outcome = match &attempt.result {
             Ok(_) if error.is_none() => Outcome::Ok,
             Ok(_) => Outcome::InvalidPayload,
@@ -110,21 +127,6 @@ pub async fn insert(db: impl PgExecutor<'_>, r: &FetchRecord<'_>) -> Result<i64,
     .await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bodies_are_split_into_json_and_text() {
-        assert_eq!(split_body(Some(b"{\"a\":1}")), (Some("{\"a\":1}"), None));
-        assert_eq!(split_body(Some(b"{\"a\":")), (None, Some("{\"a\":".into())));
-        assert_eq!(split_body(Some(b"<html>")), (None, Some("<html>".into())));
-        assert_eq!(split_body(Some(b"\"a\\u0000\"")).0, None);
-        assert_eq!(split_body(Some(b"a\0b")).1.as_deref(), Some("a\u{FFFD}b"));
-        assert_eq!(split_body(None), (None, None));
-    }
-}
-
 /// Retention: drops raw bodies older than `days` days in batches; fetch rows and derived data
 /// stay. Returns how many bodies were pruned.
 pub async fn prune_bodies(pool: &sqlx::PgPool, days: u32) -> Result<u64, sqlx::Error> {
@@ -146,5 +148,20 @@ pub async fn prune_bodies(pool: &sqlx::PgPool, days: u32) -> Result<u64, sqlx::E
         if done.rows_affected() < 5000 {
             return Ok(total);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_split_into_json_and_text() {
+        assert_eq!(split_body(Some(b"{\"a\":1}")), (Some("{\"a\":1}"), None));
+        assert_eq!(split_body(Some(b"{\"a\":")), (None, Some("{\"a\":".into())));
+        assert_eq!(split_body(Some(b"<html>")), (None, Some("<html>".into())));
+        assert_eq!(split_body(Some(b"\"a\\u0000\"")).0, None);
+        assert_eq!(split_body(Some(b"a\0b")).1.as_deref(), Some("a\u{FFFD}b"));
+        assert_eq!(split_body(None), (None, None));
     }
 }

@@ -141,9 +141,7 @@ pq AS (
 
 /// Replay: the fetch row exists ($51); only the derived tables are written.
 static REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        r#"WITH f AS (SELECT $51::bigint AS id),{DERIVED_CTES}{DERIVED_SELECT}"#
-    )
+    format!(r#"WITH f AS (SELECT $51::bigint AS id),{DERIVED_CTES}{DERIVED_SELECT}"#)
 });
 
 /// Writes a successful poll. `lease` is the claim's token (None for a clip not on the watchlist).
@@ -267,7 +265,9 @@ fn bind_all<'q>(
     let col = |list: &'q [crate::normalize::AudienceRow]| {
         (
             list.iter().map(|r| r.position).collect::<Vec<i16>>(),
-            list.iter().map(|r| r.provider_id.as_deref()).collect::<Vec<_>>(),
+            list.iter()
+                .map(|r| r.provider_id.as_deref())
+                .collect::<Vec<_>>(),
             list.iter().map(|r| r.code.as_deref()).collect::<Vec<_>>(),
             list.iter().map(|r| r.name.as_deref()).collect::<Vec<_>>(),
             list.iter().map(|r| r.score).collect::<Vec<Option<f64>>>(),

@@ -29,7 +29,10 @@ pub enum Grant {
     BudgetExhausted { used: i64, budget: i64 },
 }
 
-pub async fn ensure_provider(db: impl PgExecutor<'_>, provider: ProviderKind) -> Result<(), sqlx::Error> {
+pub async fn ensure_provider(
+    db: impl PgExecutor<'_>,
+    provider: ProviderKind,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO provider_quota (provider) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(provider.as_str())
         .execute(db)
@@ -40,7 +43,11 @@ pub async fn ensure_provider(db: impl PgExecutor<'_>, provider: ProviderKind) ->
 /// Takes one request's worth of rate and credits, atomically, for all instances. `day` is the
 /// caller's current UTC day (an injectable clock, so tests can move to tomorrow); the rate uses the
 /// database's clock, the one clock every instance shares.
-pub async fn take(db: impl PgExecutor<'_>, p: &QuotaParams, day: NaiveDate) -> Result<Grant, sqlx::Error> {
+pub async fn take(
+    db: impl PgExecutor<'_>,
+    p: &QuotaParams,
+    day: NaiveDate,
+) -> Result<Grant, sqlx::Error> {
     let row = sqlx::query(
         r#"WITH q AS (
     SELECT tat, paused_until, clock_timestamp() AS now
@@ -90,7 +97,9 @@ FROM d"#,
     };
     let rate_ok: bool = row.try_get("rate_ok")?;
     if let Some(used) = row.try_get::<Option<i64>, _>("granted_used")? {
-        return Ok(Grant::Granted { credits_used_today: used });
+        return Ok(Grant::Granted {
+            credits_used_today: used,
+        });
     }
     if rate_ok {
         let used: Option<i64> = row.try_get("used")?;
@@ -100,12 +109,18 @@ FROM d"#,
         });
     }
     let wait: f64 = row.try_get::<Option<f64>, _>("wait_secs")?.unwrap_or(0.0);
-    Ok(Grant::Wait(Duration::from_secs_f64(wait.clamp(0.001, 3600.0))))
+    Ok(Grant::Wait(Duration::from_secs_f64(
+        wait.clamp(0.001, 3600.0),
+    )))
 }
 
 /// Marks the day's budget as spent (once; later calls keep the first time). Returns true the
 /// first time, so the caller logs it once across all instances.
-pub async fn mark_exhausted(db: impl PgExecutor<'_>, provider: ProviderKind, day: NaiveDate) -> Result<bool, sqlx::Error> {
+pub async fn mark_exhausted(
+    db: impl PgExecutor<'_>,
+    provider: ProviderKind,
+    day: NaiveDate,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO credit_usage AS cu (provider, day, exhausted_at) VALUES ($1, $2, now())
          ON CONFLICT (provider, day) DO UPDATE SET exhausted_at = now()
@@ -119,7 +134,11 @@ pub async fn mark_exhausted(db: impl PgExecutor<'_>, provider: ProviderKind, day
 }
 
 /// A 429: nobody sends to this provider before `retry_after` has passed.
-pub async fn pause(db: impl PgExecutor<'_>, provider: ProviderKind, retry_after: Duration) -> Result<(), sqlx::Error> {
+pub async fn pause(
+    db: impl PgExecutor<'_>,
+    provider: ProviderKind,
+    retry_after: Duration,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE provider_quota
          SET paused_until = GREATEST(paused_until, clock_timestamp() + make_interval(secs => $2))
@@ -132,17 +151,27 @@ pub async fn pause(db: impl PgExecutor<'_>, provider: ProviderKind, retry_after:
     Ok(())
 }
 
-pub async fn mark_auth_failed(db: impl PgExecutor<'_>, provider: ProviderKind, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE provider_quota SET auth_failed_at = now(), auth_error = $2 WHERE provider = $1")
-        .bind(provider.as_str())
-        .bind(error)
-        .execute(db)
-        .await?;
+pub async fn mark_auth_failed(
+    db: impl PgExecutor<'_>,
+    provider: ProviderKind,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE provider_quota SET auth_failed_at = now(), auth_error = $2 WHERE provider = $1",
+    )
+    .bind(provider.as_str())
+    .bind(error)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Credits used today and the request count, for status and metrics.
-pub async fn usage(db: impl PgExecutor<'_>, provider: ProviderKind, day: NaiveDate) -> Result<(i64, i64), sqlx::Error> {
+pub async fn usage(
+    db: impl PgExecutor<'_>,
+    provider: ProviderKind,
+    day: NaiveDate,
+) -> Result<(i64, i64), sqlx::Error> {
     let row: Option<(i32, i32)> = sqlx::query_as(
         "SELECT credits_used, requests FROM credit_usage WHERE provider = $1 AND day = $2",
     )
@@ -150,5 +179,7 @@ pub async fn usage(db: impl PgExecutor<'_>, provider: ProviderKind, day: NaiveDa
     .bind(day)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(c, r)| (i64::from(c), i64::from(r))).unwrap_or((0, 0)))
+    Ok(row
+        .map(|(c, r)| (i64::from(c), i64::from(r)))
+        .unwrap_or((0, 0)))
 }

@@ -77,7 +77,10 @@ pub async fn entry_counts(pool: &PgPool) -> Result<EntryCounts, sqlx::Error> {
 
 /// One line per provider that has a quota row or fetches. The latest success and failure are
 /// found by walking the requested_at index backwards, not by scanning the archive.
-pub async fn providers(pool: &PgPool, today: NaiveDate) -> Result<Vec<ProviderReport>, sqlx::Error> {
+pub async fn providers(
+    pool: &PgPool,
+    today: NaiveDate,
+) -> Result<Vec<ProviderReport>, sqlx::Error> {
     sqlx::query_as(
         "SELECT p.provider,
                 ok.requested_at AS last_success_at,
@@ -124,7 +127,11 @@ pub async fn recent_errors(pool: &PgPool, limit: i64) -> Result<Vec<RecentError>
     .await
 }
 
-pub async fn watch_rows(pool: &PgPool, include_disabled: bool, limit: i64) -> Result<Vec<WatchRow>, sqlx::Error> {
+pub async fn watch_rows(
+    pool: &PgPool,
+    include_disabled: bool,
+    limit: i64,
+) -> Result<Vec<WatchRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT clip_id, region, period, poll_interval::text AS poll_interval, enabled, next_due_at,
                 last_success_at, consecutive_failures, last_error, disabled_reason

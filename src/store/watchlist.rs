@@ -201,7 +201,12 @@ pub async fn upsert(
 }
 
 /// Pauses or resumes an entry; resuming clears a disabled_reason and makes it due now.
-pub async fn set_enabled(db: impl PgExecutor<'_>, clip_id: &str, region: &str, enabled: bool) -> Result<bool, sqlx::Error> {
+pub async fn set_enabled(
+    db: impl PgExecutor<'_>,
+    clip_id: &str,
+    region: &str,
+    enabled: bool,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE watchlist SET enabled = $3,
              disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END,
@@ -218,7 +223,11 @@ pub async fn set_enabled(db: impl PgExecutor<'_>, clip_id: &str, region: &str, e
 }
 
 /// Stops watching; the data already collected stays.
-pub async fn remove(db: impl PgExecutor<'_>, clip_id: &str, region: &str) -> Result<bool, sqlx::Error> {
+pub async fn remove(
+    db: impl PgExecutor<'_>,
+    clip_id: &str,
+    region: &str,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM watchlist WHERE clip_id = $1 AND region = $2")
         .bind(clip_id)
         .bind(region)

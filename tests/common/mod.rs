@@ -57,11 +57,19 @@ impl TestDb {
             .await
             .expect("connect to test database");
         store::migrate(&pool).await.expect("migrations apply");
-        TestDb { pool, url, admin_url, name }
+        TestDb {
+            pool,
+            url,
+            admin_url,
+            name,
+        }
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     pub async fn watch(&self, clip: &str, region: &str) {
@@ -80,10 +88,15 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside async context; a short-lived runtime on its own thread does the cleanup.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 if let Ok(mut c) = PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
                 }
             });
         })
@@ -115,16 +128,22 @@ async fn container_url() -> String {
     use tokio::sync::OnceCell;
 
     // One container per test binary; every test still gets its own database inside it.
-    static CONTAINER: OnceCell<Result<(ContainerAsync<GenericImage>, String), String>> = OnceCell::const_new();
+    static CONTAINER: OnceCell<Result<(ContainerAsync<GenericImage>, String), String>> =
+        OnceCell::const_new();
     let started = CONTAINER
         .get_or_init(|| async {
             let image = GenericImage::new(POSTGRES_IMAGE.0, POSTGRES_IMAGE.1)
                 .with_exposed_port(5432.tcp())
-                .with_wait_for(WaitFor::message_on_stderr("database system is ready to accept connections"))
+                .with_wait_for(WaitFor::message_on_stderr(
+                    "database system is ready to accept connections",
+                ))
                 .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust");
             match tokio::time::timeout(Duration::from_secs(120), image.start()).await {
                 Ok(Ok(c)) => {
-                    let port = c.get_host_port_ipv4(5432).await.map_err(|e| e.to_string())?;
+                    let port = c
+                        .get_host_port_ipv4(5432)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     // The image logs "ready" once before its init restart; wait for the real one.
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     Ok((c, format!("postgres://postgres@127.0.0.1:{port}/postgres")))
@@ -189,7 +208,12 @@ pub fn quota(settings: &Settings, kind: ProviderKind) -> QuotaParams {
     soundtrend::app::quota_params(settings, kind)
 }
 
-pub async fn poller(settings: &Settings, pool: &PgPool, kind: ProviderKind, base: &str) -> Arc<Poller> {
+pub async fn poller(
+    settings: &Settings,
+    pool: &PgPool,
+    kind: ProviderKind,
+    base: &str,
+) -> Arc<Poller> {
     poller_with_clock(settings, pool, kind, base, Arc::new(SystemClock)).await
 }
 
@@ -200,7 +224,9 @@ pub async fn poller_with_clock(
     base: &str,
     clock: Arc<dyn Clock>,
 ) -> Arc<Poller> {
-    store::quota::ensure_provider(pool, kind).await.expect("quota row");
+    store::quota::ensure_provider(pool, kind)
+        .await
+        .expect("quota row");
     Arc::new(Poller::new(
         pool.clone(),
         client(settings, kind, base),
@@ -235,7 +261,14 @@ pub async fn mount_sample(server: &MockServer, kind: ProviderKind) {
 }
 
 /// Answers the given clip with a generated window (see `soundtrend::demo::response`).
-pub async fn mount_generated(server: &MockServer, kind: ProviderKind, clip: &str, region: &str, period: i64, last_day: chrono::NaiveDate) {
+pub async fn mount_generated(
+    server: &MockServer,
+    kind: ProviderKind,
+    clip: &str,
+    region: &str,
+    period: i64,
+    last_day: chrono::NaiveDate,
+) {
     let body = soundtrend::demo::response(kind, clip, region, period, last_day);
     Mock::given(method("GET"))
         .and(path(kind.path()))
@@ -261,7 +294,9 @@ pub async fn raw_fault_server(fault: RawFault) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
@@ -327,8 +362,15 @@ impl RecordingServer {
 
         let log: Arc<std::sync::Mutex<Vec<Hit>>> = Arc::default();
         let behaviour: Arc<std::sync::Mutex<Behaviour>> = Arc::default();
-        type St = (Arc<std::sync::Mutex<Vec<Hit>>>, Arc<std::sync::Mutex<Behaviour>>);
-        async fn handle(kind: ProviderKind, State((log, behaviour)): State<St>, Query(q): Query<HashMap<String, String>>) -> axum::response::Response {
+        type St = (
+            Arc<std::sync::Mutex<Vec<Hit>>>,
+            Arc<std::sync::Mutex<Behaviour>>,
+        );
+        async fn handle(
+            kind: ProviderKind,
+            State((log, behaviour)): State<St>,
+            Query(q): Query<HashMap<String, String>>,
+        ) -> axum::response::Response {
             let hit = Hit {
                 at: std::time::Instant::now(),
                 clip_id: q.get("clip_id").cloned().unwrap_or_default(),
@@ -348,22 +390,44 @@ impl RecordingServer {
                 tokio::time::sleep(delay).await;
             }
             if limited {
-                return (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after.to_string())], "rate limited").into_response();
+                return (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", retry_after.to_string())],
+                    "rate limited",
+                )
+                    .into_response();
             }
             let period: i64 = hit.period.parse().unwrap_or(7);
             let yesterday = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
-            axum::Json(soundtrend::demo::response(kind, &hit.clip_id, &hit.region, period, yesterday)).into_response()
+            axum::Json(soundtrend::demo::response(
+                kind,
+                &hit.clip_id,
+                &hit.region,
+                period,
+                yesterday,
+            ))
+            .into_response()
         }
         let app = axum::Router::new()
-            .route(ProviderKind::KeyApi.path(), axum::routing::get(|s, q| handle(ProviderKind::KeyApi, s, q)))
-            .route(ProviderKind::EchoTik.path(), axum::routing::get(|s, q| handle(ProviderKind::EchoTik, s, q)))
+            .route(
+                ProviderKind::KeyApi.path(),
+                axum::routing::get(|s, q| handle(ProviderKind::KeyApi, s, q)),
+            )
+            .route(
+                ProviderKind::EchoTik.path(),
+                axum::routing::get(|s, q| handle(ProviderKind::EchoTik, s, q)),
+            )
             .with_state((log.clone(), behaviour.clone()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        RecordingServer { base: format!("http://{addr}/"), log, behaviour }
+        RecordingServer {
+            base: format!("http://{addr}/"),
+            log,
+            behaviour,
+        }
     }
 
     pub fn hits(&self) -> Vec<Hit> {
