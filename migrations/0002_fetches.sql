@@ -39,3 +39,14 @@ COMMENT ON COLUMN fetches.outcome IS 'ok | rate_limited (429) | http_error (othe
 
 CREATE INDEX fetches_clip_region_time_idx ON fetches (clip_id, region, requested_at DESC);
 CREATE INDEX fetches_requested_at_idx ON fetches (requested_at);
+
+-- Raw bodies are a few KiB of JSON each and get TOAST-compressed; lz4 costs a fraction of the CPU
+-- of the default pglz. Servers built without lz4 keep the default.
+DO $$
+BEGIN
+    ALTER TABLE fetches ALTER COLUMN body_json SET COMPRESSION lz4;
+    ALTER TABLE fetches ALTER COLUMN body_text SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported OR invalid_parameter_value OR undefined_object THEN
+    RAISE NOTICE 'lz4 is not available; raw bodies use the default compression';
+END
+$$;

@@ -131,7 +131,7 @@ pub enum DomainError {
     Period(String),
 }
 
-/// ISO 3166-1 alpha-2, the same list as `soundtrend_is_iso3166_alpha2` in the first migration.
+/// ISO 3166-1 alpha-2, the same list as the `watchlist_region_iso3166_alpha2_upper_case` CHECK.
 pub const ISO_3166_ALPHA2: [&str; 249] = [
     "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
     "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",

@@ -187,12 +187,14 @@ async fn show(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     }
     let trend: Vec<(String, String, f64)> = sqlx::query_as(
         "SELECT region, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD'), value FROM trend_points
-         WHERE clip_id = $1 ORDER BY region, ts DESC LIMIT 7",
+         WHERE clip_id = $1
+           AND ts > (SELECT max(ts) FROM trend_points WHERE clip_id = $1) - interval '5 days'
+         ORDER BY region, ts",
     )
     .bind(clip_id.as_str())
     .fetch_all(pool)
     .await?;
-    println!("\n  latest daily trend (relative, window max = 1):");
+    println!("\n  last 5 days of the daily trend (relative: each window's maximum is 1):");
     for (region, day, value) in trend {
         println!(
             "    {region} {day}  {value:>5.2}  {}",

@@ -33,6 +33,9 @@ pub struct WorkerOptions {
     pub lease_ttl: Duration,
     pub shutdown_grace: Duration,
     pub database_retry_max: Duration,
+    /// Keep every poll's latency in the summary (benchmarks); off for the daemon, whose memory
+    /// must not grow with the number of polls.
+    pub record_latencies: bool,
 }
 
 impl WorkerOptions {
@@ -44,6 +47,7 @@ impl WorkerOptions {
             lease_ttl: s.poll.lease_ttl,
             shutdown_grace: s.daemon.shutdown_grace,
             database_retry_max: s.daemon.database_retry_max,
+            record_latencies: false,
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct Summary {
     pub rows: i64,
     pub auth_rejected: bool,
     pub budget_exhausted: bool,
+    /// Per-poll latencies, when [`WorkerOptions::record_latencies`] is on.
+    pub latencies: Vec<Duration>,
 }
 
 impl Summary {
@@ -83,7 +89,7 @@ pub struct Worker {
     poller: Arc<Poller>,
     opts: WorkerOptions,
     permits: Arc<Semaphore>,
-    tasks: JoinSet<Result<PollOutcome, StoreError>>,
+    tasks: JoinSet<(Result<PollOutcome, StoreError>, Duration)>,
     summary: Summary,
 }
 
@@ -236,7 +242,9 @@ impl Worker {
                 let cancel = cancel.clone();
                 self.tasks.spawn(async move {
                     let _permit = permit;
-                    poller.poll(&entry, None, &cancel).await
+                    let started = std::time::Instant::now();
+                    let outcome = poller.poll(&entry, None, &cancel).await;
+                    (outcome, started.elapsed())
                 });
             }
             total += n;
@@ -246,8 +254,14 @@ impl Worker {
         }
     }
 
-    fn finish(&mut self, done: Result<Result<PollOutcome, StoreError>, tokio::task::JoinError>) {
-        match done {
+    fn finish(
+        &mut self,
+        done: Result<(Result<PollOutcome, StoreError>, Duration), tokio::task::JoinError>,
+    ) {
+        if let (true, Ok((_, latency))) = (self.opts.record_latencies, &done) {
+            self.summary.latencies.push(*latency);
+        }
+        match done.map(|(outcome, _)| outcome) {
             Ok(Ok(outcome)) => self.summary.add(&outcome),
             Ok(Err(e)) => {
                 m::db_error();

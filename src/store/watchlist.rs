@@ -1,6 +1,7 @@
 //! The `watchlist` table: claiming due entries under a lease, releasing them, and the
 //! conveniences behind `soundtrend watch`.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -35,7 +36,18 @@ pub async fn claim_due(
     limit: u32,
     lease_ttl: Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let sql = format!(
+    sqlx::query_as(&CLAIM_DUE_SQL)
+        .bind(i64::from(limit))
+        .bind(owner)
+        .bind(lease_ttl.as_secs_f64())
+        .fetch_all(db)
+        .await
+}
+
+/// The claim statement ($1 limit, $2 owner, $3 lease seconds), public so the benchmark can
+/// `EXPLAIN` exactly what the worker runs.
+pub static CLAIM_DUE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "WITH due AS (
             SELECT clip_id, region FROM watchlist
             WHERE enabled AND next_due_at <= now()
@@ -49,14 +61,8 @@ pub async fn claim_due(
             next_due_at = now() + make_interval(secs => $3)
         FROM due WHERE w.clip_id = due.clip_id AND w.region = due.region
         RETURNING {CLAIM_COLUMNS}"
-    );
-    sqlx::query_as(&sql)
-        .bind(i64::from(limit))
-        .bind(owner)
-        .bind(lease_ttl.as_secs_f64())
-        .fetch_all(db)
-        .await
-}
+    )
+});
 
 /// Claims one entry whatever its due time (`soundtrend poll --clip-id`). `Ok(None)` when the
 /// pair is not on the watchlist; `Err(owner)` when another worker holds a live lease on it.
