@@ -156,3 +156,44 @@ pub async fn poller(
         clock,
     )))
 }
+
+/// Claims one entry for an ad-hoc poll (`soundtrend poll --clip-id`, quickstart). A pair that is
+/// not on the watchlist is polled all the same, without a lease or watchlist bookkeeping; a pair
+/// another worker is polling right now is an error.
+pub async fn claim_for_one_poll(
+    settings: &Settings,
+    pool: &PgPool,
+    purpose: &str,
+    clip_id: &crate::domain::ClipId,
+    region: &crate::domain::Region,
+) -> anyhow::Result<crate::store::watchlist::Claimed> {
+    use crate::store::watchlist;
+    let owner = format!(
+        "{}-{purpose}",
+        crate::scheduler::instance_name(&settings.daemon.instance_name)
+    );
+    match watchlist::claim_one(
+        pool,
+        &owner,
+        clip_id.as_str(),
+        region.as_str(),
+        settings.poll.lease_ttl,
+    )
+    .await?
+    {
+        Ok(Some(entry)) => Ok(entry),
+        Ok(None) => Ok(watchlist::Claimed {
+            clip_id: clip_id.to_string(),
+            region: region.to_string(),
+            period: None,
+            poll_interval_secs: 0.0,
+            last_success_at: None,
+            consecutive_failures: 0,
+            lease_token: None,
+        }),
+        Err(holder) => Err(fatal(
+            exit::RUNTIME,
+            format!("{clip_id}/{region} is being polled by {holder} right now; try again shortly"),
+        )),
+    }
+}

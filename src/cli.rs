@@ -13,7 +13,6 @@ use crate::config::Settings;
 use crate::domain::{ClipId, Period, Region};
 use crate::poller::{PollOutcome, SkipReason};
 use crate::scheduler::{Worker, WorkerOptions};
-use crate::store::watchlist;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +54,12 @@ pub enum Command {
     Watch(crate::watch::WatchCommand),
     /// Rebuild the derived tables from the raw bodies in `fetches`; calls no API.
     Replay(ReplayArgs),
+    /// Serve the local demo API (both dialects, any clip) until Ctrl-C: point
+    /// `provider.base_url` at it to try `soundtrend run` without credits.
+    DemoServer {
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +120,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::watch::run(&pool, cmd).await
         }
         Command::Replay(args) => replay(&settings, args).await,
+        Command::DemoServer { listen } => {
+            let (addr, server) = crate::demo::serve(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!("demo API on http://{addr}/ (KeyAPI and EchoTik dialects; any key is accepted); Ctrl-C stops it");
+            let cancel = CancellationToken::new();
+            spawn_signal_handler(cancel.clone());
+            cancel.cancelled().await;
+            server.abort();
+            Ok(())
+        }
     }
 }
 
@@ -168,41 +184,7 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
         .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
     let region = Region::parse(args.region.as_deref().unwrap_or_default())
         .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
-    let owner = format!(
-        "{}-cli",
-        crate::scheduler::instance_name(&settings.daemon.instance_name)
-    );
-    let entry = match watchlist::claim_one(
-        &pool,
-        &owner,
-        clip_id.as_str(),
-        region.as_str(),
-        settings.poll.lease_ttl,
-    )
-    .await?
-    {
-        Ok(Some(entry)) => entry,
-        Ok(None) => {
-            // Not watched: poll it all the same, without watchlist bookkeeping.
-            watchlist::Claimed {
-                clip_id: clip_id.to_string(),
-                region: region.to_string(),
-                period: None,
-                poll_interval_secs: 0.0,
-                last_success_at: None,
-                consecutive_failures: 0,
-                lease_token: None,
-            }
-        }
-        Err(holder) => {
-            return Err(fatal(
-                exit::RUNTIME,
-                format!(
-                    "{clip_id}/{region} is being polled by {holder} right now; try again shortly"
-                ),
-            ))
-        }
-    };
+    let entry = app::claim_for_one_poll(settings, &pool, "cli", &clip_id, &region).await?;
     let outcome = poller
         .poll(&entry, period, &cancel)
         .await

@@ -107,25 +107,8 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             PollOptions::from_settings(settings),
             Arc::new(SystemClock),
         ));
-        let owner = format!(
-            "{}-quickstart",
-            crate::scheduler::instance_name(&settings.daemon.instance_name)
-        );
-        let entry = match watchlist::claim_one(
-            &pool,
-            &owner,
-            clip_id.as_str(),
-            region.as_str(),
-            settings.poll.lease_ttl,
-        )
-        .await?
-        {
-            Ok(Some(e)) => e,
-            Ok(None) => anyhow::bail!("{clip_id}/{region} vanished from the watchlist"),
-            Err(holder) => {
-                anyhow::bail!("{clip_id}/{region} is being polled by {holder}; try again shortly")
-            }
-        };
+        let entry =
+            app::claim_for_one_poll(settings, &pool, "quickstart", &clip_id, &region).await?;
         match poller.poll(&entry, None, &CancellationToken::new()).await? {
             PollOutcome::Stored { period, written, .. } => println!(
                 "  poll: {clip_id}/{region} via {kind} ({} dialect), period {period} days: stored fetch {} with {} rows",

@@ -4,6 +4,7 @@
 //! Due-ness lives in Postgres (`next_due_at`), never in memory, so restarts and extra instances
 //! change nothing.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,6 +91,10 @@ pub struct Worker {
     opts: WorkerOptions,
     permits: Arc<Semaphore>,
     tasks: JoinSet<(Result<PollOutcome, StoreError>, Duration)>,
+    /// Claimed entries waiting for a free slot, with the time they were claimed.
+    queue: VecDeque<(watchlist::Claimed, Instant)>,
+    /// The token polls see: cancelled on shutdown so they stop between attempts.
+    cancel_for_tasks: CancellationToken,
     summary: Summary,
 }
 
@@ -100,6 +105,8 @@ impl Worker {
             poller,
             opts,
             tasks: JoinSet::new(),
+            queue: VecDeque::new(),
+            cancel_for_tasks: CancellationToken::new(),
             summary: Summary::default(),
         }
     }
@@ -114,15 +121,13 @@ impl Worker {
 
     /// Polls every entry that is due now, then returns (`soundtrend poll --due`).
     pub async fn drain(mut self, cancel: &CancellationToken) -> anyhow::Result<Summary> {
+        self.cancel_for_tasks = cancel.clone();
         loop {
-            let claimed = if cancel.is_cancelled() {
-                0
-            } else {
-                self.claim(cancel)
-                    .await
-                    .context("cannot claim due watchlist entries")?
-            };
-            if claimed == 0 && self.tasks.is_empty() {
+            let claimed = self
+                .claim(cancel)
+                .await
+                .context("cannot claim due watchlist entries")?;
+            if claimed == 0 && self.tasks.is_empty() && self.queue.is_empty() {
                 break;
             }
             if let Some(done) = self.tasks.join_next().await {
@@ -139,6 +144,7 @@ impl Worker {
         settings: &Settings,
         cancel: CancellationToken,
     ) -> anyhow::Result<Summary> {
+        self.cancel_for_tasks = cancel.clone();
         let wake = Arc::new(Notify::new());
         let scheduler = self.start_schedules(settings, wake.clone()).await?;
         let listener = tokio::spawn(listen_for_inserts(
@@ -191,6 +197,8 @@ impl Worker {
             grace_s = self.opts.shutdown_grace.as_secs_f64(),
             "Shutting down: no new claims; waiting for in-flight polls."
         );
+        // Claimed but not started: their leases are released with the rest below.
+        self.queue.clear();
         let grace = tokio::time::sleep(self.opts.shutdown_grace);
         tokio::pin!(grace);
         while !self.tasks.is_empty() {
@@ -216,42 +224,86 @@ impl Worker {
     /// Claims as many due entries as there are free poll slots and starts them. Returns how many
     /// were claimed.
     async fn claim(&mut self, cancel: &CancellationToken) -> Result<usize, StoreError> {
-        let mut total = 0;
+        let mut started = 0;
         loop {
             if self.poller.is_blocked() || cancel.is_cancelled() {
-                return Ok(total);
+                self.give_back_queue().await?;
+                return Ok(started);
             }
+            started += self.start_queued().await?;
             let free = self.permits.available_permits();
-            let want = u32::try_from(free)
-                .unwrap_or(u32::MAX)
-                .min(self.opts.claim_batch);
-            if want == 0 {
-                return Ok(total);
+            if free == 0 || !self.queue.is_empty() {
+                return Ok(started);
             }
+            // Claim a little ahead (up to two rounds of slots), so that a busy worker makes one
+            // claim per batch instead of one per finished poll. Queued entries hold their lease
+            // only briefly: `start_queued` gives back any that waited for half the lease.
+            let want = u32::try_from(self.opts.concurrency * 2)
+                .unwrap_or(u32::MAX)
+                .min(self.opts.claim_batch)
+                .max(
+                    u32::try_from(free)
+                        .unwrap_or(u32::MAX)
+                        .min(self.opts.claim_batch),
+                );
             let claimed =
                 watchlist::claim_due(self.pool(), &self.opts.owner, want, self.opts.lease_ttl)
                     .await?;
             let n = claimed.len();
-            for entry in claimed {
-                let permit = self
-                    .permits
-                    .clone()
-                    .try_acquire_owned()
-                    .expect("claimed no more than the free permits");
-                let poller = self.poller.clone();
-                let cancel = cancel.clone();
-                self.tasks.spawn(async move {
-                    let _permit = permit;
-                    let started = std::time::Instant::now();
-                    let outcome = poller.poll(&entry, None, &cancel).await;
-                    (outcome, started.elapsed())
-                });
+            let now = Instant::now();
+            self.queue.extend(claimed.into_iter().map(|c| (c, now)));
+            if n == 0 {
+                return Ok(started);
             }
-            total += n;
+            started += self.start_queued().await?;
             if n < want as usize {
-                return Ok(total);
+                return Ok(started);
             }
         }
+    }
+
+    /// Starts queued entries while poll slots are free. Returns how many started.
+    async fn start_queued(&mut self) -> Result<usize, StoreError> {
+        let mut started = 0;
+        while self.permits.available_permits() > 0 {
+            let Some((entry, claimed_at)) = self.queue.pop_front() else {
+                break;
+            };
+            if claimed_at.elapsed() > self.opts.lease_ttl / 2 {
+                self.release(&entry).await?;
+                continue;
+            }
+            let permit = self
+                .permits
+                .clone()
+                .try_acquire_owned()
+                .expect("a permit is available");
+            let poller = self.poller.clone();
+            let cancel = self.cancel_for_tasks.clone();
+            self.tasks.spawn(async move {
+                let _permit = permit;
+                let started = std::time::Instant::now();
+                let outcome = poller.poll(&entry, None, &cancel).await;
+                (outcome, started.elapsed())
+            });
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// Releases every claimed entry that has not started (blocked provider, shutdown).
+    async fn give_back_queue(&mut self) -> Result<(), StoreError> {
+        while let Some((entry, _)) = self.queue.pop_front() {
+            self.release(&entry).await?;
+        }
+        Ok(())
+    }
+
+    async fn release(&self, entry: &watchlist::Claimed) -> Result<(), StoreError> {
+        if let Some(token) = entry.lease_token {
+            watchlist::release(self.pool(), &entry.clip_id, &entry.region, token, None).await?;
+        }
+        Ok(())
     }
 
     fn finish(
