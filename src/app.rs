@@ -38,6 +38,31 @@ pub fn fatal(code: u8, message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// The database server did not answer (as opposed to refusing us).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+/// Like [`database`], but waits for an unreachable server instead of failing: the daemon is
+/// started by service managers that may start it before Postgres.
+pub async fn database_when_reachable(settings: &Settings) -> anyhow::Result<PgPool> {
+    let mut delay = Duration::from_millis(500);
+    let mut logged = false;
+    loop {
+        match database(settings).await {
+            Err(e) if e.downcast_ref::<Unreachable>().is_some() => {
+                if !logged {
+                    tracing::warn!(error = %e, "The database is unreachable; waiting for it.");
+                    logged = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(settings.daemon.database_retry_max);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Connects, creating the database when the server is up but the database does not exist yet,
 /// and applies pending migrations (safe with several instances: sqlx takes an advisory lock).
 pub async fn database(settings: &Settings) -> anyhow::Result<PgPool> {
@@ -83,13 +108,14 @@ async fn ensure_database(settings: &Settings) -> anyhow::Result<()> {
             tracing::info!(database = %name, "Created the database.");
             Ok(())
         }
-        Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!(
-            "cannot connect to {url}; is Postgres running? (set DATABASE_URL or database.url)"
-        ))),
-        Err(_) => Err(anyhow::anyhow!(
+        Ok(Err(e)) if store::is_connection_error(&e) => Err(anyhow::Error::new(Unreachable(format!(
+            "cannot connect to {url}: {e}; is Postgres running? (set DATABASE_URL or database.url)"
+        )))),
+        Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("cannot connect to {url}"))),
+        Err(_) => Err(anyhow::Error::new(Unreachable(format!(
             "timed out after {:?} connecting to {url}; is Postgres running? (set DATABASE_URL or database.url)",
             settings.database.connect_timeout
-        )),
+        )))),
     }
 }
 

@@ -302,3 +302,74 @@ async fn watch_import_reports_bad_lines_by_number_and_is_idempotent() {
     assert_eq!(status["entries"]["disabled"], 1);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Forwards 127.0.0.1:`port` to the test database server, from `after` on (nothing listens before).
+async fn late_database_proxy(db_url: &str, after: Duration) -> u16 {
+    let target = url::Url::parse(db_url).unwrap();
+    let target = format!(
+        "{}:{}",
+        target.host_str().unwrap(),
+        target.port().unwrap_or(5432)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn run_waits_for_a_database_that_is_not_up_yet_and_then_polls() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    db.watch(CLIP, "US").await;
+    let port = late_database_proxy(&db.url, Duration::from_secs(3)).await;
+    let mut late_url = url::Url::parse(&db.url).unwrap();
+    late_url.set_port(Some(port)).unwrap();
+    let mut c = soundtrend(&db, &server.base);
+    c.env("KEYAPI_API_KEY", API_KEY)
+        .env("DATABASE_URL", late_url.as_str())
+        .env("SOUNDTREND__DATABASE__CONNECT_TIMEOUT", "1s")
+        .env("SOUNDTREND__DAEMON__DATABASE_RETRY_MAX", "1s")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+
+    wait_hits(&server, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.count("SELECT count(*) FROM sound_snapshots").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing stored after the database came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon kept running"
+    );
+    signal(child.id(), "-TERM");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(15)).await.code(),
+        Some(0)
+    );
+}
