@@ -597,3 +597,62 @@ fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn sounds_keep_the_newest_metadata_and_the_earliest_first_seen_whatever_the_write_order() {
+    use soundtrend::normalize::{normalize, Observation};
+    use soundtrend::provider::wire::{Envelope, MusicDetail};
+    use soundtrend::provider::Outcome;
+    use soundtrend::store::fetches::FetchRecord;
+    use soundtrend::store::ingest::record_success;
+
+    let db = TestDb::new().await;
+    let env: Envelope = serde_json::from_str(SAMPLE).unwrap();
+    let detail: MusicDetail = serde_json::from_value(env.data.unwrap()).unwrap();
+    let early = chrono::Utc::now() - chrono::Duration::hours(2);
+    let late = early + chrono::Duration::hours(1);
+    // The later observation is written first (as concurrent polls of two regions can be).
+    for (at, region, title) in [(late, "GB", "Newer title"), (early, "US", "Older title")] {
+        let obs = Observation {
+            clip_id: soundtrend::domain::ClipId::parse(CLIP).unwrap(),
+            region: soundtrend::domain::Region::parse(region).unwrap(),
+            period: Period::Days7,
+            observed_at: at,
+        };
+        let mut rows = normalize(&detail, &obs).unwrap();
+        rows.sound.title = Some(title.into());
+        let record = FetchRecord {
+            clip_id: CLIP,
+            region,
+            period: 7,
+            provider: ProviderKind::KeyApi,
+            requested_at: at,
+            duration_ms: 1,
+            http_status: Some(200),
+            outcome: Outcome::Ok,
+            error: None,
+            api_code: Some(0),
+            api_message: None,
+            request_id: None,
+            attempt: 1,
+            credits: 2,
+            body_json: None,
+            body_text: None,
+        };
+        record_success(&db.pool, &record, &rows, None, 0.0)
+            .await
+            .unwrap();
+    }
+
+    let (title, first, last): (
+        String,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    ) = sqlx::query_as("SELECT title, first_seen_at, last_seen_at FROM sounds")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(title, "Newer title");
+    assert_eq!(first.timestamp_micros(), early.timestamp_micros());
+    assert_eq!(last.timestamp_micros(), late.timestamp_micros());
+}

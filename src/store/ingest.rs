@@ -36,21 +36,48 @@ impl Written {
 
 /// The derived-table CTEs shared by a live poll and a replay. They read the fetch id from a CTE
 /// named `f` and the observation from $1 clip_id, $2 region, $3 period, $5 observed_at.
-const DERIVED_CTES: &str = r#"
+static DERIVED_CTES: LazyLock<String> = LazyLock::new(|| {
+    DERIVED_CTES_TEMPLATE.replace("{sound_metadata_update}", &sound_metadata_update())
+});
+
+/// `col = CASE WHEN <the excluded row is the newer observation> THEN EXCLUDED.col ELSE cur.col END`
+/// for every metadata column of `sounds`.
+fn sound_metadata_update() -> String {
+    const COLUMNS: [&str; 13] = [
+        "song_id",
+        "title",
+        "author",
+        "url_title",
+        "duration",
+        "cover",
+        "link",
+        "music_url",
+        "if_cml",
+        "is_search",
+        "promoted",
+        "last_seen_at",
+        "last_fetch_id",
+    ];
+    const NEWER: &str =
+        "(cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)";
+    COLUMNS
+        .iter()
+        .map(|c| format!("        {c} = CASE WHEN {NEWER} THEN EXCLUDED.{c} ELSE cur.{c} END"))
+        .collect::<Vec<_>>()
+        .join(",\n")
+}
+
+const DERIVED_CTES_TEMPLATE: &str = r#"
 s AS (
     INSERT INTO sounds AS cur (clip_id, song_id, title, author, url_title, duration, cover, link,
                                music_url, if_cml, is_search, promoted, first_seen_at,
                                last_seen_at, last_fetch_id)
     SELECT $1, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $5, $5, f.id FROM f
+    -- The newest observation's metadata wins and first_seen_at is the earliest, whatever order
+    -- concurrent polls and replays arrive in, so a replay rebuilds exactly what live polls wrote.
     ON CONFLICT (clip_id) DO UPDATE SET
-        song_id = EXCLUDED.song_id, title = EXCLUDED.title, author = EXCLUDED.author,
-        url_title = EXCLUDED.url_title, duration = EXCLUDED.duration, cover = EXCLUDED.cover,
-        link = EXCLUDED.link, music_url = EXCLUDED.music_url, if_cml = EXCLUDED.if_cml,
-        is_search = EXCLUDED.is_search, promoted = EXCLUDED.promoted,
         first_seen_at = LEAST(cur.first_seen_at, EXCLUDED.first_seen_at),
-        last_seen_at = EXCLUDED.last_seen_at, last_fetch_id = EXCLUDED.last_fetch_id
-    -- Only a newer observation replaces the metadata (replays may come in any order).
-    WHERE (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+{sound_metadata_update}
     RETURNING 1
 ),
 snap AS (
@@ -135,13 +162,17 @@ pq AS (
     UPDATE provider_quota SET auth_failed_at = NULL, auth_error = NULL
     WHERE provider = $4 AND auth_failed_at IS NOT NULL AND EXISTS (SELECT 1 FROM f)
     RETURNING 1
-),{DERIVED_CTES}{DERIVED_SELECT}"#
+),{derived}{DERIVED_SELECT}"#,
+        derived = DERIVED_CTES.as_str()
     )
 });
 
 /// Replay: the fetch row exists ($51); only the derived tables are written.
 static REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(r#"WITH f AS (SELECT $51::bigint AS id),{DERIVED_CTES}{DERIVED_SELECT}"#)
+    format!(
+        r#"WITH f AS (SELECT $51::bigint AS id),{derived}{DERIVED_SELECT}"#,
+        derived = DERIVED_CTES.as_str()
+    )
 });
 
 /// Writes a successful poll. `lease` is the claim's token (None for a clip not on the watchlist).

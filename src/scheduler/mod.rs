@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -18,9 +17,15 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+mod maintenance;
+mod wake;
+
+pub use maintenance::maintain;
+use wake::listen_for_inserts;
+
 use crate::config::Settings;
 use crate::poller::{PollOutcome, Poller, SkipReason};
-use crate::store::{self, fetches, watchlist, StoreError};
+use crate::store::{watchlist, StoreError};
 use crate::telemetry::metrics as m;
 
 /// The channel the watchlist triggers notify on.
@@ -375,75 +380,6 @@ impl Worker {
             .await
             .context("cannot start the scheduler")?;
         Ok(scheduler)
-    }
-}
-
-/// The maintenance job: tidies expired leases, applies retention, refreshes backlog gauges.
-pub async fn maintain(
-    pool: &PgPool,
-    poller: &Poller,
-    retention_days: u32,
-) -> Result<(), sqlx::Error> {
-    let cleared = watchlist::clear_expired_leases(pool).await?;
-    if cleared > 0 {
-        info!(
-            cleared,
-            "Cleared expired leases (their entries are due again)."
-        );
-    }
-    if retention_days > 0 {
-        let pruned = fetches::prune_bodies(pool, retention_days).await?;
-        if pruned > 0 {
-            info!(
-                pruned,
-                retention_days, "Pruned raw response bodies past retention."
-            );
-        }
-    }
-    let (due, overdue, leased): (i64, f64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE next_due_at <= now() AND lease_token IS NULL),
-                COALESCE(EXTRACT(epoch FROM now() - min(next_due_at) FILTER (WHERE lease_token IS NULL)), 0)::float8,
-                count(*) FILTER (WHERE lease_token IS NOT NULL AND lease_expires_at > now())
-         FROM watchlist WHERE enabled AND (next_due_at <= now() OR lease_token IS NOT NULL)",
-    )
-    .fetch_one(pool)
-    .await?;
-    m::backlog(due, overdue.max(0.0), leased);
-    let (used, _) = store::quota::usage(pool, poller.provider(), poller.clock().today()).await?;
-    m::credits_today(poller.provider(), used);
-    Ok(())
-}
-
-/// Wakes the worker when a row is inserted into (or re-enabled in) the watchlist. Only a hint:
-/// notifications are lost while disconnected, which the tick covers.
-async fn listen_for_inserts(pool: PgPool, wake: Arc<Notify>, cancel: CancellationToken) {
-    let mut delay = Duration::from_millis(500);
-    while !cancel.is_cancelled() {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        if listener.listen(WATCHLIST_CHANNEL).await.is_err() {
-            tokio::time::sleep(delay).await;
-            continue;
-        }
-        delay = Duration::from_millis(500);
-        // A reconnect may have missed notifications; look for work once.
-        wake.notify_one();
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                msg = listener.try_recv() => match msg {
-                    Ok(Some(_)) => wake.notify_one(),
-                    Ok(None) => { wake.notify_one(); }
-                    Err(_) => break,
-                }
-            }
-        }
     }
 }
 

@@ -1,0 +1,324 @@
+//! The HTTP client: one request per call, classified into an [`Attempt`].
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use reqwest::header::RETRY_AFTER;
+use url::Url;
+
+use super::error::{parse_retry_after, ProviderError};
+use super::wire::{Envelope, MusicDetail};
+use super::{Credentials, ProviderKind};
+use crate::domain::{ClipId, Period, Region};
+
+/// Bodies larger than this are refused rather than buffered: the real payload is a few KiB.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub base_url: Url,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub user_agent: String,
+}
+
+/// One HTTP client for one provider.
+#[derive(Debug, Clone)]
+pub struct ProviderClient {
+    kind: ProviderKind,
+    endpoint: Url,
+    http: reqwest::Client,
+    credentials: Credentials,
+    request_timeout: Duration,
+}
+
+/// What one API attempt produced: everything `fetches` records, plus the parsed detail when it
+/// succeeded.
+#[derive(Debug)]
+pub struct Attempt {
+    pub requested_at: DateTime<Utc>,
+    pub duration: Duration,
+    pub http_status: Option<u16>,
+    pub body: Option<Bytes>,
+    pub request_id: Option<String>,
+    pub api_code: Option<i64>,
+    pub api_message: Option<String>,
+    pub result: Result<MusicDetail, ProviderError>,
+}
+
+impl ProviderClient {
+    pub fn new(
+        kind: ProviderKind,
+        credentials: Credentials,
+        options: &ClientOptions,
+    ) -> Result<Self, String> {
+        let endpoint = options
+            .base_url
+            .join(kind.path().trim_start_matches('/'))
+            .map_err(|e| format!("cannot build the endpoint URL: {e}"))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .user_agent(options.user_agent.clone())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            kind,
+            endpoint,
+            http,
+            credentials,
+            request_timeout: options.request_timeout,
+        })
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// Makes one request and classifies what came back. Never fails: a failure is an
+    /// [`Attempt`] whose `result` says what went wrong.
+    pub async fn fetch(&self, clip_id: &ClipId, region: &Region, period: Period) -> Attempt {
+        let requested_at = Utc::now();
+        let started = Instant::now();
+        let mut url = self.endpoint.clone();
+        url.query_pairs_mut()
+            .append_pair("period", &period.to_string())
+            .append_pair("region", region.as_str())
+            .append_pair("clip_id", clip_id.as_str());
+        let request = self.credentials.apply(self.http.get(url));
+
+        let mut attempt = Attempt {
+            requested_at,
+            duration: Duration::ZERO,
+            http_status: None,
+            body: None,
+            request_id: None,
+            api_code: None,
+            api_message: None,
+            result: Err(ProviderError::Network("no response".into())),
+        };
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                attempt.result = Err(self.classify_transport(&e));
+                attempt.duration = started.elapsed();
+                return attempt;
+            }
+        };
+        let status = response.status().as_u16();
+        attempt.http_status = Some(status);
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let header_request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_body(response).await;
+        attempt.duration = started.elapsed();
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => {
+                attempt.result = Err(match e {
+                    BodyError::Transport(e) => self.classify_transport(&e),
+                    BodyError::TooLarge => ProviderError::InvalidPayload(format!(
+                        "response body larger than {MAX_BODY_BYTES} bytes"
+                    )),
+                });
+                attempt.request_id = header_request_id;
+                return attempt;
+            }
+        };
+        let envelope = serde_json::from_slice::<Envelope>(&body);
+        if let Ok(env) = &envelope {
+            attempt.request_id = env.request_id.clone();
+            attempt.api_code = env.code;
+            attempt.api_message = env.message.clone();
+        }
+        attempt.request_id = attempt.request_id.take().or(header_request_id);
+        attempt.body = (!body.is_empty()).then_some(body);
+        attempt.result = classify(status, retry_after, envelope);
+        attempt
+    }
+
+    fn classify_transport(&self, e: &reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            return ProviderError::Timeout(self.request_timeout);
+        }
+        // reqwest's Display names the URL; the cause chain is what explains the failure.
+        let mut cause = String::new();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            cause = s.to_string();
+            source = s.source();
+        }
+        let what = if e.is_connect() {
+            "connection failed"
+        } else if e.is_body() || e.is_decode() {
+            "response body interrupted"
+        } else {
+            "request failed"
+        };
+        if cause.is_empty() {
+            ProviderError::Network(what.to_owned())
+        } else {
+            ProviderError::Network(format!("{what}: {cause}"))
+        }
+    }
+}
+
+enum BodyError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+async fn read_body(mut response: reqwest::Response) -> Result<Bytes, BodyError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Turns status and body into the detail or a classified error. Pure, so it is unit-tested.
+fn classify(
+    status: u16,
+    retry_after: Option<Duration>,
+    envelope: Result<Envelope, serde_json::Error>,
+) -> Result<MusicDetail, ProviderError> {
+    match status {
+        429 => return Err(ProviderError::RateLimited { retry_after }),
+        401 | 403 => return Err(ProviderError::Auth { status }),
+        200..=299 => {}
+        _ => return Err(ProviderError::Http { status }),
+    }
+    let envelope = envelope.map_err(|e| ProviderError::InvalidPayload(describe_json_error(&e)))?;
+    let code = envelope
+        .code
+        .ok_or_else(|| ProviderError::InvalidPayload("response has no `code`".into()))?;
+    if code != 0 {
+        return Err(ProviderError::Api {
+            code,
+            message: envelope.message.unwrap_or_default(),
+        });
+    }
+    let data = envelope
+        .data
+        .filter(|d| !d.is_null())
+        .ok_or_else(|| ProviderError::InvalidPayload("response has no `data`".into()))?;
+    let detail: MusicDetail = serde_json::from_value(data)
+        .map_err(|e| ProviderError::InvalidPayload(format!("in `data`: {e}")))?;
+    if detail.sound.is_none() {
+        return Err(ProviderError::InvalidPayload(
+            "response has no `data.sound`".into(),
+        ));
+    }
+    Ok(detail)
+}
+
+fn describe_json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Eof => format!("truncated JSON ({e})"),
+        Category::Syntax => format!("malformed JSON ({e})"),
+        Category::Data => format!("unexpected JSON shape ({e})"),
+        Category::Io => format!("unreadable body ({e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(body: &str) -> Result<Envelope, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+
+    #[test]
+    fn a_429_is_rate_limited_with_its_retry_after() {
+        let r = classify(429, Some(Duration::from_secs(3)), env("{}"));
+        assert_eq!(
+            r.unwrap_err(),
+            ProviderError::RateLimited {
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+    }
+
+    #[test]
+    fn non_zero_code_is_a_business_error_with_code_and_message() {
+        let r = classify(
+            200,
+            None,
+            env(r#"{"code": 40004, "message": "clip not found", "data": null}"#),
+        );
+        assert_eq!(
+            r.unwrap_err(),
+            ProviderError::Api {
+                code: 40004,
+                message: "clip not found".into()
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_json_is_an_invalid_payload() {
+        let r = classify(200, None, env(r#"{"code": 0, "data": {"sou"#));
+        match r.unwrap_err() {
+            ProviderError::InvalidPayload(m) => assert!(m.contains("truncated"), "{m}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_sound_or_code_is_an_invalid_payload() {
+        assert!(matches!(
+            classify(200, None, env(r#"{"code": 0, "data": {}}"#)),
+            Err(ProviderError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            classify(200, None, env(r#"{"data": {"sound": {}}}"#)),
+            Err(ProviderError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            classify(
+                200,
+                None,
+                env(r#"{"code": 0, "data": {"sound": {"trend": 5}}}"#)
+            ),
+            Err(ProviderError::InvalidPayload(_))
+        ));
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(
+            classify(401, None, env("{}")).unwrap_err(),
+            ProviderError::Auth { status: 401 }
+        );
+        assert_eq!(
+            classify(403, None, env("{}")).unwrap_err(),
+            ProviderError::Auth { status: 403 }
+        );
+        assert_eq!(
+            classify(502, None, env("{}")).unwrap_err(),
+            ProviderError::Http { status: 502 }
+        );
+        assert_eq!(
+            classify(404, None, env("{}")).unwrap_err(),
+            ProviderError::Http { status: 404 }
+        );
+    }
+}
