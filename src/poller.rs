@@ -372,7 +372,10 @@ impl Poller {
                 })
                 .await?;
             match grant {
-                Grant::Granted { .. } => return Ok(None),
+                Grant::Granted { credits_used_today } => {
+                    m::credits_today(self.provider(), credits_used_today);
+                    return Ok(None);
+                }
                 Grant::Wait(d) => {
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}

@@ -8,8 +8,11 @@ use crate::config::{LogFormat, LogSettings};
 /// Installs the global subscriber: human-readable text or JSON lines, on stderr. `RUST_LOG`
 /// overrides the configured level.
 pub fn init(settings: &LogSettings) {
+    // The scheduler and sqlx narrate their internals at INFO ("Job creator created", Postgres
+    // NOTICEs); keep them to warnings unless RUST_LOG asks for more.
+    let quiet = format!("{},tokio_cron_scheduler=warn,sqlx=warn", settings.level);
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .or_else(|_| EnvFilter::try_new(&quiet))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match settings.format {

@@ -82,10 +82,11 @@ pub async fn run(args: &RateLimitArgs) -> anyhow::Result<String> {
         let max1 = max_in_window(&m.arrivals, Duration::from_secs(1));
         densest.push(format!(
             "- {n} instance(s): the densest second starts {} after the first request; as sent \
-             (`fetches.requested_at`, soundtrend's clock), at most {} in any 1 s; requests the \
-             provider saw in each whole second: {}",
+             (`fetches.requested_at`, soundtrend's clock), at most {} in any 1 s; entries polled \
+             twice: {}; requests the provider saw in each whole second: {}",
             m.densest_second(max1),
             max_in_window(&m.sent, Duration::from_secs(1)),
+            m.double_polled,
             m.per_second()
                 .iter()
                 .map(|c| c.to_string())
@@ -210,6 +211,8 @@ struct Measured {
     throttled: Vec<Instant>,
     /// Instances that did not stop cleanly on SIGTERM: (index, how they ended).
     unclean: Vec<(usize, String)>,
+    /// Entries with more than one successful fetch (must be 0: each was due once).
+    double_polled: i64,
 }
 
 impl Measured {
@@ -339,6 +342,13 @@ async fn measure_on(
         .collect();
     arrivals.sort_unstable();
     let sent = sent_times(db, span).await?;
+    // An entry stored twice would mean two instances polled it for one due time.
+    let double_polled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT clip_id, region FROM fetches WHERE outcome = 'ok'
+                               GROUP BY clip_id, region HAVING count(*) > 1) twice",
+    )
+    .fetch_one(&db.pool)
+    .await?;
     let mut throttled = server.control.throttled.lock().expect("lock").clone();
     throttled.sort_unstable();
     if unclean.is_empty() {
@@ -350,6 +360,7 @@ async fn measure_on(
         sent,
         throttled,
         unclean,
+        double_polled,
     })
 }
 
