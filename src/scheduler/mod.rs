@@ -162,7 +162,8 @@ impl Worker {
 
         let mut db_down: Option<(Instant, Duration)> = None;
         // Fill the backlog gauges now rather than at the first maintenance tick.
-        if let Err(e) = maintain(self.pool(), &self.poller, settings.retention.raw_body_days).await {
+        if let Err(e) = maintain(self.pool(), &self.poller, settings.retention.raw_body_days).await
+        {
             warn!(error = %e, "Maintenance failed; it runs again on its next schedule.");
         }
         wake.notify_one();
