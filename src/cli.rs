@@ -168,6 +168,9 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
         if summary.budget_exhausted {
             return Err(fatal(exit::BUDGET, "the daily credit budget is spent; the remaining entries are polled after the next UTC midnight"));
         }
+        if summary.provider_paused {
+            return Err(fatal(exit::POLL_FAILED, format!("{kind} asked every instance to wait (429 Retry-After); the remaining entries are polled after the pause")));
+        }
         if summary.failed > 0 {
             return Err(fatal(
                 exit::POLL_FAILED,
@@ -202,6 +205,10 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
             format!("{clip_id}/{region} failed after {attempts} attempt(s) via {kind}: {error} (outcome {})", error.outcome().as_str()),
         )),
         PollOutcome::Skipped(SkipReason::CredentialsRejected) => Err(fatal(exit::CREDENTIALS, format!("{kind} rejected the credentials; check {}", kind.credential_env_vars().join(", ")))),
+        PollOutcome::Skipped(SkipReason::ProviderPaused { wait }) => Err(fatal(
+            exit::POLL_FAILED,
+            format!("{clip_id}/{region} was not polled: {kind} asked to wait {:.0} s (429 Retry-After); try again after that", wait.as_secs_f64()),
+        )),
         PollOutcome::Skipped(SkipReason::BudgetExhausted { used, budget }) => Err(fatal(exit::BUDGET, format!("the daily credit budget is spent ({used} of {budget} credits)"))),
         PollOutcome::Skipped(reason) => Err(fatal(exit::RUNTIME, format!("{clip_id}/{region} was not polled: {reason:?}"))),
     }

@@ -39,6 +39,8 @@ pub struct PollOptions {
     pub not_found_codes: Vec<i64>,
     pub not_found_messages: Vec<String>,
     pub disable_after_not_found: u32,
+    /// The claim's lease: a poll never waits so long that its lease could run out.
+    pub lease_ttl: Duration,
 }
 
 impl PollOptions {
@@ -59,6 +61,7 @@ impl PollOptions {
                 .map(|m| m.to_lowercase())
                 .collect(),
             disable_after_not_found: s.provider.disable_after_not_found,
+            lease_ttl: s.poll.lease_ttl,
         }
     }
 }
@@ -92,6 +95,11 @@ pub enum SkipReason {
     ShuttingDown,
     /// The lease expired and another worker claimed the entry; our result was discarded.
     LeaseLost,
+    /// The provider asked every instance to wait longer than a poll may hold its lease; the
+    /// entry is due again when the pause ends.
+    ProviderPaused {
+        wait: Duration,
+    },
     /// The row cannot be polled (it was disabled with the reason).
     InvalidEntry(String),
 }
@@ -102,6 +110,8 @@ pub struct ProviderState {
     pub auth_rejected: AtomicBool,
     pub auth_error: Mutex<Option<String>>,
     pub budget_exhausted_on: Mutex<Option<NaiveDate>>,
+    /// Until when the provider asked us (all instances) to stay away, as last seen here.
+    pub paused_until: Mutex<Option<Instant>>,
     pub last_success: Mutex<Option<DateTime<Utc>>>,
 }
 
@@ -155,6 +165,9 @@ impl Poller {
     /// the day's budget spent).
     pub fn is_blocked(&self) -> bool {
         if self.state.auth_rejected.load(Ordering::Relaxed) {
+            return true;
+        }
+        if matches!(*self.state.paused_until.lock().expect("lock"), Some(t) if t > Instant::now()) {
             return true;
         }
         let today = self.clock.today();
@@ -298,7 +311,17 @@ impl Poller {
                 .await?;
             }
             let last = attempt_no == self.opts.max_attempts;
-            if error.is_retryable() && !last {
+            let wait = error
+                .retry_after()
+                .map(|d| d.min(self.opts.max_retry_after))
+                .unwrap_or_else(|| self.backoff(attempt_no));
+            // A wait longer than a poll may hold its lease ends the poll; the entry is due again
+            // after the wait (and the shared pause keeps every instance away until then).
+            let too_long = wait > self.longest_wait();
+            if too_long {
+                self.note_pause(wait);
+            }
+            if error.is_retryable() && !last && !too_long {
                 m::retry(provider);
                 let record =
                     self.record(&attempt, entry, period, attempt_no, Some(error.to_string()));
@@ -309,10 +332,6 @@ impl Poller {
                         .map_err(StoreError::from)
                 })
                 .await?;
-                let wait = error
-                    .retry_after()
-                    .map(|d| d.min(self.opts.max_retry_after))
-                    .unwrap_or_else(|| self.backoff(attempt_no));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
                     _ = cancel.cancelled() => {
@@ -325,6 +344,11 @@ impl Poller {
             let record = self.record(&attempt, entry, period, attempt_no, Some(error.to_string()));
             let book = FailureBookkeeping {
                 failure_backoff: self.opts.failure_backoff,
+                not_before: if error.is_retryable() {
+                    wait
+                } else {
+                    Duration::ZERO
+                },
                 not_found,
                 disable_after_not_found: self.opts.disable_after_not_found,
             };
@@ -376,6 +400,10 @@ impl Poller {
                     m::credits_today(self.provider(), credits_used_today);
                     return Ok(None);
                 }
+                Grant::Wait(d) if d > self.longest_wait() => {
+                    self.note_pause(d);
+                    return Ok(Some(SkipReason::ProviderPaused { wait: d }));
+                }
                 Grant::Wait(d) => {
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
@@ -424,11 +452,33 @@ impl Poller {
         Ok(PollOutcome::Skipped(SkipReason::CredentialsRejected))
     }
 
-    async fn release(&self, entry: &Claimed, _why: &SkipReason) -> Result<(), StoreError> {
+    async fn release(&self, entry: &Claimed, why: &SkipReason) -> Result<(), StoreError> {
+        let due_at = match why {
+            SkipReason::ProviderPaused { wait } => chrono::Duration::from_std(*wait)
+                .ok()
+                .map(|w| self.clock.now() + w),
+            _ => None,
+        };
         if let Some(token) = entry.lease_token {
-            watchlist::release(&self.pool, &entry.clip_id, &entry.region, token, None).await?;
+            watchlist::release(&self.pool, &entry.clip_id, &entry.region, token, due_at).await?;
         }
         Ok(())
+    }
+
+    /// The longest a poll may wait (for the quota or before a retry) while holding its lease: a
+    /// quarter of the lease, leaving the rest for the request and the write.
+    fn longest_wait(&self) -> Duration {
+        self.opts.lease_ttl / 4
+    }
+
+    fn note_pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut paused = self.state.paused_until.lock().expect("lock");
+        if paused.is_none_or(|t| t < until) {
+            *paused = Some(until);
+        }
+        warn!(provider = %self.provider(), wait_s = wait.as_secs_f64(),
+            "The provider asked to wait longer than a poll may hold its lease; this process pauses claims until then.");
     }
 
     fn record<'a>(

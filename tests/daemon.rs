@@ -513,3 +513,79 @@ async fn entries_inserted_together_spread_out_after_their_first_poll() {
         "spread {spread_hours} h for a 1-day interval with 10% jitter"
     );
 }
+
+#[tokio::test]
+async fn a_retry_after_longer_than_a_lease_pauses_claims_instead_of_sitting_on_leases() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    server.set(|b| {
+        b.rate_limit_next = 1;
+        b.retry_after_secs = 600;
+    });
+    let s = settings(&db.url); // lease 60 s: a poll waits at most 15 s
+    watch_many(&db, 3).await;
+    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
+
+    let started = Instant::now();
+    let summary = Worker::new(poller.clone(), worker_options(&s, "a"))
+        .drain(&CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the worker did not wait out the pause: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.hits().len(), 1, "no request during the pause");
+    assert_eq!(summary.stored, 0);
+    assert!(
+        poller.is_blocked(),
+        "this process stops claiming until the pause ends"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'rate_limited'")
+            .await,
+        1
+    );
+    assert_eq!(db.count("SELECT count(*) FROM provider_quota WHERE paused_until > now() + interval '590 seconds'").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
+            .await,
+        0,
+        "no lease is held through the pause"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM watchlist WHERE consecutive_failures = 1 AND next_due_at > now() + interval '590 seconds'").await,
+        1,
+        "the rate-limited entry is due after the pause"
+    );
+
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM watchlist WHERE next_due_at > now() + interval '590 seconds'"
+        )
+        .await,
+        3,
+        "entries that were waiting for the quota are due after the pause too"
+    );
+
+    // Another instance, unaware of the pause, claims a new entry, sees the pause in the shared
+    // quota and gives the entry back until it ends, without a request.
+    db.watch(CLIP, "US").await;
+    let other = Worker::new(
+        poller_with_clock(
+            &s,
+            &db.pool,
+            ProviderKind::KeyApi,
+            &server.base,
+            Arc::new(OffsetClock::new()),
+        )
+        .await,
+        worker_options(&s, "b"),
+    );
+    let summary = other.drain(&CancellationToken::new()).await.unwrap();
+    assert!(summary.provider_paused);
+    assert_eq!(server.hits().len(), 1);
+    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at > now() + interval '590 seconds'").await, 4);
+}

@@ -67,6 +67,8 @@ pub struct Summary {
     pub rows: i64,
     pub auth_rejected: bool,
     pub budget_exhausted: bool,
+    /// The provider asked for a pause longer than a poll may wait.
+    pub provider_paused: bool,
     /// Per-poll latencies, when [`WorkerOptions::record_latencies`] is on.
     pub latencies: Vec<Duration>,
 }
@@ -84,6 +86,7 @@ impl Summary {
                 match reason {
                     SkipReason::CredentialsRejected => self.auth_rejected = true,
                     SkipReason::BudgetExhausted { .. } => self.budget_exhausted = true,
+                    SkipReason::ProviderPaused { .. } => self.provider_paused = true,
                     _ => {}
                 }
             }

@@ -219,6 +219,8 @@ pub struct FailureBookkeeping {
     /// Base of the exponential backoff: the entry is due again after
     /// `failure_backoff * 2^(failures - 1)`, capped at its poll_interval.
     pub failure_backoff: Duration,
+    /// Not due again before this (a provider's Retry-After that outlasts the poll).
+    pub not_before: Duration,
     /// The provider said the clip does not exist.
     pub not_found: bool,
     /// Disable the entry once `not_found_count` reaches this.
@@ -245,8 +247,10 @@ UPDATE watchlist SET
     last_polled_at = $5,
     consecutive_failures = consecutive_failures + 1,
     last_error = $9,
-    next_due_at = now() + LEAST(poll_interval,
-        make_interval(secs => $18::float8 * power(2, LEAST(consecutive_failures, 30)))),
+    next_due_at = now() + GREATEST(
+        LEAST(poll_interval,
+              make_interval(secs => $18::float8 * power(2, LEAST(consecutive_failures, 30)))),
+        make_interval(secs => $21::float8)),
     not_found_count = CASE WHEN $19 THEN not_found_count + 1 ELSE 0 END,
     enabled = enabled AND NOT ($19 AND not_found_count + 1 >= $20),
     disabled_reason = CASE WHEN $19 AND not_found_count + 1 >= $20
@@ -277,6 +281,7 @@ RETURNING NOT enabled"#,
     .bind(book.failure_backoff.as_secs_f64())
     .bind(book.not_found)
     .bind(i32::try_from(book.disable_after_not_found).unwrap_or(i32::MAX))
+    .bind(book.not_before.as_secs_f64())
     .fetch_optional(db)
     .await?;
     Ok(disabled.unwrap_or(false))

@@ -140,6 +140,7 @@ async fn failure_write(
     };
     let book = FailureBookkeeping {
         failure_backoff: Duration::from_secs(60),
+        not_before: Duration::ZERO,
         not_found: false,
         disable_after_not_found: 3,
     };
