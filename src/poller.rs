@@ -465,6 +465,15 @@ impl Poller {
         Ok(())
     }
 
+    /// When the provider's pause (as this process knows it) ends, if one is in force.
+    pub fn pause_ends_at(&self) -> Option<DateTime<Utc>> {
+        let until = (*self.state.paused_until.lock().expect("lock"))?;
+        let left = until.checked_duration_since(Instant::now())?;
+        chrono::Duration::from_std(left)
+            .ok()
+            .map(|d| self.clock.now() + d)
+    }
+
     /// The longest a poll may wait (for the quota or before a retry) while holding its lease: a
     /// quarter of the lease, leaving the rest for the request and the write.
     fn longest_wait(&self) -> Duration {

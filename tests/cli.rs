@@ -373,3 +373,34 @@ async fn run_waits_for_a_database_that_is_not_up_yet_and_then_polls() {
         Some(0)
     );
 }
+
+#[tokio::test]
+async fn json_logs_carry_one_structured_line_per_poll() {
+    let db = TestDb::new().await;
+    let server = MockServer::start().await;
+    mount_sample(&server, soundtrend::provider::ProviderKind::KeyApi).await;
+    let mut c = soundtrend(&db, &server.uri());
+    c.env("KEYAPI_API_KEY", API_KEY)
+        .env("SOUNDTREND__LOG__FORMAT", "json")
+        .args(["poll", "--clip-id", CLIP, "--region", "US", "--period", "7"]);
+
+    let out = output(c).await;
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let poll = lines
+        .iter()
+        .find(|l| l["message"] == "Polled.")
+        .unwrap_or_else(|| panic!("no poll line in {stderr}"));
+    assert_eq!(poll["clip_id"], CLIP);
+    assert_eq!(poll["region"], "US");
+    assert_eq!(poll["period"], 7);
+    assert_eq!(poll["outcome"], "ok");
+    assert_eq!(poll["rows"], 24);
+    assert!(poll["latency_ms"].is_u64());
+    assert_eq!(poll["level"], "INFO");
+}

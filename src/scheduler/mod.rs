@@ -283,7 +283,7 @@ impl Worker {
                 break;
             };
             if claimed_at.elapsed() > self.opts.lease_ttl / 2 {
-                self.release(&entry).await?;
+                self.release(&entry, None).await?;
                 continue;
             }
             let permit = self
@@ -306,15 +306,22 @@ impl Worker {
 
     /// Releases every claimed entry that has not started (blocked provider, shutdown).
     async fn give_back_queue(&mut self) -> Result<(), StoreError> {
+        // During a provider pause the entries are due when it ends, so no instance claims them
+        // only to wait.
+        let due_at = self.poller.pause_ends_at();
         while let Some((entry, _)) = self.queue.pop_front() {
-            self.release(&entry).await?;
+            self.release(&entry, due_at).await?;
         }
         Ok(())
     }
 
-    async fn release(&self, entry: &watchlist::Claimed) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        entry: &watchlist::Claimed,
+        due_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), StoreError> {
         if let Some(token) = entry.lease_token {
-            watchlist::release(self.pool(), &entry.clip_id, &entry.region, token, None).await?;
+            watchlist::release(self.pool(), &entry.clip_id, &entry.region, token, due_at).await?;
         }
         Ok(())
     }
