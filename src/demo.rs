@@ -42,9 +42,7 @@ async fn keyapi(
     q: Query<HashMap<String, String>>,
     _s: State<DemoState>,
 ) -> Response {
-    let authorized =
-        header(&headers, "authorization").is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7);
-    answer(ProviderKind::KeyApi, authorized, &q)
+    answer(ProviderKind::KeyApi, &headers, &q)
 }
 
 async fn echotik(
@@ -52,17 +50,25 @@ async fn echotik(
     q: Query<HashMap<String, String>>,
     _s: State<DemoState>,
 ) -> Response {
-    let authorized =
-        header(&headers, "authorization").is_some_and(|v| v.starts_with("Basic ") && v.len() > 6);
-    answer(ProviderKind::EchoTik, authorized, &q)
+    answer(ProviderKind::EchoTik, &headers, &q)
+}
+
+/// Any credentials are accepted, but they must come in the provider's scheme.
+fn authorized(kind: ProviderKind, headers: &HeaderMap) -> bool {
+    let scheme = match kind {
+        ProviderKind::KeyApi => "Bearer ",
+        ProviderKind::EchoTik => "Basic ",
+    };
+    header(headers, "authorization")
+        .is_some_and(|v| v.starts_with(scheme) && v.len() > scheme.len())
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn answer(kind: ProviderKind, authorized: bool, q: &HashMap<String, String>) -> Response {
-    if !authorized {
+fn answer(kind: ProviderKind, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
+    if !authorized(kind, headers) {
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({"code": 401, "message": "unauthorized"})),

@@ -122,7 +122,7 @@ async fn poll_prints_a_one_line_summary_and_its_exit_code_tells_the_outcome() {
 async fn secrets_never_appear_in_any_output() {
     let db = TestDb::new().await;
     let key = "sk-live-9f8e7d6c5b4a39281706";
-    let password = "pw-0a1b2c3d4e5f6a7b8c9d";
+    let basic_pw = "pw-0a1b2c3d4e5f6a7b8c9d"; // fake, and distinctive enough to grep for
     let mut seen = String::new();
     for (status, body) in [
         (401, String::new()),
@@ -138,7 +138,7 @@ async fn secrets_never_appear_in_any_output() {
             let mut c = soundtrend(&db, &server.uri());
             c.env("KEYAPI_API_KEY", key)
                 .env("ECHOTIK_USERNAME", "ana")
-                .env("ECHOTIK_PASSWORD", password)
+                .env("ECHOTIK_PASSWORD", basic_pw)
                 .env("SOUNDTREND__PROVIDER__NAME", provider)
                 .env("RUST_LOG", "trace")
                 .args(["poll", "--clip-id", CLIP, "--region", "US"]);
@@ -150,9 +150,9 @@ async fn secrets_never_appear_in_any_output() {
         "the runs did log: {seen}"
     );
     assert!(!seen.contains(key), "the API key leaked");
-    assert!(!seen.contains(password), "the password leaked");
+    assert!(!seen.contains(basic_pw), "the password leaked");
     assert!(!seen.contains("YW5hOnB3LTBh"), "the Basic header leaked");
-    let archived = db.count(&format!("SELECT count(*) FROM fetches WHERE body_json::text LIKE '%{key}%' OR error LIKE '%{password}%'")).await;
+    let archived = db.count(&format!("SELECT count(*) FROM fetches WHERE body_json::text LIKE '%{key}%' OR error LIKE '%{basic_pw}%'")).await;
     assert_eq!(archived, 0);
 }
 
