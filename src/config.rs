@@ -395,6 +395,17 @@ impl Settings {
                 ),
             ));
         }
+        let slot = Duration::from_secs_f64(1.0 / p.requests_per_second);
+        if poll.lease_ttl < slot * 8 {
+            return Err(key_error(
+                "poll.lease_ttl",
+                format!(
+                    "must be at least 8 request slots ({:?} at provider.requests_per_second = {}) so a poll never waits out its lease",
+                    slot * 8,
+                    p.requests_per_second
+                ),
+            ));
+        }
         for (key, expr) in [
             ("daemon.tick_cron", &self.daemon.tick_cron),
             ("daemon.maintenance_cron", &self.daemon.maintenance_cron),
@@ -568,6 +579,8 @@ mod tests {
         assert!(e.to_string().contains("brust"), "{e}");
         let e = load("", &[("SOUNDTREND__POLL__CONCURRENCY", "many")]).unwrap_err();
         assert!(e.to_string().contains("poll.concurrency"), "{e}");
+        let e = load("[provider]\nrequests_per_second = 0.01\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("poll.lease_ttl"), "{e}");
         let e = load("[daemon]\ntick_cron = \"* * * * *\"\n", &[]).unwrap_err();
         assert!(e.to_string().contains("daemon.tick_cron"), "{e}");
     }

@@ -318,7 +318,7 @@ impl Poller {
             // A wait longer than a poll may hold its lease ends the poll; the entry is due again
             // after the wait (and the shared pause keeps every instance away until then).
             let too_long = wait > self.longest_wait();
-            if too_long {
+            if too_long && matches!(error, ProviderError::RateLimited { .. }) {
                 self.note_pause(wait);
             }
             if error.is_retryable() && !last && !too_long {
@@ -480,14 +480,19 @@ impl Poller {
         self.opts.lease_ttl / 4
     }
 
+    /// Remembers a provider pause so this process stops claiming; logs when a pause starts.
     fn note_pause(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let now = Instant::now();
+        let until = now + wait;
         let mut paused = self.state.paused_until.lock().expect("lock");
+        let already = paused.is_some_and(|t| t > now);
         if paused.is_none_or(|t| t < until) {
             *paused = Some(until);
         }
-        warn!(provider = %self.provider(), wait_s = wait.as_secs_f64(),
-            "The provider asked to wait longer than a poll may hold its lease; this process pauses claims until then.");
+        if !already {
+            warn!(provider = %self.provider(), wait_s = wait.as_secs_f64(),
+                "The provider asked to wait longer than a poll may hold its lease; this process pauses claims until then.");
+        }
     }
 
     fn record<'a>(
