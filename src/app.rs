@@ -155,10 +155,7 @@ pub fn quota_params(settings: &Settings, kind: ProviderKind) -> QuotaParams {
         provider: kind,
         emission_interval: Duration::from_secs_f64(1.0 / settings.provider.requests_per_second),
         burst: settings.provider.burst,
-        credits_per_request: match settings.provider.credits_per_request {
-            0 => kind.default_credits_per_request(),
-            n => n,
-        },
+        credits_per_request: settings.credits_per_request(kind),
         daily_budget: (settings.provider.daily_credit_budget > 0)
             .then_some(settings.provider.daily_credit_budget),
     }

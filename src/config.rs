@@ -448,9 +448,10 @@ impl Settings {
         url
     }
 
-    pub fn credits_per_request(&self) -> u32 {
+    /// Credits one request to `kind` costs: the configured figure, or the provider's price.
+    pub fn credits_per_request(&self, kind: ProviderKind) -> u32 {
         match self.provider.credits_per_request {
-            0 => self.provider.name.default_credits_per_request(),
+            0 => kind.default_credits_per_request(),
             n => n,
         }
     }

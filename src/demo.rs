@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,37 +20,31 @@ pub const SAMPLE_RESPONSE: &str = include_str!("../tests/fixtures/keyapi_sample.
 /// The clip of the documented sample.
 pub const SAMPLE_CLIP_ID: &str = "6703723351497508865";
 
-#[derive(Clone, Default)]
-struct DemoState;
-
 /// Serves the demo API on `addr` (port 0 picks a free port) and returns the bound address.
 pub async fn serve(addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = Router::new()
-        .route(ProviderKind::KeyApi.path(), get(keyapi))
-        .route(ProviderKind::EchoTik.path(), get(echotik))
-        .with_state(DemoState);
+        .route(
+            ProviderKind::KeyApi.path(),
+            get(|h, q| handle(ProviderKind::KeyApi, h, q)),
+        )
+        .route(
+            ProviderKind::EchoTik.path(),
+            get(|h, q| handle(ProviderKind::EchoTik, h, q)),
+        );
     let handle = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     Ok((bound, handle))
 }
 
-async fn keyapi(
+async fn handle(
+    kind: ProviderKind,
     headers: HeaderMap,
-    q: Query<HashMap<String, String>>,
-    _s: State<DemoState>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    answer(ProviderKind::KeyApi, &headers, &q)
-}
-
-async fn echotik(
-    headers: HeaderMap,
-    q: Query<HashMap<String, String>>,
-    _s: State<DemoState>,
-) -> Response {
-    answer(ProviderKind::EchoTik, &headers, &q)
+    answer(kind, &headers, &q)
 }
 
 /// Any credentials are accepted, but they must come in the provider's scheme.

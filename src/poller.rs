@@ -376,16 +376,18 @@ impl Poller {
     /// Waits for both the local and the shared rate limit and books the request's credits.
     /// `Some(reason)` when the poll must not go ahead.
     async fn acquire(&self, cancel: &CancellationToken) -> Result<Option<SkipReason>, StoreError> {
+        // The local limiter paces this process once per request; the shared quota below may
+        // make it wait again, without taking a second local slot.
+        tokio::select! {
+            _ = self.local.until_ready() => {}
+            _ = cancel.cancelled() => return Ok(Some(SkipReason::ShuttingDown)),
+        }
         loop {
             if cancel.is_cancelled() {
                 return Ok(Some(SkipReason::ShuttingDown));
             }
             if self.state.auth_rejected.load(Ordering::Relaxed) {
                 return Ok(Some(SkipReason::CredentialsRejected));
-            }
-            tokio::select! {
-                _ = self.local.until_ready() => {}
-                _ = cancel.cancelled() => return Ok(Some(SkipReason::ShuttingDown)),
             }
             let day = self.clock.today();
             let grant = self

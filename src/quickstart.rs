@@ -50,7 +50,7 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
                 "  mode: LIVE: polling {kind} at {} with the credentials in {} ({} credits per request)",
                 settings.base_url(),
                 kind.credential_env_vars().join(", "),
-                settings.credits_per_request()
+                settings.credits_per_request(kind)
             );
             plans.push((kind, settings.base_url(), credentials, None, region.clone()));
         }

@@ -38,14 +38,8 @@ async fn two_workers_never_double_poll_and_together_respect_the_quota() {
     s.provider.burst = 2;
     s.poll.concurrency = 4;
     watch_many(&db, 40).await;
-    let a = Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "a"),
-    );
-    let b = Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "b"),
-    );
+    let a = keyapi_worker(&s, &db, &server.base, "a").await;
+    let b = keyapi_worker(&s, &db, &server.base, "b").await;
     let cancel = CancellationToken::new();
 
     let started = Instant::now();
@@ -104,14 +98,8 @@ async fn retry_after_is_respected_by_every_instance() {
     s.provider.requests_per_second = 5.0;
     s.provider.burst = 1;
     watch_many(&db, 10).await;
-    let a = Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "a"),
-    );
-    let b = Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "b"),
-    );
+    let a = keyapi_worker(&s, &db, &server.base, "a").await;
+    let b = keyapi_worker(&s, &db, &server.base, "b").await;
     let cancel = CancellationToken::new();
 
     let (ra, rb) = tokio::join!(a.drain(&cancel), b.drain(&cancel));
@@ -202,10 +190,7 @@ async fn shutdown_finishes_in_flight_polls_and_releases_the_rest() {
     s.poll.concurrency = 2;
     s.daemon.shutdown_grace = Duration::from_secs(10);
     watch_many(&db, 6).await;
-    let worker = Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "a"),
-    );
+    let worker = keyapi_worker(&s, &db, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let s = s.clone();
@@ -262,10 +247,7 @@ async fn a_worker_killed_mid_poll_leaves_no_rows_and_its_entry_is_polled_again()
     s.poll.lease_ttl = Duration::from_secs(2);
     s.provider.request_timeout = Duration::from_secs(1);
     db.watch(CLIP, "US").await;
-    let doomed = Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "doomed"),
-    );
+    let doomed = keyapi_worker(&s, &db, &server.base, "doomed").await;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(async move { doomed.drain(&CancellationToken::new()).await });
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -286,10 +268,7 @@ async fn a_worker_killed_mid_poll_leaves_no_rows_and_its_entry_is_polled_again()
 
     server.set(|b| b.delay = Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(2_100)).await; // the lease expires
-    let rescuer = Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "rescuer"),
-    );
+    let rescuer = keyapi_worker(&s, &db, &server.base, "rescuer").await;
     let summary = rescuer.drain(&cancel).await.unwrap();
 
     assert_eq!(summary.stored, 1);
@@ -362,10 +341,7 @@ async fn an_insert_wakes_the_daemon_within_seconds() {
     let server = RecordingServer::start().await;
     let mut s = settings(&db.url);
     s.daemon.tick_cron = "0 0 0 1 1 *".into(); // once a year: only the notification can wake it
-    let worker = Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "a"),
-    );
+    let worker = keyapi_worker(&s, &db, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let s = s.clone();
@@ -404,10 +380,7 @@ async fn the_period_covers_the_gap_since_the_last_success() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let worker = Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "a"),
-    );
+    let worker = keyapi_worker(&s, &db, &server.base, "a").await;
 
     worker.drain(&CancellationToken::new()).await.unwrap();
 
@@ -430,10 +403,7 @@ async fn the_daemon_survives_its_database_connections_being_killed() {
     let mut s = settings(&db.url);
     s.daemon.tick_cron = "* * * * * *".into();
     s.daemon.database_retry_max = Duration::from_secs(1);
-    let worker = Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "a"),
-    );
+    let worker = keyapi_worker(&s, &db, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let s = s.clone();
@@ -490,13 +460,11 @@ async fn entries_inserted_together_spread_out_after_their_first_poll() {
     let mut s = settings(&db.url);
     s.poll.jitter = 0.1;
     watch_many(&db, 50).await;
-    Worker::new(
-        poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await,
-        worker_options(&s, "a"),
-    )
-    .drain(&CancellationToken::new())
-    .await
-    .unwrap();
+    keyapi_worker(&s, &db, &server.base, "a")
+        .await
+        .drain(&CancellationToken::new())
+        .await
+        .unwrap();
 
     let distinct_minutes = db
         .count("SELECT count(DISTINCT date_trunc('minute', next_due_at)) FROM watchlist")

@@ -468,3 +468,16 @@ pub fn worker_options(settings: &Settings, owner: &str) -> soundtrend::scheduler
     o.owner = owner.to_owned();
     o
 }
+
+/// A worker polling the KeyAPI dialect at `base` with a poller of its own, as one instance would.
+pub async fn keyapi_worker(
+    settings: &Settings,
+    db: &TestDb,
+    base: &str,
+    owner: &str,
+) -> soundtrend::scheduler::Worker {
+    soundtrend::scheduler::Worker::new(
+        poller(settings, &db.pool, ProviderKind::KeyApi, base).await,
+        worker_options(settings, owner),
+    )
+}
