@@ -319,7 +319,7 @@ async fn replay_after_truncating_the_derived_tables_rebuilds_the_very_same_index
     assert_eq!(observations, PAIRS as i64 * (120 + 30 * 7 + 30 + 9 * 7));
 
     sqlx::query(
-        "TRUNCATE trend_index, trend_observations, trend_points, sound_snapshots,
+        "TRUNCATE trend_index, trend_pairs, trend_observations, trend_points, sound_snapshots,
                   audience_countries, audience_interests, sounds",
     )
     .execute(&db.pool)
@@ -334,4 +334,134 @@ async fn replay_after_truncating_the_derived_tables_rebuilds_the_very_same_index
         observations
     );
     assert_eq!(index_rows(&db).await, live);
+}
+
+/// Writes the scheduled windows of pairs 0..3 straight through `record_success`, in `order`.
+async fn write_windows(db: &TestDb, order: &[(i64, Period)]) {
+    use soundtrend::domain::{ClipId, Region};
+    use soundtrend::normalize::{normalize, Observation};
+    use soundtrend::provider::wire::{Envelope, MusicDetail};
+    use soundtrend::provider::Outcome;
+    use soundtrend::store::fetches::FetchRecord;
+    use soundtrend::store::ingest::record_success;
+
+    for (n, &(last_day, period)) in order.iter().enumerate() {
+        for p in 0..3 {
+            let (clip, region) = pair(p);
+            let mut body = soundtrend::demo::response(
+                ProviderKind::KeyApi,
+                &clip,
+                region,
+                i64::from(period.days()),
+                day0() + Duration::days(last_day),
+            );
+            body["data"]["sound"]["trend"] =
+                Value::Array(window(p, i64::from(period.days()), last_day));
+            let env: Envelope = serde_json::from_value(body).unwrap();
+            let detail: MusicDetail = serde_json::from_value(env.data.unwrap()).unwrap();
+            let at = chrono::Utc::now() + Duration::seconds(n as i64);
+            let obs = Observation {
+                clip_id: ClipId::parse(&clip).unwrap(),
+                region: Region::parse(region).unwrap(),
+                period,
+                observed_at: at,
+            };
+            let rows = normalize(&detail, &obs).unwrap();
+            let record = FetchRecord {
+                clip_id: &clip,
+                region,
+                period: period.days(),
+                provider: ProviderKind::KeyApi,
+                requested_at: at,
+                duration_ms: 1,
+                http_status: Some(200),
+                outcome: Outcome::Ok,
+                error: None,
+                api_code: Some(0),
+                api_message: None,
+                request_id: None,
+                attempt: 1,
+                credits: 2,
+                body_json: None,
+                body_text: None,
+            };
+            record_success(&db.pool, &record, &rows, None, 0.0)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn windows_arriving_out_of_order_give_the_same_index() {
+    let (forward, backward) = (TestDb::new().await, TestDb::new().await);
+    let order = schedule();
+    let mut reversed = order.clone();
+    reversed.reverse();
+    reversed.swap(2, 20);
+    write_windows(&forward, &order).await;
+    write_windows(&backward, &reversed).await;
+
+    let levels = |db: &TestDb| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, NaiveDate, f64, f64, f64, i32, i32)>(
+                "SELECT clip_id, day, index_value, index_low, index_high, segment, windows
+                 FROM trend_index ORDER BY clip_id, day",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let a = levels(&forward).await;
+    assert_eq!(a.len(), 3 * 170);
+    assert_eq!(a, levels(&backward).await);
+}
+
+#[tokio::test]
+async fn partitions_are_created_ahead_and_take_over_rows_from_the_default_partition() {
+    let db = TestDb::new().await;
+    let partitions = "SELECT count(*) FROM pg_inherits
+                      WHERE inhparent = 'trend_observations'::regclass";
+    let before = db.count(partitions).await;
+    assert!(before >= 16, "{before} partitions after the migration");
+    // The job is idempotent: everything from last month to three months ahead already exists.
+    assert_eq!(
+        soundtrend::store::trend::ensure_partitions(&db.pool, 3)
+            .await
+            .unwrap(),
+        0
+    );
+    sqlx::raw_sql(
+        "INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms, outcome)
+         VALUES ('1', 'US', 7, 'keyapi', now(), 1, 'ok');
+         INSERT INTO trend_observations (fetch_id, clip_id, region, period, ts, value, observed_at)
+         SELECT id, '1', 'US', 7, '2035-03-15 00:00+00', 0.5, now() FROM fetches",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM trend_observations_default")
+            .await,
+        1
+    );
+
+    sqlx::query("SELECT trend_observations_ensure_partitions('2035-03-01', 1)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        db.count("SELECT count(*) FROM trend_observations_default")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM trend_observations_2035_03")
+            .await,
+        1
+    );
+    assert_eq!(db.count(partitions).await, before + 1);
 }

@@ -1,5 +1,6 @@
 //! The trend history tables: a pair's windows from `trend_observations` (written by `ingest` in
-//! the poll's own statement), its stitched `trend_index`, and the monthly partitions.
+//! the poll's own statement), its stitched `trend_index` and `trend_pairs` row, and the monthly
+//! partitions.
 //!
 //! Every write of a window re-stitches the whole pair inside the poll's transaction, under a
 //! transaction-scoped advisory lock on the pair, so two instances (or a poll and a replay) never
@@ -128,6 +129,22 @@ pub async fn write_index(
                    IS DISTINCT FROM
                    (EXCLUDED.index_value, EXCLUDED.index_low, EXCLUDED.index_high,
                     EXCLUDED.segment, EXCLUDED.windows, EXCLUDED.fetch_id)
+             RETURNING 1
+         ),
+         pair AS (
+             INSERT INTO trend_pairs AS cur (clip_id, region, first_day, last_day, segments,
+                                             changed_by)
+             SELECT $1, $2, min(day), max(day), max(segment), $10 FROM new HAVING count(*) > 0
+             ON CONFLICT (clip_id, region) DO UPDATE SET
+                 first_day = EXCLUDED.first_day, last_day = EXCLUDED.last_day,
+                 segments = EXCLUDED.segments, changed_by = EXCLUDED.changed_by
+             WHERE (cur.first_day, cur.last_day, cur.segments)
+                   IS DISTINCT FROM (EXCLUDED.first_day, EXCLUDED.last_day, EXCLUDED.segments)
+             RETURNING 1
+         ),
+         pair_gone AS (
+             DELETE FROM trend_pairs
+             WHERE clip_id = $1 AND region = $2 AND cardinality($3::date[]) = 0
              RETURNING 1
          )
          SELECT (SELECT count(*) FROM up) + (SELECT count(*) FROM gone)",
