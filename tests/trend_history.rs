@@ -465,3 +465,242 @@ async fn partitions_are_created_ahead_and_take_over_rows_from_the_default_partit
     );
     assert_eq!(db.count(partitions).await, before + 1);
 }
+
+/// Inserts an ok fetch (and its snapshot with `rank`) for a pair at `at`; returns its id.
+async fn snapshot(db: &TestDb, clip: &str, region: &str, at: &str, rank: Option<i32>) -> i64 {
+    sqlx::query_scalar(
+        "WITH f AS (
+             INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms, outcome)
+             VALUES ($1, $2, 7, 'keyapi', $3::timestamptz, 1, 'ok') RETURNING id
+         ), s AS (
+             INSERT INTO sound_snapshots (fetch_id, clip_id, region, period, observed_at, rank,
+                                          trend_points)
+             SELECT id, $1, $2, 7, $3::timestamptz, $4, 7 FROM f
+         )
+         SELECT id FROM f",
+    )
+    .bind(clip)
+    .bind(region)
+    .bind(at)
+    .bind(rank)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// A stitched series for a pair ending on 2026-03-10 (values oldest first) and its trend_pairs row.
+async fn index_series(db: &TestDb, clip: &str, values: &[f64], fetch_id: i64) {
+    let last = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
+    let days: Vec<NaiveDate> = (0..values.len())
+        .map(|k| last - Duration::days((values.len() - 1 - k) as i64))
+        .collect();
+    let written = soundtrend::store::trend::write_index(
+        &db.pool,
+        clip,
+        "US",
+        &days
+            .iter()
+            .zip(values)
+            .map(|(d, &v)| soundtrend::stitch::IndexDay {
+                day: (*d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32,
+                index_value: v,
+                index_low: v,
+                index_high: v,
+                segment: 1,
+                windows: 1,
+                fetch_id,
+            })
+            .collect::<Vec<_>>(),
+        fetch_id,
+    )
+    .await
+    .unwrap();
+    assert_eq!(written, values.len() as u64);
+}
+
+#[tokio::test]
+async fn sound_rising_measures_growth_rank_velocity_and_stage_by_the_documented_thresholds() {
+    let db = TestDb::new().await;
+    let early = snapshot(&db, "1", "US", "2026-03-03 12:00+00", Some(24)).await;
+    let late = snapshot(&db, "1", "US", "2026-03-10 12:00+00", Some(10)).await;
+    // Steady climb 30 → 65: rising. 7-day slope 5 points a day.
+    index_series(
+        &db,
+        "1",
+        &[30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0, 65.0],
+        late,
+    )
+    .await;
+    // From almost nothing: emerging.
+    index_series(
+        &db,
+        "2",
+        &[2.0, 2.0, 3.0, 5.0, 9.0, 15.0, 25.0, 40.0],
+        early,
+    )
+    .await;
+    // At its high and no longer climbing: peaking.
+    index_series(&db, "3", &[100.0; 8], early).await;
+    // Halved: declining.
+    index_series(
+        &db,
+        "4",
+        &[80.0, 75.0, 70.0, 65.0, 60.0, 50.0, 45.0, 40.0],
+        early,
+    )
+    .await;
+    // 1 → 1.5 is +10 % against the 5-point baseline, not +50 %: flat.
+    index_series(&db, "5", &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.5], early).await;
+
+    type Row = (
+        String,
+        String,
+        f64,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<i32>,
+        Option<f64>,
+        i32,
+        i32,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT clip_id, stage, growth_1d, growth_3d, growth_7d, slope_7d, rank_change_7d,
+                rank_velocity, days_observed, days_expected
+         FROM sound_rising",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+
+    let order: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    assert_eq!(
+        order,
+        [
+            ("2", "emerging"),
+            ("1", "rising"),
+            ("5", "flat"),
+            ("3", "peaking"),
+            ("4", "declining")
+        ]
+    );
+    let riser = &rows[1];
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    assert!(close(riser.2, 100.0 * 5.0 / 60.0), "{riser:?}");
+    assert!(close(riser.3.unwrap(), 30.0));
+    assert!(close(riser.4.unwrap(), 100.0 * 35.0 / 30.0));
+    assert!(close(riser.5.unwrap(), 5.0));
+    assert_eq!(riser.6, Some(14));
+    assert!(close(riser.7.unwrap(), 2.0));
+    assert_eq!((riser.8, riser.9), (2, 8));
+    assert!(close(rows[2].4.unwrap(), 10.0));
+}
+
+/// day, index_value, window_value, window_period, rank, snapshot_fetch_id.
+type DailyRow = (
+    NaiveDate,
+    f64,
+    Option<f64>,
+    Option<i16>,
+    Option<i32>,
+    Option<i64>,
+);
+
+#[tokio::test]
+async fn sound_daily_joins_the_raw_window_value_and_the_day_s_snapshot() {
+    let db = TestDb::new().await;
+    let fetch = snapshot(&db, "1", "US", "2026-03-10 12:00+00", Some(7)).await;
+    index_series(&db, "1", &[50.0, 100.0], fetch).await;
+    sqlx::query(
+        "INSERT INTO trend_points (clip_id, region, ts, value, fetch_id, period, observed_at)
+         VALUES ('1', 'US', '2026-03-10 00:00+00', 0.8, $1, 7, now())",
+    )
+    .bind(fetch)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let rows: Vec<DailyRow> = sqlx::query_as(
+        "SELECT day, index_value, window_value, window_period, rank, snapshot_fetch_id
+             FROM sound_daily WHERE clip_id = '1' AND region = 'US' ORDER BY day",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+
+    let day = |d| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+    assert_eq!(
+        rows,
+        [
+            (day(9), 50.0, None, None, None, None),
+            (day(10), 100.0, Some(0.8), Some(7), Some(7), Some(fetch)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn audience_shares_are_of_the_listed_total_and_change_against_the_previous_snapshot() {
+    let db = TestDb::new().await;
+    let first = snapshot(&db, "1", "US", "2026-03-09 12:00+00", None).await;
+    let second = snapshot(&db, "1", "US", "2026-03-10 12:00+00", None).await;
+    for (fetch, list) in [
+        (first, vec![("US", 60.0), ("GB", 40.0)]),
+        (second, vec![("US", 30.0), ("GB", 30.0), ("DE", 40.0)]),
+    ] {
+        for (position, (code, score)) in list.into_iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO audience_countries (fetch_id, position, clip_id, region, observed_at,
+                                                 country_code, score)
+                 SELECT $1, $2, '1', 'US', observed_at, $3, $4 FROM sound_snapshots
+                 WHERE fetch_id = $1;
+                 ",
+            )
+            .bind(fetch)
+            .bind(position as i16 + 1)
+            .bind(code)
+            .bind(score)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO audience_interests (fetch_id, position, clip_id, region, observed_at,
+                                                 interest_id, score)
+                 SELECT $1, $2, '1', 'US', observed_at, $3, $4 FROM sound_snapshots
+                 WHERE fetch_id = $1",
+            )
+            .bind(fetch)
+            .bind(position as i16 + 1)
+            .bind(format!("i{code}"))
+            .bind(score)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+    }
+
+    for view in ["audience_country_share", "audience_interest_share"] {
+        let rows: Vec<(i64, f64, Option<i64>, Option<f64>)> = sqlx::query_as(&format!(
+            "SELECT fetch_id, share, previous_fetch_id, share_change FROM {view}
+             ORDER BY observed_at, position"
+        ))
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        let r = |x: f64| (x * 1e9).round() / 1e9;
+        let rounded: Vec<_> = rows
+            .iter()
+            .map(|(f, s, p, c)| (*f, r(*s), *p, c.map(r)))
+            .collect();
+        assert_eq!(
+            rounded,
+            [
+                (first, 0.6, None, None),
+                (first, 0.4, None, None),
+                (second, 0.3, Some(first), Some(-0.3)),
+                (second, 0.3, Some(first), Some(-0.1)),
+                (second, 0.4, Some(first), None),
+            ],
+            "{view}"
+        );
+    }
+}
