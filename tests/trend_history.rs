@@ -319,7 +319,7 @@ async fn replay_after_truncating_the_derived_tables_rebuilds_the_very_same_index
     assert_eq!(observations, PAIRS as i64 * (120 + 30 * 7 + 30 + 9 * 7));
 
     sqlx::query(
-        "TRUNCATE trend_index, trend_pairs, trend_observations, trend_points, sound_snapshots,
+        "TRUNCATE trend_index, trend_pairs, trend_windows, trend_observations, trend_points, sound_snapshots,
                   audience_countries, audience_interests, sounds",
     )
     .execute(&db.pool)

@@ -108,6 +108,14 @@ t AS (
     WHERE (cur.observed_at, cur.fetch_id) <= (EXCLUDED.observed_at, EXCLUDED.fetch_id)
     RETURNING 1
 ),
+tw AS (
+    -- The window as one row: what trend_index is stitched from.
+    INSERT INTO trend_windows AS cur (fetch_id, clip_id, region, period, observed_at, days, vals)
+    SELECT f.id, $1, $2, $3, $5, $51::int4[], $52::float8[] FROM f
+    ON CONFLICT (fetch_id) DO UPDATE SET
+        observed_at = EXCLUDED.observed_at, days = EXCLUDED.days, vals = EXCLUDED.vals
+    RETURNING 1
+),
 o AS (
     -- Every point of the window, append-only: the history trend_index is stitched from.
     INSERT INTO trend_observations (fetch_id, clip_id, region, period, ts, value, observed_at)
@@ -143,6 +151,20 @@ const DERIVED_SELECT: &str = r#"
 SELECT f.id, (SELECT count(*) FROM t), (SELECT count(*) FROM ac), (SELECT count(*) FROM ai)
 FROM f"#;
 
+/// The live poll's result row also carries the pair's stored windows as of the statement's start
+/// (so without this fetch's own), read under the pair's lock taken with `BEGIN`: one round trip
+/// less than reading them apart.
+const SUCCESS_SELECT: &str = r#"
+SELECT f.id, (SELECT count(*) FROM t), (SELECT count(*) FROM ac), (SELECT count(*) FROM ai),
+       h.fetch_ids, h.observed, h.days, h.vals
+FROM f LEFT JOIN LATERAL (
+    SELECT array_agg(w.fetch_id) AS fetch_ids, array_agg(w.observed_at) AS observed,
+           array_agg(d.day) AS days, array_agg(d.val) AS vals
+    FROM (SELECT fetch_id, observed_at, days, vals FROM trend_windows
+          WHERE clip_id = $1 AND region = $2 ORDER BY fetch_id) w,
+         LATERAL unnest(w.days, w.vals) AS d(day, val)
+) h ON true"#;
+
 static SUCCESS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         r#"WITH lease AS (
@@ -171,15 +193,15 @@ pq AS (
     UPDATE provider_quota SET auth_failed_at = NULL, auth_error = NULL
     WHERE provider = $4 AND auth_failed_at IS NOT NULL AND EXISTS (SELECT 1 FROM f)
     RETURNING 1
-),{derived}{DERIVED_SELECT}"#,
+),{derived}{SUCCESS_SELECT}"#,
         derived = DERIVED_CTES.as_str()
     )
 });
 
-/// Replay: the fetch row exists ($51); only the derived tables are written.
+/// Replay: the fetch row exists ($53); only the derived tables are written.
 static REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        r#"WITH f AS (SELECT $51::bigint AS id),{derived}{DERIVED_SELECT}"#,
+        r#"WITH f AS (SELECT $53::bigint AS id),{derived}{DERIVED_SELECT}"#,
         derived = DERIVED_CTES.as_str()
     )
 });
@@ -204,7 +226,26 @@ pub async fn record_success(
         });
     };
     let written = written(&row)?;
-    trend::restitch(&mut tx, fetch.clip_id, fetch.region, None, written.fetch_id).await?;
+    let mut windows = trend::assemble(
+        row.try_get::<Option<Vec<i64>>, _>(4)?.unwrap_or_default(),
+        row.try_get::<Option<Vec<chrono::DateTime<chrono::Utc>>>, _>(5)?
+            .unwrap_or_default(),
+        row.try_get::<Option<Vec<i32>>, _>(6)?.unwrap_or_default(),
+        row.try_get::<Option<Vec<f64>>, _>(7)?.unwrap_or_default(),
+    );
+    windows.push(trend::new_window(
+        written.fetch_id,
+        fetch.requested_at,
+        &rows.trend,
+    ));
+    trend::write_stitched(
+        &mut *tx,
+        fetch.clip_id,
+        fetch.region,
+        &windows,
+        written.fetch_id,
+    )
+    .await?;
     tx.commit().await?;
     Ok(written)
 }
@@ -331,6 +372,8 @@ fn bind_all<'q>(
     };
     let (c_pos, c_id, c_code, c_name, c_score) = col(&rows.countries);
     let (i_pos, i_id, i_label, i_name, i_score) = col(&rows.interests);
+    let window = trend::new_window(0, fetch.requested_at, &rows.trend);
+    let (window_days, window_values): (Vec<i32>, Vec<f64>) = window.points.into_iter().unzip();
     q.bind(fetch.clip_id)
         .bind(fetch.region)
         .bind(fetch.period)
@@ -381,4 +424,6 @@ fn bind_all<'q>(
         .bind(i_label)
         .bind(i_name)
         .bind(i_score)
+        .bind(window_days)
+        .bind(window_values)
 }

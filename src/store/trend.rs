@@ -1,6 +1,6 @@
-//! The trend history tables: a pair's windows from `trend_observations` (written by `ingest` in
-//! the poll's own statement), its stitched `trend_index` and `trend_pairs` row, and the monthly
-//! partitions.
+//! The trend history tables: a pair's windows from `trend_windows` (written by `ingest` in the
+//! poll's own statement, with the same points in `trend_observations` for analysts), its stitched
+//! `trend_index` and `trend_pairs` row, and the monthly partitions of `trend_observations`.
 //!
 //! Every write of a window re-stitches the whole pair inside the poll's transaction, under a
 //! transaction-scoped advisory lock on the pair, so two instances (or a poll and a replay) never
@@ -9,6 +9,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
+use crate::normalize::TrendRow;
 use crate::stitch::{stitch, IndexDay, Window};
 
 /// The advisory-lock key of a (clip, region) pair (FNV-1a of `clip/region`).
@@ -38,8 +39,8 @@ pub async fn lock_pair(conn: &mut PgConnection, clip_id: &str, region: &str) -> 
     Ok(())
 }
 
-/// Re-stitches the pair from its windows (those up to fetch `up_to` when given) and writes the
-/// index rows that changed, naming `changed_by`. The caller holds the pair's lock. Returns the
+/// Re-stitches the pair from its stored windows (those up to fetch `up_to` when given) and writes
+/// the index rows that changed, naming `changed_by`. The caller holds the pair's lock. Returns the
 /// rows inserted, changed or deleted.
 pub async fn restitch(
     conn: &mut PgConnection,
@@ -49,12 +50,19 @@ pub async fn restitch(
     changed_by: i64,
 ) -> sqlx::Result<u64> {
     let windows = windows(&mut *conn, clip_id, region, up_to).await?;
-    let days = stitch(&windows);
-    write_index(conn, clip_id, region, &days, changed_by).await
+    write_stitched(conn, clip_id, region, &windows, changed_by).await
 }
 
-/// fetch_id, observed_at, day numbers, values.
-type StoredWindow = (i64, DateTime<Utc>, Vec<i32>, Vec<f64>);
+/// Stitches `windows` (every window of the pair) and writes the index rows that changed.
+pub async fn write_stitched(
+    db: impl PgExecutor<'_>,
+    clip_id: &str,
+    region: &str,
+    windows: &[Window],
+    changed_by: i64,
+) -> sqlx::Result<u64> {
+    write_index(db, clip_id, region, &stitch(windows), changed_by).await
+}
 
 /// Every stored window of the pair.
 pub async fn windows(
@@ -63,34 +71,74 @@ pub async fn windows(
     region: &str,
     up_to: Option<i64>,
 ) -> sqlx::Result<Vec<Window>> {
-    let rows: Vec<StoredWindow> = sqlx::query_as(
-        "SELECT fetch_id, observed_at,
-                array_agg((ts AT TIME ZONE 'UTC')::date - DATE '1970-01-01' ORDER BY ts),
-                array_agg(value ORDER BY ts)
-         FROM trend_observations
-         WHERE clip_id = $1 AND region = $2 AND ($3::int8 IS NULL OR fetch_id <= $3)
-         GROUP BY fetch_id, observed_at",
+    let (fetch_ids, observed, days, values): StoredPoints = sqlx::query_as(
+        "SELECT COALESCE(array_agg(w.fetch_id), '{}'), COALESCE(array_agg(w.observed_at), '{}'),
+                COALESCE(array_agg(d.day), '{}'), COALESCE(array_agg(d.val), '{}')
+         FROM (SELECT fetch_id, observed_at, days, vals FROM trend_windows
+               WHERE clip_id = $1 AND region = $2 AND ($3::int8 IS NULL OR fetch_id <= $3)
+               ORDER BY fetch_id) w,
+              LATERAL unnest(w.days, w.vals) AS d(day, val)",
     )
     .bind(clip_id)
     .bind(region)
     .bind(up_to)
-    .fetch_all(db)
+    .fetch_one(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(fetch_id, observed_at, days, values)| {
-            let mut points: Vec<(i32, f64)> = days.into_iter().zip(values).collect();
-            // Two points on one UTC day (a provider glitch): the later one counts.
-            points.reverse();
-            points.dedup_by_key(|p| p.0);
-            points.reverse();
-            Window {
-                fetch_id,
-                observed_at: observed_at.timestamp_micros(),
-                points,
+    Ok(assemble(fetch_ids, observed, days, values))
+}
+
+/// fetch_id, observed_at, day number and value of every stored point.
+type StoredPoints = (Vec<i64>, Vec<DateTime<Utc>>, Vec<i32>, Vec<f64>);
+
+/// Windows from stored points ordered by fetch_id, then day, as [`windows`] reads them.
+pub fn assemble(
+    fetch_ids: Vec<i64>,
+    observed: Vec<DateTime<Utc>>,
+    days: Vec<i32>,
+    values: Vec<f64>,
+) -> Vec<Window> {
+    let mut out: Vec<Window> = Vec::new();
+    for (((fetch_id, at), day), value) in fetch_ids.into_iter().zip(observed).zip(days).zip(values)
+    {
+        match out.last_mut() {
+            Some(w) if w.fetch_id == fetch_id => {
+                // Two points on one UTC day (a provider glitch): the later one counts.
+                if w.points.last().is_some_and(|p| p.0 == day) {
+                    w.points.pop();
+                }
+                w.points.push((day, value));
             }
-        })
-        .collect())
+            _ => out.push(Window {
+                fetch_id,
+                observed_at: at.timestamp_micros(),
+                points: vec![(day, value)],
+            }),
+        }
+    }
+    out
+}
+
+/// The window a poll writes to `trend_windows`: one point per timestamp (the first), ordered by
+/// time, the later point of a UTC day.
+pub fn new_window(fetch_id: i64, observed_at: DateTime<Utc>, trend: &[TrendRow]) -> Window {
+    let mut points: Vec<(DateTime<Utc>, f64)> = trend.iter().map(|t| (t.ts, t.value)).collect();
+    points.sort_by_key(|p| p.0);
+    points.dedup_by_key(|p| p.0);
+    let epoch = DateTime::<Utc>::UNIX_EPOCH.date_naive();
+    let mut w = assemble(
+        vec![fetch_id; points.len()],
+        vec![observed_at; points.len()],
+        points
+            .iter()
+            .map(|p| (p.0.date_naive() - epoch).num_days() as i32)
+            .collect(),
+        points.iter().map(|p| p.1).collect(),
+    );
+    w.pop().unwrap_or(Window {
+        fetch_id,
+        observed_at: observed_at.timestamp_micros(),
+        points: Vec::new(),
+    })
 }
 
 /// Upserts the rows that differ from what is stored and deletes days no window covers any more.

@@ -56,7 +56,9 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<String> {
             rows.len()
         );
     }
-    let per_pair_year = storage_per_pair_year(&db, args.storage_pairs).await?;
+    let (per_pair_year, windows_per_pair_year) =
+        storage_per_pair_year(&db, args.storage_pairs).await?;
+    let (restitch_rewrite, restitch_same) = restitch_cost(&db, args.storage_pairs).await?;
     // BENCH_KEEP_DB=1 keeps the database for EXPLAIN ANALYZE by hand.
     if std::env::var_os("BENCH_KEEP_DB").is_none() {
         db.drop_now().await?;
@@ -90,6 +92,16 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<String> {
         "\n`trend_observations`, daily period-7 polls for a year ({} pairs measured): **{:.0} KiB per pair per year** (heap, TOAST and indexes; 2,555 rows).",
         args.storage_pairs,
         per_pair_year / 1024.0
+    )?;
+    writeln!(
+        out,
+        "`trend_windows` (the same windows, one row each, read by the stitch): **{:.0} KiB per pair per year**.",
+        windows_per_pair_year / 1024.0
+    )?;
+    writeln!(
+        out,
+        "\nRe-stitching one pair with a year of daily windows (365 windows) inside a poll's transaction: \
+         **{restitch_rewrite:.1} ms** when every index row changes (a new peak), **{restitch_same:.1} ms** when none does.",
     )?;
     Ok(out)
 }
@@ -153,9 +165,9 @@ async fn load_history(db: &BenchDb, pairs: i32, days: i32) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Bytes of `trend_observations` (every partition: heap, TOAST, indexes) per pair per year of
-/// daily period-7 windows.
-async fn storage_per_pair_year(db: &BenchDb, pairs: i32) -> anyhow::Result<f64> {
+/// Bytes of `trend_observations` (every partition: heap, TOAST, indexes) and of `trend_windows`
+/// per pair per year of daily period-7 windows.
+async fn storage_per_pair_year(db: &BenchDb, pairs: i32) -> anyhow::Result<(f64, f64)> {
     sqlx::query("SELECT trend_observations_ensure_partitions(DATE '2024-12-01', 14)")
         .execute(&db.pool)
         .await?;
@@ -171,7 +183,19 @@ async fn storage_per_pair_year(db: &BenchDb, pairs: i32) -> anyhow::Result<f64> 
     .bind(pairs)
     .execute(&db.pool)
     .await?;
+    sqlx::query(
+        "INSERT INTO trend_windows (fetch_id, clip_id, region, period, observed_at, days, vals)
+         SELECT fetch_id, min(clip_id), min(region), 7, min(observed_at),
+                array_agg((ts AT TIME ZONE 'UTC')::date - DATE '1970-01-01' ORDER BY ts),
+                array_agg(value ORDER BY ts)
+         FROM trend_observations GROUP BY fetch_id",
+    )
+    .execute(&db.pool)
+    .await?;
     sqlx::query("VACUUM ANALYZE trend_observations")
+        .execute(&db.pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE trend_windows")
         .execute(&db.pool)
         .await?;
     let (bytes, rows): (i64, i64) = sqlx::query_as(
@@ -181,6 +205,33 @@ async fn storage_per_pair_year(db: &BenchDb, pairs: i32) -> anyhow::Result<f64> 
     )
     .fetch_one(&db.pool)
     .await?;
-    let windows_per_year = 365.0 * 7.0;
-    Ok(bytes as f64 / rows.max(1) as f64 * windows_per_year)
+    let windows: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('trend_windows')")
+        .fetch_one(&db.pool)
+        .await?;
+    let points_per_year = 365.0 * 7.0;
+    let per_point = bytes as f64 / rows.max(1) as f64;
+    let per_window = windows as f64 / (rows.max(1) as f64 / 7.0);
+    Ok((per_point * points_per_year, per_window * 365.0))
+}
+
+/// Median time to re-stitch one pair with a year of daily period-7 windows (365 windows, 2,555
+/// observations) inside a transaction, as a poll does: (every index row rewritten, none changed).
+async fn restitch_cost(db: &BenchDb, pairs: i32) -> anyhow::Result<(f64, f64)> {
+    let (mut rewrite, mut unchanged) = (Vec::new(), Vec::new());
+    for p in 0..pairs.min(20) {
+        let clip = format!("{}", 8_000_000_000_000_000_000u64 + p as u64);
+        let region = REGIONS[p as usize % REGIONS.len()];
+        let mut tx = db.pool.begin().await?;
+        soundtrend::store::trend::lock_pair(&mut tx, &clip, region).await?;
+        for times in [&mut rewrite, &mut unchanged] {
+            let t = Instant::now();
+            soundtrend::store::trend::restitch(&mut tx, &clip, region, None, 1).await?;
+            times.push(t.elapsed());
+        }
+        tx.commit().await?;
+    }
+    Ok((
+        ms(percentile(&mut rewrite, 50.0)),
+        ms(percentile(&mut unchanged, 50.0)),
+    ))
 }
