@@ -25,7 +25,7 @@ COMMENT ON TABLE trend_observations IS 'Every daily point of every successful wi
 COMMENT ON COLUMN trend_observations.value IS 'The provider''s value, relative to the window of fetch_id (max 1); carries ±0.005 rounding.';
 COMMENT ON COLUMN trend_observations.period IS 'Window length in days (7, 30 or 120).';
 
-CREATE INDEX trend_observations_pair_idx ON trend_observations (clip_id, region, ts);
+CREATE INDEX trend_observations_pair_idx ON trend_observations (clip_id, region, fetch_id);
 
 CREATE TABLE trend_observations_default PARTITION OF trend_observations DEFAULT;
 
@@ -63,24 +63,6 @@ COMMENT ON FUNCTION trend_observations_ensure_partitions(date, integer) IS 'Crea
 
 -- A year back (a replay of old fetches, 120-day windows) and three months ahead.
 SELECT trend_observations_ensure_partitions((now() AT TIME ZONE 'UTC')::date - 365, 16);
-
--- The same windows, one compact row each, for stitching: a poll re-stitches its pair from every
--- window the pair has, and reading them here is one index range scan on one table, where the
--- month-partitioned trend_observations would cost a probe (and planning) per partition.
-CREATE TABLE trend_windows (
-    fetch_id     bigint           PRIMARY KEY REFERENCES fetches (id),
-    clip_id      text             NOT NULL,
-    region       text             NOT NULL,
-    period       smallint         NOT NULL,
-    observed_at  timestamptz      NOT NULL,
-    days         integer[]        NOT NULL,
-    vals         double precision[] NOT NULL,
-    CONSTRAINT trend_windows_one_value_per_day CHECK (cardinality(days) = cardinality(vals))
-);
-
-CREATE INDEX trend_windows_pair_idx ON trend_windows (clip_id, region, fetch_id);
-
-COMMENT ON TABLE trend_windows IS 'Every successful window as one row, the input of the stitch behind trend_index: days (days since 1970-01-01, UTC, ascending, one per day) and the provider''s values. Analysts read trend_observations instead.';
 
 -- The stitched series: one row per (clip_id, region, day) for every day any window covered. Levels
 -- are comparable across every day of one segment; a new segment starts where a window could not be

@@ -112,7 +112,7 @@ tw AS (
     -- The window as one row: what trend_index is stitched from.
     INSERT INTO trend_windows AS cur (fetch_id, clip_id, region, period, observed_at, days, vals)
     SELECT f.id, $1, $2, $3, $5, $51::int4[], $52::float8[] FROM f
-    ON CONFLICT (fetch_id) DO UPDATE SET
+    ON CONFLICT (clip_id, region, fetch_id) DO UPDATE SET
         observed_at = EXCLUDED.observed_at, days = EXCLUDED.days, vals = EXCLUDED.vals
     RETURNING 1
 ),
