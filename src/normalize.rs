@@ -24,6 +24,9 @@ pub struct Normalized {
     pub trend: Vec<TrendRow>,
     pub countries: Vec<AudienceRow>,
     pub interests: Vec<AudienceRow>,
+    /// What was dropped from the response and why (points outside the window, overlong lists);
+    /// the rest of the response is stored.
+    pub warnings: Vec<String>,
 }
 
 impl Normalized {
@@ -90,7 +93,13 @@ pub enum NormalizeError {
 }
 
 /// Trend times after this are taken as milliseconds, not seconds (year 5138 in seconds).
-const MILLIS_THRESHOLD: i64 = 100_000_000_000;
+const MILLIS_THRESHOLD: u64 = 100_000_000_000;
+/// 2016-01-01T00:00:00Z: TikTok (and so any trend day) does not predate it.
+const EARLIEST_TREND_SECS: i64 = 1_451_606_400;
+/// How far past the observation a day may lie (providers stamp days in their own time zone).
+const FUTURE_SLACK_SECS: i64 = 86_400;
+/// Audience lists are top-10s in practice; anything past this is noise that only costs rows.
+pub const MAX_AUDIENCE_ENTRIES: usize = 100;
 
 pub fn normalize(detail: &MusicDetail, obs: &Observation) -> Result<Normalized, NormalizeError> {
     let sound = detail.sound.as_ref().ok_or(NormalizeError::NoSound)?;
@@ -103,23 +112,49 @@ pub fn normalize(detail: &MusicDetail, obs: &Observation) -> Result<Normalized, 
         }
     }
     let longevity = sound.longevity.as_ref();
+    let mut warnings = Vec::new();
+    let trend = trend_rows(
+        sound.trend.as_deref().unwrap_or_default(),
+        obs,
+        &mut warnings,
+    );
+    let countries = audience_rows(
+        "audience_countries",
+        sound
+            .audience_countries
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.as_ref().map(|e| (e.country_info.as_ref(), e.score))),
+        &mut warnings,
+    );
+    let interests = audience_rows(
+        "audience_interests",
+        sound
+            .audience_interests
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.as_ref().map(|e| (e.interest_info.as_ref(), e.score))),
+        &mut warnings,
+    );
 
     Ok(Normalized {
         sound: SoundRow {
-            song_id: sound.song_id.clone(),
-            title: sound.title.clone(),
-            author: sound.author.clone(),
-            url_title: sound.url_title.clone(),
+            song_id: text(&sound.song_id),
+            title: text(&sound.title),
+            author: text(&sound.author),
+            url_title: text(&sound.url_title),
             duration: fit_i32("duration", sound.duration)?,
-            cover: sound.cover.clone(),
-            link: sound.link.clone(),
-            music_url: sound.music_url.clone(),
+            cover: text(&sound.cover),
+            link: text(&sound.link),
+            music_url: text(&sound.music_url),
             if_cml: sound.if_cml,
             is_search: sound.is_search,
             promoted: sound.promoted,
         },
         snapshot: SnapshotRow {
-            country_code: sound.country_code.clone(),
+            country_code: text(&sound.country_code),
             rank: fit_i32("rank", sound.rank)?,
             rank_diff: fit_i32("rank_diff", sound.rank_diff)?,
             on_list_times: fit_i32("on_list_times", sound.on_list_times)?,
@@ -134,69 +169,124 @@ pub fn normalize(detail: &MusicDetail, obs: &Observation) -> Result<Normalized, 
             audience_ages: non_null(&sound.audience_ages),
             related_items: non_null(&sound.related_items),
         },
-        trend: trend_rows(sound.trend.as_deref().unwrap_or_default()),
-        countries: audience_rows(
-            sound
-                .audience_countries
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .map(|e| e.as_ref().map(|e| (e.country_info.as_ref(), e.score))),
-        ),
-        interests: audience_rows(
-            sound
-                .audience_interests
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .map(|e| e.as_ref().map(|e| (e.interest_info.as_ref(), e.score))),
-        ),
+        trend,
+        countries,
+        interests,
+        warnings,
     })
 }
 
-/// Daily points sorted by time, one per day: points without a time or value are skipped, and a
-/// day listed twice keeps its last value (the primary key allows one row per day).
-fn trend_rows(points: &[Option<crate::provider::wire::TrendPoint>]) -> Vec<TrendRow> {
+/// Daily points sorted by time, one per day, kept to the requested window: points without a time
+/// or value are skipped, a day listed twice keeps its last value (the primary key allows one row
+/// per day), and days before 2016, in the future, or further back from the newest day than the
+/// requested period are dropped with a warning. An old window (its newest day long ago) is kept:
+/// providers lag, and replays of old archives must keep working.
+fn trend_rows(
+    points: &[Option<crate::provider::wire::TrendPoint>],
+    obs: &Observation,
+    warnings: &mut Vec<String>,
+) -> Vec<TrendRow> {
+    let latest_allowed = obs
+        .observed_at
+        .timestamp()
+        .saturating_add(FUTURE_SLACK_SECS);
+    let mut out_of_range = 0usize;
     let mut rows: Vec<TrendRow> = points
         .iter()
         .flatten()
         .filter_map(|p| {
             let value = p.value.filter(|v| v.is_finite())?;
             let raw = p.time?;
-            let secs = if raw.abs() >= MILLIS_THRESHOLD {
+            let secs = if raw.unsigned_abs() >= MILLIS_THRESHOLD {
                 raw / 1000
             } else {
                 raw
             };
+            if !(EARLIEST_TREND_SECS..=latest_allowed).contains(&secs) {
+                out_of_range += 1;
+                return None;
+            }
             let ts = Utc.timestamp_opt(secs, 0).single()?;
             Some(TrendRow { ts, value })
         })
         .collect();
+    if out_of_range > 0 {
+        warnings.push(format!(
+            "dropped {out_of_range} trend points dated before 2016 or in the future"
+        ));
+    }
     // Stable sort keeps the provider's order among equal days, so `dedup` can keep the last.
     rows.sort_by_key(|r| r.ts);
     rows.reverse();
     rows.dedup_by_key(|r| r.ts);
     rows.reverse();
+    if let Some(newest) = rows.last().map(|r| r.ts) {
+        let first_kept = newest - chrono::Duration::days(i64::from(obs.period.days()));
+        let before = rows.len();
+        rows.retain(|r| r.ts > first_kept);
+        let outside = before - rows.len();
+        if outside > 0 {
+            warnings.push(format!(
+                "dropped {outside} trend points older than the requested {}-day window",
+                obs.period.days()
+            ));
+        }
+    }
     rows
 }
 
 fn audience_rows<'a>(
-    entries: impl Iterator<Item = Option<(Option<&'a LabelledId>, Option<f64>)>>,
+    list: &'static str,
+    entries: impl ExactSizeIterator<Item = Option<(Option<&'a LabelledId>, Option<f64>)>>,
+    warnings: &mut Vec<String>,
 ) -> Vec<AudienceRow> {
+    if entries.len() > MAX_AUDIENCE_ENTRIES {
+        warnings.push(format!(
+            "kept the first {MAX_AUDIENCE_ENTRIES} of {} `{list}` entries",
+            entries.len()
+        ));
+    }
     entries
+        .take(MAX_AUDIENCE_ENTRIES)
         .enumerate()
         .filter_map(|(i, entry)| {
             let (info, score) = entry?;
             let info = info?;
             Some(AudienceRow {
                 position: i16::try_from(i + 1).ok()?,
-                provider_id: info.id.clone(),
-                code: info.label.clone(),
-                name: info.value.clone(),
-                score,
+                provider_id: text(&info.id),
+                code: text(&info.label),
+                name: text(&info.value),
+                score: score.filter(|s| s.is_finite()),
             })
         })
         .collect()
+}
+
+/// Postgres text cannot hold NUL, so a provider string carrying one would make the whole write
+/// fail; it becomes U+FFFD instead.
+fn text(s: &Option<String>) -> Option<String> {
+    s.as_ref().map(|s| {
+        if s.contains('\0') {
+            s.replace('\0', "\u{FFFD}")
+        } else {
+            s.clone()
+        }
+    })
+}
+
+/// [`text`] for every string and key of a JSON value kept as `jsonb`.
+fn clean_json(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\u{FFFD}")),
+        Value::Array(items) => Value::Array(items.iter().map(clean_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), clean_json(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 fn fit_i32(field: &'static str, v: Option<i64>) -> Result<Option<i32>, NormalizeError> {
@@ -205,7 +295,7 @@ fn fit_i32(field: &'static str, v: Option<i64>) -> Result<Option<i32>, Normalize
 }
 
 fn non_null(v: &Option<Value>) -> Option<Value> {
-    v.clone().filter(|v| !v.is_null())
+    v.as_ref().filter(|v| !v.is_null()).map(clean_json)
 }
 
 #[cfg(test)]

@@ -257,6 +257,11 @@ impl Poller {
                     };
                     match normalize(detail, &obs) {
                         Ok(rows) => {
+                            if !rows.warnings.is_empty() {
+                                warn!(clip_id = %clip_id, region = %region, period = period.days(),
+                                    warnings = %rows.warnings.join("; "),
+                                    "Stored a response with parts dropped.");
+                            }
                             let record = self.record(&attempt, entry, period, attempt_no, None);
                             let written = self
                                 .with_db_retry(cancel, || {
@@ -269,24 +274,29 @@ impl Poller {
                                     )
                                 })
                                 .await;
-                            return match written {
+                            match written {
                                 Ok(w) => {
                                     m::rows_written(&w);
                                     *self.state.last_success.lock().expect("lock") =
                                         Some(attempt.requested_at);
-                                    Ok(PollOutcome::Stored {
+                                    return Ok(PollOutcome::Stored {
                                         period,
                                         written: w,
                                         attempts: attempt_no,
-                                    })
+                                    });
                                 }
                                 Err(StoreError::LeaseLost { .. }) => {
                                     warn!(clip_id = %clip_id, region = %region, request_id = attempt.request_id.as_deref().unwrap_or(""),
                                         "Discarded a result: the lease expired and another worker claimed the entry.");
-                                    Ok(PollOutcome::Skipped(SkipReason::LeaseLost))
+                                    return Ok(PollOutcome::Skipped(SkipReason::LeaseLost));
                                 }
-                                Err(e) => Err(e),
-                            };
+                                Err(e) if e.is_connection_error() => return Err(e),
+                                // The database refused what the provider sent (an encoding, a
+                                // constraint, an overflow): the paid answer is archived as a
+                                // store_error and the entry backs off like any failure, so a
+                                // poison entry is never bought again once per lease.
+                                Err(e) => ProviderError::Unstorable(e.to_string()),
+                            }
                         }
                         Err(e) => ProviderError::InvalidPayload(e.to_string()),
                     }
@@ -323,8 +333,7 @@ impl Poller {
             }
             if error.is_retryable() && !last && !too_long {
                 m::retry(provider);
-                let record =
-                    self.record(&attempt, entry, period, attempt_no, Some(error.to_string()));
+                let record = self.record(&attempt, entry, period, attempt_no, Some(&error));
                 self.with_db_retry(cancel, || async {
                     store::fetches::insert(&self.pool, &record)
                         .await
@@ -341,7 +350,7 @@ impl Poller {
                 }
             }
             let not_found = self.means_not_found(&error);
-            let record = self.record(&attempt, entry, period, attempt_no, Some(error.to_string()));
+            let record = self.record(&attempt, entry, period, attempt_no, Some(&error));
             let book = FailureBookkeeping {
                 failure_backoff: self.opts.failure_backoff,
                 not_before: if error.is_retryable() {
@@ -439,7 +448,7 @@ impl Poller {
         attempt_no: u32,
         error: &ProviderError,
     ) -> Result<PollOutcome, StoreError> {
-        let record = self.record(attempt, entry, period, attempt_no, Some(error.to_string()));
+        let record = self.record(attempt, entry, period, attempt_no, Some(error));
         store::fetches::insert(&self.pool, &record).await?;
         let first = !self.state.auth_rejected.swap(true, Ordering::SeqCst);
         *self.state.auth_error.lock().expect("lock") = Some(error.to_string());
@@ -503,7 +512,7 @@ impl Poller {
         entry: &'a Claimed,
         period: Period,
         attempt_no: u32,
-        error: Option<String>,
+        error: Option<&ProviderError>,
     ) -> FetchRecord<'a> {
         let ctx = AttemptContext {
             clip_id: &entry.clip_id,
@@ -574,7 +583,7 @@ impl Poller {
 
     fn report(&self, entry: &Claimed, period: Period, outcome: &PollOutcome, latency: Duration) {
         let provider = self.provider();
-        let latency_ms = latency.as_millis() as u64;
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         match outcome {
             PollOutcome::Stored {
                 written, attempts, ..

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use crate::provider::{Attempt, Outcome, ProviderKind};
+use crate::provider::{Attempt, Outcome, ProviderError, ProviderKind};
 
 /// The columns of a `fetches` row, borrowed from an attempt.
 #[derive(Debug)]
@@ -39,12 +39,13 @@ pub struct AttemptContext<'a> {
 }
 
 impl<'a> FetchRecord<'a> {
-    /// The row for `attempt`; `error` overrides the attempt's own error (a body that parsed but
-    /// did not normalize is stored as invalid_payload with the normalizer's reason).
+    /// The row for `attempt`; `error` overrides the attempt's own classification (a body that
+    /// parsed but did not normalize is an invalid payload; one the database refused a store
+    /// error, whose body is then kept as text so that this row at least can be written).
     pub fn from_attempt(
         attempt: &'a Attempt,
         ctx: AttemptContext<'a>,
-        error: Option<String>,
+        error: Option<&ProviderError>,
     ) -> Self {
         let AttemptContext {
             clip_id,
@@ -54,13 +55,13 @@ impl<'a> FetchRecord<'a> {
             try_number,
             credits,
         } = ctx;
-        let outcome = match &attempt.result {
-            Ok(_) if error.is_none() => Outcome::Ok,
-            Ok(_) => Outcome::InvalidPayload,
-            Err(e) => e.outcome(),
+        let error = error.or(attempt.result.as_ref().err());
+        let outcome = error.map_or(Outcome::Ok, ProviderError::outcome);
+        let (body_json, body_text) = if outcome == Outcome::StoreError {
+            (None, attempt.body.as_deref().map(body_as_text))
+        } else {
+            split_body(attempt.body.as_deref())
         };
-        let error = error.or_else(|| attempt.result.as_ref().err().map(|e| e.to_string()));
-        let (body_json, body_text) = split_body(attempt.body.as_deref());
         FetchRecord {
             clip_id,
             region,
@@ -70,7 +71,7 @@ impl<'a> FetchRecord<'a> {
             duration_ms: i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX),
             http_status: attempt.http_status.and_then(|s| i16::try_from(s).ok()),
             outcome,
-            error,
+            error: error.map(ToString::to_string),
             api_code: attempt.api_code,
             api_message: attempt.api_message.as_deref(),
             request_id: attempt.request_id.as_deref(),
@@ -83,19 +84,60 @@ impl<'a> FetchRecord<'a> {
 }
 
 /// JSON bodies go to `body_json` as they came; anything else to `body_text`. Postgres' jsonb
-/// refuses `\u0000` and text refuses NUL bytes, so such bodies are kept as sanitized text.
-fn split_body(body: Option<&[u8]>) -> (Option<&str>, Option<String>) {
+/// refuses `\u0000` and lone UTF-16 surrogates (`\ud800`), which JSON parsers accept, and text
+/// refuses NUL bytes, so such bodies are kept as sanitized text.
+pub fn split_body(body: Option<&[u8]>) -> (Option<&str>, Option<String>) {
     let Some(body) = body.filter(|b| !b.is_empty()) else {
         return (None, None);
     };
     if let Ok(text) = std::str::from_utf8(body) {
         let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
-        if is_json && !text.contains("\\u0000") {
+        if is_json && jsonb_accepts_escapes(text) {
             return (Some(text), None);
         }
     }
-    let text = String::from_utf8_lossy(body).replace('\0', "\u{FFFD}");
-    (None, Some(text))
+    (None, Some(body_as_text(body)))
+}
+
+/// Any bytes as text Postgres accepts: invalid UTF-8 and NUL become U+FFFD.
+pub fn body_as_text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).replace('\0', "\u{FFFD}")
+}
+
+/// False when a (valid) JSON text has a `\u` escape that jsonb refuses: `\u0000`, a low surrogate
+/// without its high half, or a high surrogate not followed by a low one.
+fn jsonb_accepts_escapes(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let hex = |at: usize| -> Option<u16> {
+        let digits = bytes.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if bytes.get(i + 1) != Some(&b'u') {
+            i += 2; // `\\`, `\"`, `\n`: the escaped character is skipped with its backslash
+            continue;
+        }
+        let Some(unit) = hex(i + 2) else { return false };
+        match unit {
+            0 | 0xDC00..=0xDFFF => return false,
+            0xD800..=0xDBFF => {
+                let low = (bytes.get(i + 6..i + 8) == Some(b"\\u".as_slice()))
+                    .then(|| hex(i + 8))
+                    .flatten();
+                if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                    return false;
+                }
+                i += 12;
+            }
+            _ => i += 6,
+        }
+    }
+    true
 }
 
 /// Records a failed attempt (or a retry that will be followed by another try).
@@ -163,5 +205,23 @@ mod tests {
         assert_eq!(split_body(Some(b"\"a\\u0000\"")).0, None);
         assert_eq!(split_body(Some(b"a\0b")).1.as_deref(), Some("a\u{FFFD}b"));
         assert_eq!(split_body(None), (None, None));
+    }
+
+    #[test]
+    fn escapes_jsonb_refuses_send_the_body_to_text() {
+        for refused in [
+            r#""\ud800""#,
+            r#""a\udc00b""#,
+            r#""\ud83dx""#,
+            r#""\u0000""#,
+            r#"{"t":"\ud800\u0041"}"#,
+        ] {
+            let (json, text) = split_body(Some(refused.as_bytes()));
+            assert_eq!(json, None, "{refused}");
+            assert_eq!(text.as_deref(), Some(refused));
+        }
+        for accepted in [r#""\ud83d\ude00""#, r#""\\ud800""#, r#""\u00e9\n""#] {
+            assert_eq!(split_body(Some(accepted.as_bytes())).0, Some(accepted));
+        }
     }
 }

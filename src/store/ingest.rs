@@ -245,13 +245,14 @@ pub async fn record_failure(
 )
 UPDATE watchlist SET
     last_polled_at = $5,
-    consecutive_failures = consecutive_failures + 1,
+    -- Bounded by watchlist_consecutive_failures_at_most_1000000: never overflows.
+    consecutive_failures = LEAST(consecutive_failures + 1, 1000000),
     last_error = $9,
     next_due_at = now() + GREATEST(
         LEAST(poll_interval,
               make_interval(secs => $18::float8 * power(2, LEAST(consecutive_failures, 30)))),
         make_interval(secs => $21::float8)),
-    not_found_count = CASE WHEN $19 THEN not_found_count + 1 ELSE 0 END,
+    not_found_count = CASE WHEN $19 THEN LEAST(not_found_count + 1, 1000000) ELSE 0 END,
     enabled = enabled AND NOT ($19 AND not_found_count + 1 >= $20),
     disabled_reason = CASE WHEN $19 AND not_found_count + 1 >= $20
         THEN format('the provider said the clip does not exist %s polls in a row: %s',

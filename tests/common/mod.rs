@@ -200,6 +200,7 @@ pub fn client(settings: &Settings, kind: ProviderKind, base: &str) -> ProviderCl
         connect_timeout: settings.provider.connect_timeout,
         request_timeout: settings.provider.request_timeout,
         user_agent: "soundtrend-tests".into(),
+        max_body_bytes: settings.provider.max_body_bytes,
     };
     ProviderClient::new(kind, credentials(kind), &options).expect("client")
 }
