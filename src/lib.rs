@@ -22,6 +22,7 @@ pub mod quickstart;
 pub mod replay;
 pub mod scheduler;
 pub mod status;
+pub mod stitch;
 pub mod store;
 pub mod telemetry;
 pub mod watch;

@@ -92,7 +92,12 @@ pub async fn replay(
         let mut tx = pool.begin().await?;
         let ids: Vec<i64> = batch.iter().map(|a| a.id).collect();
         // Rows a fetch no longer produces must go too, so the result equals a fresh ingest.
-        for table in ["audience_countries", "audience_interests", "trend_points"] {
+        for table in [
+            "audience_countries",
+            "audience_interests",
+            "trend_points",
+            "trend_observations",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE fetch_id = ANY($1)"))
                 .bind(&ids)
                 .execute(&mut *tx)
@@ -103,7 +108,7 @@ pub async fn replay(
                 Ok((obs, rows)) => {
                     let record = record_of(archived, &obs);
                     let written =
-                        ingest::replay_derived(&mut *tx, archived.id, &record, &rows).await?;
+                        ingest::replay_derived(&mut tx, archived.id, &record, &rows).await?;
                     summary.rows += written.rows();
                     summary.fetches += 1;
                 }

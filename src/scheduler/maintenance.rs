@@ -1,4 +1,5 @@
-//! The maintenance job of `soundtrend run`: lease tidying, retention, backlog gauges.
+//! The maintenance jobs of `soundtrend run`: lease tidying, retention, backlog gauges; and the
+//! daily partition job that creates `trend_observations` partitions ahead.
 
 use sqlx::PgPool;
 use tracing::info;
@@ -40,5 +41,20 @@ pub async fn maintain(
     m::backlog(due, overdue.max(0.0), leased);
     let (used, _) = store::quota::usage(pool, poller.provider(), poller.clock().today()).await?;
     m::credits_today(poller.provider(), used);
+    Ok(())
+}
+
+/// When the partition job runs: daily at 00:07 UTC (tokio-cron-scheduler runs in UTC).
+pub const PARTITIONS_CRON: &str = "0 7 0 * * *";
+/// Months of `trend_observations` partitions kept ready after the current one.
+pub const PARTITION_MONTHS_AHEAD: i32 = 3;
+
+/// The partition job: creates the monthly `trend_observations` partitions that do not exist yet,
+/// from last month to [`PARTITION_MONTHS_AHEAD`] months ahead.
+pub async fn create_partitions(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let created = store::trend::ensure_partitions(pool, PARTITION_MONTHS_AHEAD).await?;
+    if created > 0 {
+        info!(created, "Created trend_observations partitions ahead.");
+    }
     Ok(())
 }

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 mod maintenance;
 mod wake;
 
-pub use maintenance::maintain;
+pub use maintenance::{create_partitions, maintain};
 use wake::listen_for_inserts;
 
 use crate::config::Settings;
@@ -168,6 +168,9 @@ impl Worker {
         if let Err(e) = maintain(self.pool(), &self.poller, settings.retention.raw_body_days).await
         {
             warn!(error = %e, "Maintenance failed; it runs again on its next schedule.");
+        }
+        if let Err(e) = create_partitions(self.pool()).await {
+            warn!(error = %e, "The partition job failed; it runs again on its next schedule.");
         }
         wake.notify_one();
         loop {
@@ -390,6 +393,21 @@ impl Worker {
             .add(maintenance)
             .await
             .context("cannot schedule maintenance")?;
+        let pool = self.pool().clone();
+        let partitions = Job::new_async(maintenance::PARTITIONS_CRON, move |_id, _sched| {
+            let pool = pool.clone();
+            Box::pin(async move {
+                if let Err(e) = create_partitions(&pool).await {
+                    m::db_error();
+                    warn!(error = %e, "The partition job failed; it runs again on its next schedule.");
+                }
+            })
+        })
+        .context("cannot schedule the partition job")?;
+        scheduler
+            .add(partitions)
+            .await
+            .context("cannot schedule the partition job")?;
         scheduler
             .start()
             .await

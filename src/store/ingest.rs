@@ -1,7 +1,8 @@
-//! Writing a poll's result. A success is ONE statement (hence one transaction): the fetch row, the
-//! sound upsert, the snapshot, the trend upserts, both audience lists and the watchlist
-//! bookkeeping, with every list bound as an array and expanded by `UNNEST`. One round trip, and
-//! nothing can be half-written.
+//! Writing a poll's result. A success is one transaction of three statements: the pair's
+//! advisory lock (sent with `BEGIN`); ONE statement for the fetch row, the sound upsert, the
+//! snapshot, the trend upserts, the window's `trend_observations`, both audience lists and the
+//! watchlist bookkeeping, with every list bound as an array and expanded by `UNNEST`; and the
+//! re-stitched `trend_index` rows of the pair (see [`super::trend`]). Nothing can be half-written.
 //!
 //! Writes are fenced on the lease: when the entry's `lease_token` is no longer ours, the statement
 //! inserts nothing at all and the caller gets [`StoreError::LeaseLost`].
@@ -11,11 +12,11 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
-use sqlx::{PgExecutor, Postgres, Row};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::fetches::FetchRecord;
-use super::StoreError;
+use super::{trend, StoreError};
 use crate::normalize::Normalized;
 
 /// What a successful write stored.
@@ -107,6 +108,14 @@ t AS (
     WHERE (cur.observed_at, cur.fetch_id) <= (EXCLUDED.observed_at, EXCLUDED.fetch_id)
     RETURNING 1
 ),
+o AS (
+    -- Every point of the window, append-only: the history trend_index is stitched from.
+    INSERT INTO trend_observations (fetch_id, clip_id, region, period, ts, value, observed_at)
+    SELECT f.id, $1, $2, $3, u.ts, u.value, $5
+    FROM f, UNNEST($39::timestamptz[], $40::float8[]) AS u(ts, value)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+),
 ac AS (
     INSERT INTO audience_countries AS cur (fetch_id, position, clip_id, region, observed_at,
                                            country_code, country_name, provider_id, score)
@@ -175,33 +184,44 @@ static REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Writes a successful poll. `lease` is the claim's token (None for a clip not on the watchlist).
+/// Writes a successful poll and re-stitches the pair's `trend_index`, in one transaction. `lease`
+/// is the claim's token (None for a clip not on the watchlist).
 pub async fn record_success(
-    db: impl PgExecutor<'_>,
+    db: &PgPool,
     fetch: &FetchRecord<'_>,
     rows: &Normalized,
     lease: Option<Uuid>,
     jitter: f64,
 ) -> Result<Written, StoreError> {
+    let mut tx = db
+        .begin_with(trend::begin_locked(fetch.clip_id, fetch.region))
+        .await?;
     let query = bind_all(sqlx::query(&SUCCESS_SQL), fetch, rows, lease, jitter);
-    match query.fetch_optional(db).await? {
-        Some(row) => Ok(written(&row)?),
-        None => Err(StoreError::LeaseLost {
+    let Some(row) = query.fetch_optional(&mut *tx).await? else {
+        return Err(StoreError::LeaseLost {
             clip_id: fetch.clip_id.to_owned(),
             region: fetch.region.to_owned(),
-        }),
-    }
+        });
+    };
+    let written = written(&row)?;
+    trend::restitch(&mut tx, fetch.clip_id, fetch.region, None, written.fetch_id).await?;
+    tx.commit().await?;
+    Ok(written)
 }
 
-/// Rewrites the derived rows of an archived fetch (see `soundtrend replay`).
+/// Rewrites the derived rows of an archived fetch and re-stitches its pair from the windows up
+/// to it, as the live poll did (see `soundtrend replay`). Runs inside the caller's transaction.
 pub async fn replay_derived(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     fetch_id: i64,
     fetch: &FetchRecord<'_>,
     rows: &Normalized,
 ) -> Result<Written, sqlx::Error> {
+    trend::lock_pair(&mut *conn, fetch.clip_id, fetch.region).await?;
     let query = bind_all(sqlx::query(&REPLAY_SQL), fetch, rows, None, 0.0).bind(fetch_id);
-    written(&query.fetch_one(db).await?)
+    let written = written(&query.fetch_one(&mut *conn).await?)?;
+    trend::restitch(conn, fetch.clip_id, fetch.region, Some(fetch_id), fetch_id).await?;
+    Ok(written)
 }
 
 fn written(row: &PgRow) -> Result<Written, sqlx::Error> {

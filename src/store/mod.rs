@@ -5,6 +5,7 @@ pub mod fetches;
 pub mod ingest;
 pub mod quota;
 pub mod report;
+pub mod trend;
 pub mod watchlist;
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! soundtrend's benchmarks: ingest throughput against Postgres' own COPY rate, watchlist scale,
-//! rate-limit precision. Each prints a Markdown report; `docs/benchmarks.md` keeps the latest.
+//! rate-limit precision, the analysts' views. Each prints a Markdown report; `docs/benchmarks.md` keeps the latest.
 //!
 //!   cargo build --release --bins && target/release/bench all
 //!   target/release/bench --smoke          # tiny sizes, as CI runs it (no timing assertions)
@@ -8,6 +8,7 @@ mod common;
 mod ingest;
 mod ratelimit;
 mod scale;
+mod views;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +54,14 @@ enum What {
         #[arg(long, value_delimiter = ',', default_value = "1,3")]
         instances: Vec<usize>,
     },
+    /// One sound's `sound_daily` and the whole `sound_rising` on a year of history, and the
+    /// storage of `trend_observations` per pair per year.
+    Views {
+        #[arg(long, default_value_t = 10_000)]
+        pairs: i32,
+        #[arg(long, default_value_t = 365)]
+        days: i32,
+    },
     /// Everything, at the default sizes.
     All,
 }
@@ -86,7 +95,13 @@ async fn main() -> anyhow::Result<()> {
         seconds: if smoke { 4 } else { seconds },
         instances: if smoke { vec![1, 2] } else { instances },
     };
+    let views_args = |pairs, days| views::ViewsArgs {
+        pairs: if smoke { 50 } else { pairs },
+        days: if smoke { 30 } else { days },
+        storage_pairs: if smoke { 5 } else { 100 },
+    };
     match what {
+        What::Views { pairs, days } => println!("{}", views::run(&views_args(pairs, days)).await?),
         What::Ingest {
             sizes,
             concurrency,
@@ -120,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 ratelimit::run(&rl_args(20.0, 2, 60, vec![1, 3])).await?
             );
+            println!("{}", views::run(&views_args(10_000, 365)).await?);
         }
     }
     Ok(())

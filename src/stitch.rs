@@ -1,0 +1,447 @@
+//! Stitching the provider's windows into one series per (clip, region). Pure: no I/O, no clock.
+//!
+//! The provider's values are relative to their window (the window's maximum is 1, rounded to 2
+//! decimals), so a value means nothing outside its window. Every window k gets one unknown
+//! log-scale `m_k`; on every day d two windows share, `ln v_kd + m_k` should be the same number
+//! (the day's log level). A weighted least-squares fit over all overlaps at once, weights `v²`
+//! (a rounded value carries ±0.005, relative ±0.005/v), values under [`FIT_MIN`] left out, finds
+//! every `m_k`. The result depends only on the set of windows, never on their arrival order, so a
+//! replay rebuilds exactly what live polling wrote.
+//!
+//! Windows that cannot be linked (no usable overlap, or one made only of zeros and rounding noise)
+//! start a new segment; levels are comparable within a segment, never across.
+
+use std::collections::BTreeMap;
+
+/// Half the provider's rounding step: every value is within ±0.005 of the truth.
+pub const ROUNDING: f64 = 0.005;
+/// Values under this carry more than ±10 % rounding error and are left out of the fit.
+pub const FIT_MIN: f64 = 0.05;
+/// A single shared day links two windows only when it is all they share and both values are at
+/// least this (±2 % or better).
+pub const SINGLE_DAY_MIN: f64 = 0.25;
+/// Usable shared days (both values ≥ [`FIT_MIN`]) that link two windows.
+pub const LINK_DAYS: usize = 2;
+
+/// One successful window as stored in `trend_observations`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub fetch_id: i64,
+    /// When it was observed (any monotonic unit, e.g. µs since the epoch): orders "newest".
+    pub observed_at: i64,
+    /// (day number, provider value), ascending by day, one value per day.
+    pub points: Vec<(i32, f64)>,
+}
+
+/// One day of the stitched series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexDay {
+    pub day: i32,
+    /// 0–100; 100 is the highest day of the segment.
+    pub index_value: f64,
+    /// The band the provider's rounding leaves around `index_value` (same scale).
+    pub index_low: f64,
+    pub index_high: f64,
+    /// 1, 2, … in order of the segment's first window.
+    pub segment: i32,
+    /// Windows that covered the day.
+    pub windows: i32,
+    /// The newest window (by observed_at, then fetch_id) that covered the day.
+    pub fetch_id: i64,
+}
+
+/// Stitches every window of one (clip, region) into one row per covered day, ascending by day.
+pub fn stitch(input: &[Window]) -> Vec<IndexDay> {
+    let mut windows: Vec<&Window> = input.iter().filter(|w| !w.points.is_empty()).collect();
+    windows.sort_by_key(|w| (w.points[0].0, w.points[w.points.len() - 1].0, w.fetch_id));
+    if windows.is_empty() {
+        return Vec::new();
+    }
+    let mut by_day: BTreeMap<i32, Vec<(usize, f64)>> = BTreeMap::new();
+    for (k, w) in windows.iter().enumerate() {
+        for &(d, v) in &w.points {
+            by_day.entry(d).or_default().push((k, v.max(0.0)));
+        }
+    }
+    let component = components(windows.len(), &by_day);
+    let scale = log_scales(windows.len(), &component, &by_day);
+
+    // Each day belongs to the segment of the newest-starting window that covers it.
+    let mut days = Vec::with_capacity(by_day.len());
+    for (&day, obs) in &by_day {
+        let owner = component[obs.iter().map(|&(k, _)| k).max().expect("non-empty")];
+        let (mut num, mut den, mut spread) = (0.0, 0.0, 0.0);
+        for &(k, v) in obs.iter().filter(|&&(k, _)| component[k] == owner) {
+            // Inverse-variance weights: window k's rounding is ±ROUNDING·e^m_k in level units.
+            let inv = (-scale[k]).exp();
+            num += v * inv;
+            den += inv * inv;
+            spread += ROUNDING * inv;
+        }
+        let newest = obs
+            .iter()
+            .map(|&(k, _)| windows[k])
+            .max_by_key(|w| (w.observed_at, w.fetch_id))
+            .expect("non-empty");
+        days.push(Level {
+            day,
+            component: owner,
+            level: num / den,
+            half_band: spread / den,
+            windows: obs.len() as i32,
+            fetch_id: newest.fetch_id,
+        });
+    }
+    scale_to_segments(&days)
+}
+
+struct Level {
+    day: i32,
+    component: usize,
+    level: f64,
+    half_band: f64,
+    windows: i32,
+    fetch_id: i64,
+}
+
+/// Per segment: 100 = its highest level; segments numbered by their first window.
+fn scale_to_segments(days: &[Level]) -> Vec<IndexDay> {
+    let mut max: BTreeMap<usize, f64> = BTreeMap::new();
+    for d in days {
+        let m = max.entry(d.component).or_insert(0.0);
+        *m = m.max(d.level);
+    }
+    // Components are labelled by their first window in canonical order, so BTreeMap order is
+    // segment order.
+    let number: BTreeMap<usize, i32> = max.keys().zip(1..).map(|(&c, n)| (c, n)).collect();
+    days.iter()
+        .map(|d| {
+            let top = max[&d.component];
+            let rel = |x: f64| {
+                if top > 0.0 {
+                    round2(100.0 * x / top)
+                } else {
+                    0.0
+                }
+            };
+            IndexDay {
+                day: d.day,
+                index_value: rel(d.level),
+                index_low: rel((d.level - d.half_band).max(0.0)),
+                index_high: rel(d.level + d.half_band),
+                segment: number[&d.component],
+                windows: d.windows,
+                fetch_id: d.fetch_id,
+            }
+        })
+        .collect()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The component of every window: windows linked by a usable overlap share one. A component is
+/// labelled by its first window (canonical order).
+fn components(n: usize, by_day: &BTreeMap<i32, Vec<(usize, f64)>>) -> Vec<usize> {
+    #[derive(Default, Clone, Copy)]
+    struct Overlap {
+        shared: usize,
+        usable: usize,
+        strong: usize,
+    }
+    let mut overlaps: BTreeMap<(usize, usize), Overlap> = BTreeMap::new();
+    for obs in by_day.values() {
+        for (a, &(i, vi)) in obs.iter().enumerate() {
+            for &(j, vj) in &obs[a + 1..] {
+                let o = overlaps.entry((i.min(j), i.max(j))).or_default();
+                o.shared += 1;
+                if vi >= FIT_MIN && vj >= FIT_MIN {
+                    o.usable += 1;
+                }
+                if vi >= SINGLE_DAY_MIN && vj >= SINGLE_DAY_MIN {
+                    o.strong += 1;
+                }
+            }
+        }
+    }
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn root(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    for (&(i, j), o) in &overlaps {
+        let linked = o.usable >= LINK_DAYS || (o.shared == 1 && o.strong == 1);
+        if linked {
+            let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+            // The smaller index is the root, so every component is labelled by its first window.
+            let (lo, hi) = (ri.min(rj), ri.max(rj));
+            parent[hi] = lo;
+        }
+    }
+    (0..n).map(|k| root(&mut parent, k)).collect()
+}
+
+/// The log-scale `m_k` of every window (0 for the first window of each component).
+fn log_scales(
+    n: usize,
+    component: &[usize],
+    by_day: &BTreeMap<i32, Vec<(usize, f64)>>,
+) -> Vec<f64> {
+    // Eliminating the day levels leaves a graph Laplacian in m: for a day with fitted values of
+    // windows i, j (weights w), c_ij = w_i·w_j / Σw, and Σ_j c_ij (m_i − m_j) = −Σ_j c_ij (y_i − y_j)
+    // with y = ln v.
+    let mut coupling: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    let mut rhs = vec![0.0; n];
+    for obs in by_day.values() {
+        let fit: Vec<(usize, f64, f64)> = obs
+            .iter()
+            .filter(|&&(_, v)| v >= FIT_MIN)
+            .map(|&(k, v)| (k, v * v, v.ln()))
+            .collect();
+        for (a, &(i, wi, yi)) in fit.iter().enumerate() {
+            let total: f64 = fit
+                .iter()
+                .filter(|&&(k, _, _)| component[k] == component[i])
+                .map(|&(_, w, _)| w)
+                .sum();
+            for &(j, wj, yj) in &fit[a + 1..] {
+                if component[j] != component[i] {
+                    continue;
+                }
+                let c = wi * wj / total;
+                *coupling.entry((i.min(j), i.max(j))).or_default() += c;
+                rhs[i] -= c * (yi - yj);
+                rhs[j] -= c * (yj - yi);
+            }
+        }
+    }
+    let mut laplacian = Sparse::new(n);
+    for (&(i, j), &c) in &coupling {
+        laplacian.add_edge(i, j, c);
+    }
+    // Gauge: the first window of each component keeps m = 0 (fixed rows are dropped).
+    let fixed: Vec<bool> = (0..n).map(|k| component[k] == k).collect();
+    laplacian.solve(&rhs, &fixed)
+}
+
+/// A symmetric sparse matrix as adjacency lists, enough for conjugate gradients.
+struct Sparse {
+    diag: Vec<f64>,
+    off: Vec<Vec<(usize, f64)>>,
+}
+
+impl Sparse {
+    fn new(n: usize) -> Self {
+        Sparse {
+            diag: vec![0.0; n],
+            off: vec![Vec::new(); n],
+        }
+    }
+
+    fn add_edge(&mut self, i: usize, j: usize, c: f64) {
+        self.diag[i] += c;
+        self.diag[j] += c;
+        self.off[i].push((j, -c));
+        self.off[j].push((i, -c));
+    }
+
+    /// `A·x`, with fixed entries of x taken as 0 and fixed rows left 0.
+    fn apply(&self, x: &[f64], fixed: &[bool], out: &mut [f64]) {
+        for i in 0..x.len() {
+            out[i] = if fixed[i] {
+                0.0
+            } else {
+                self.diag[i] * x[i]
+                    + self.off[i]
+                        .iter()
+                        .filter(|&&(j, _)| !fixed[j])
+                        .map(|&(j, a)| a * x[j])
+                        .sum::<f64>()
+            };
+        }
+    }
+
+    /// Jacobi-preconditioned conjugate gradients on the free rows; fixed entries are 0. The
+    /// reduced system is positive definite because every component is connected through a
+    /// positive coupling.
+    fn solve(&self, b: &[f64], fixed: &[bool]) -> Vec<f64> {
+        let n = b.len();
+        let mut x = vec![0.0; n];
+        let mut r: Vec<f64> = (0..n).map(|i| if fixed[i] { 0.0 } else { b[i] }).collect();
+        let norm_b = dot(&r, &r).sqrt();
+        if norm_b == 0.0 {
+            return x;
+        }
+        let precondition = |r: &[f64]| -> Vec<f64> {
+            (0..n)
+                .map(|i| {
+                    if fixed[i] || self.diag[i] <= 0.0 {
+                        0.0
+                    } else {
+                        r[i] / self.diag[i]
+                    }
+                })
+                .collect()
+        };
+        let mut z = precondition(&r);
+        let mut p = z.clone();
+        let mut rz = dot(&r, &z);
+        let mut ap = vec![0.0; n];
+        for _ in 0..(10 * n + 100) {
+            self.apply(&p, fixed, &mut ap);
+            let pap = dot(&p, &ap);
+            if pap <= 0.0 {
+                break;
+            }
+            let alpha = rz / pap;
+            for i in 0..n {
+                x[i] += alpha * p[i];
+                r[i] -= alpha * ap[i];
+            }
+            if dot(&r, &r).sqrt() <= 1e-13 * norm_b {
+                break;
+            }
+            z = precondition(&r);
+            let rz_next = dot(&r, &z);
+            let beta = rz_next / rz;
+            rz = rz_next;
+            for i in 0..n {
+                p[i] = z[i] + beta * p[i];
+            }
+        }
+        x
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The provider's view of `truth` over days `first..first+len`: divided by the window's max,
+    /// rounded to 2 decimals.
+    fn window(fetch_id: i64, truth: &dyn Fn(i32) -> f64, first: i32, len: i32) -> Window {
+        let max = (first..first + len).map(truth).fold(0.0, f64::max);
+        Window {
+            fetch_id,
+            observed_at: fetch_id,
+            points: (first..first + len)
+                .map(|d| {
+                    let v = if max > 0.0 { truth(d) / max } else { 0.0 };
+                    (d, (v * 100.0).round() / 100.0)
+                })
+                .collect(),
+        }
+    }
+
+    fn wave(d: i32) -> f64 {
+        let x = f64::from(d);
+        10.0 + 8.0 * (x / 5.0).sin() + 30.0 * (-((x - 40.0) / 4.0).powi(2)).exp()
+    }
+
+    /// Daily 7-day windows over 60 days with a 30-day start.
+    fn history(truth: &dyn Fn(i32) -> f64) -> Vec<Window> {
+        let mut ws = vec![window(1, truth, 0, 30)];
+        for (i, end) in (30..60).enumerate() {
+            ws.push(window(2 + i as i64, truth, end - 6, 7));
+        }
+        ws
+    }
+
+    fn worst_error(index: &[IndexDay], truth: &dyn Fn(i32) -> f64) -> f64 {
+        let scale = truth(index[0].day) / index[0].index_value;
+        index
+            .iter()
+            .map(|d| (d.index_value * scale - truth(d.day)).abs() / truth(d.day))
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn overlapping_windows_rebuild_the_true_shape_within_the_rounding() {
+        let index = stitch(&history(&wave));
+        assert_eq!(index.len(), 60);
+        assert!(index.iter().all(|d| d.segment == 1));
+        assert!(
+            worst_error(&index, &wave) < 0.05,
+            "{}",
+            worst_error(&index, &wave)
+        );
+        let top = index
+            .iter()
+            .max_by(|a, b| a.index_value.total_cmp(&b.index_value));
+        assert_eq!(top.unwrap().index_value, 100.0);
+        assert_eq!(top.unwrap().day, 40);
+    }
+
+    #[test]
+    fn the_arrival_order_does_not_change_the_index() {
+        let ws = history(&wave);
+        let mut reversed = ws.clone();
+        reversed.reverse();
+        reversed.swap(3, 17);
+        assert_eq!(stitch(&ws), stitch(&reversed));
+    }
+
+    #[test]
+    fn a_window_with_a_new_peak_rescales_earlier_days_but_keeps_their_level() {
+        let ws = history(&wave);
+        let before = stitch(&ws[..8]);
+        let after = stitch(&ws);
+        let ratio = |idx: &[IndexDay], a: i32, b: i32| {
+            let v = |d: i32| idx.iter().find(|x| x.day == d).unwrap().index_value;
+            v(a) / v(b)
+        };
+        assert!(before.iter().all(|d| d.index_value <= 100.0));
+        let (r0, r1) = (ratio(&before, 10, 20), ratio(&after, 10, 20));
+        assert!((r0 / r1 - 1.0).abs() < 0.02, "{r0} vs {r1}");
+        assert!(
+            after.iter().find(|d| d.day == 20).unwrap().index_value
+                < before.iter().find(|d| d.day == 20).unwrap().index_value
+        );
+    }
+
+    #[test]
+    fn a_window_that_only_shares_zeros_starts_a_new_segment() {
+        let truth = |d: i32| {
+            if (20..30).contains(&d) {
+                0.0
+            } else {
+                5.0 + f64::from(d % 7)
+            }
+        };
+        let ws = vec![window(1, &truth, 0, 25), window(2, &truth, 22, 20)];
+        let index = stitch(&ws);
+        let seg = |d: i32| index.iter().find(|x| x.day == d).unwrap().segment;
+        assert_eq!(seg(0), 1);
+        assert_eq!(seg(35), 2);
+        assert_eq!(index.iter().find(|x| x.day == 25).unwrap().index_value, 0.0);
+        assert_eq!(index.len(), 42, "no holes, no duplicates");
+    }
+
+    #[test]
+    fn one_shared_day_links_only_when_it_is_all_there_is_and_well_above_the_noise() {
+        let flat = |_: i32| 1.0;
+        let linked = stitch(&[window(1, &flat, 0, 7), window(2, &flat, 6, 7)]);
+        assert!(linked.iter().all(|d| d.segment == 1));
+        let low = |d: i32| if d == 6 { 0.1 } else { 1.0 };
+        let unlinked = stitch(&[window(1, &low, 0, 7), window(2, &low, 6, 7)]);
+        assert_eq!(unlinked.last().unwrap().segment, 2);
+    }
+
+    #[test]
+    fn the_band_is_narrow_where_a_window_shows_the_day_near_its_maximum() {
+        let index = stitch(&history(&wave));
+        let d40 = index.iter().find(|d| d.day == 40).unwrap();
+        assert!(d40.index_low <= d40.index_value && d40.index_value <= d40.index_high);
+        assert!(d40.index_high - d40.index_low < 1.5, "{d40:?}");
+        assert_eq!(d40.windows, 7);
+        assert_eq!(d40.fetch_id, 2 + (46 - 30));
+    }
+}
