@@ -160,5 +160,7 @@ fn record_of<'a>(a: &'a Archived, obs: &Observation) -> FetchRecord<'a> {
         credits: 0,
         body_json: None,
         body_text: None,
+        warnings: Vec::new(),
+        booked: None,
     }
 }

@@ -173,9 +173,6 @@ impl ProviderClient {
     }
 
     fn classify_transport(&self, e: &reqwest::Error) -> ProviderError {
-        if e.is_timeout() {
-            return ProviderError::Timeout(self.request_timeout);
-        }
         // reqwest's Display names the URL; the cause chain is what explains the failure.
         let mut cause = String::new();
         let mut source = std::error::Error::source(e);
@@ -183,18 +180,26 @@ impl ProviderClient {
             cause = s.to_string();
             source = s.source();
         }
-        let what = if e.is_connect() {
-            "connection failed"
-        } else if e.is_body() || e.is_decode() {
+        let with_cause = |what: &str| {
+            if cause.is_empty() {
+                what.to_owned()
+            } else {
+                format!("{what}: {cause}")
+            }
+        };
+        // Before the timeout check: a connect that timed out never sent the request either.
+        if e.is_connect() {
+            return ProviderError::Unreached(with_cause("connection failed"));
+        }
+        if e.is_timeout() {
+            return ProviderError::Timeout(self.request_timeout);
+        }
+        let what = if e.is_body() || e.is_decode() {
             "response body interrupted"
         } else {
             "request failed"
         };
-        if cause.is_empty() {
-            ProviderError::Network(what.to_owned())
-        } else {
-            ProviderError::Network(format!("{what}: {cause}"))
-        }
+        ProviderError::Network(with_cause(what))
     }
 }
 

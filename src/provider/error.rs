@@ -21,6 +21,10 @@ pub enum ProviderError {
     Timeout(Duration),
     #[error("network error: {0}")]
     Network(String),
+    /// The request never left this machine: DNS failure, refused connection, TLS failure before
+    /// anything was sent. The provider cannot bill it, so it costs no credits.
+    #[error("could not reach the provider: {0}")]
+    Unreached(String),
     #[error("provider error code {code}: {message}")]
     Api { code: i64, message: String },
     #[error("invalid payload: {0}")]
@@ -81,7 +85,7 @@ impl ProviderError {
             Self::Auth { .. } => Outcome::AuthError,
             Self::Http { .. } | Self::Redirect { .. } => Outcome::HttpError,
             Self::Timeout(_) => Outcome::Timeout,
-            Self::Network(_) => Outcome::NetworkError,
+            Self::Network(_) | Self::Unreached(_) => Outcome::NetworkError,
             Self::Api { .. } => Outcome::ApiError,
             Self::InvalidPayload(_) => Outcome::InvalidPayload,
             Self::Unstorable(_) => Outcome::StoreError,
@@ -92,7 +96,9 @@ impl ProviderError {
     /// Business errors, bad payloads and rejected credentials would only burn credits.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Timeout(_) | Self::Network(_) => true,
+            Self::RateLimited { .. } | Self::Timeout(_) | Self::Network(_) | Self::Unreached(_) => {
+                true
+            }
             Self::Http { status } => *status >= 500 || *status == 408,
             Self::Auth { .. }
             | Self::Api { .. }
@@ -100,6 +106,12 @@ impl ProviderError {
             | Self::Unstorable(_)
             | Self::Redirect { .. } => false,
         }
+    }
+
+    /// Whether the request reached the provider (and so may be billed): everything but an
+    /// attempt that never got a connection.
+    pub fn reached_provider(&self) -> bool {
+        !matches!(self, Self::Unreached(_))
     }
 
     pub fn retry_after(&self) -> Option<Duration> {

@@ -1,7 +1,8 @@
 //! The `fetches` table: one row per API attempt with its raw body.
 
-use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
 
 use crate::provider::{Attempt, Outcome, ProviderError, ProviderKind};
 
@@ -24,6 +25,27 @@ pub struct FetchRecord<'a> {
     pub credits: i16,
     pub body_json: Option<&'a str>,
     pub body_text: Option<String>,
+    /// What validation dropped from an otherwise valid response.
+    pub warnings: Vec<String>,
+    /// The `pending` row the quota grant inserted when it booked this attempt's credits; the
+    /// write completes it. None: a row of its own is inserted (tests, tools).
+    pub booked: Option<Booked>,
+}
+
+/// An attempt whose credits were booked: its pending row and the ledger day they went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Booked {
+    pub fetch_id: i64,
+    pub day: NaiveDate,
+}
+
+/// What writing a fetch row found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    pub fetch_id: i64,
+    /// False when the entry's lease was no longer the one given (re-claimed, or the entry was
+    /// removed); the row then says `lease_lost`.
+    pub lease_held: bool,
 }
 
 /// Which poll an attempt belongs to.
@@ -57,6 +79,9 @@ impl<'a> FetchRecord<'a> {
         } = ctx;
         let error = error.or(attempt.result.as_ref().err());
         let outcome = error.map_or(Outcome::Ok, ProviderError::outcome);
+        // The ledger's rule: an attempt costs its price when it reached the provider, whatever
+        // came back, and nothing when it never did.
+        let reached = error.is_none_or(ProviderError::reached_provider);
         let (body_json, body_text) = if outcome == Outcome::StoreError {
             (None, attempt.body.as_deref().map(body_as_text))
         } else {
@@ -76,9 +101,15 @@ impl<'a> FetchRecord<'a> {
             api_message: attempt.api_message.as_deref(),
             request_id: attempt.request_id.as_deref(),
             attempt: i16::try_from(try_number).unwrap_or(i16::MAX),
-            credits: i16::try_from(credits).unwrap_or(i16::MAX),
+            credits: if reached {
+                i16::try_from(credits).unwrap_or(i16::MAX)
+            } else {
+                0
+            },
             body_json,
             body_text,
+            warnings: Vec::new(),
+            booked: None,
         }
     }
 }
@@ -140,15 +171,57 @@ fn jsonb_accepts_escapes(text: &str) -> bool {
     true
 }
 
-/// Records a failed attempt (or a retry that will be followed by another try).
-pub async fn insert(db: impl PgExecutor<'_>, r: &FetchRecord<'_>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(concat!(
-        "INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms, ",
-        "http_status, outcome, error, api_code, api_message, request_id, attempt, credits, ",
-        "body_json, body_text) ",
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16) ",
-        "RETURNING id"
-    ))
+/// Writes an attempt's row: completes its `pending` row when the grant booked one (giving the
+/// credits back to the ledger, in the same statement, when the request never reached the
+/// provider), else inserts one. `lease` is the claim's token: the row records whether it was
+/// still held, and the watchlist row stays locked until the caller's transaction ends, so the
+/// caller's bookkeeping sees the same answer.
+pub async fn record(
+    db: impl PgExecutor<'_>,
+    r: &FetchRecord<'_>,
+    lease: Option<Uuid>,
+) -> Result<Recorded, sqlx::Error> {
+    let row = sqlx::query(
+        r#"WITH lease AS (
+    SELECT 1 FROM watchlist WHERE clip_id = $1 AND region = $2 AND lease_token = $17
+    FOR UPDATE
+),
+held AS (
+    SELECT $17::uuid IS NULL OR EXISTS (SELECT 1 FROM lease) AS held
+),
+booked AS (
+    SELECT credits FROM fetches WHERE id = $18
+),
+done AS (
+    UPDATE fetches SET
+        requested_at = $5, duration_ms = $6, http_status = $7, outcome = $8, error = $9,
+        api_code = $10, api_message = $11, request_id = $12, attempt = $13, credits = $14,
+        body_json = $15::jsonb, body_text = $16, warnings = $20,
+        lease_lost = NOT (SELECT held FROM held)
+    WHERE id = $18 AND outcome IN ('pending', 'abandoned')
+    RETURNING id
+),
+refund AS (
+    UPDATE credit_usage cu SET
+        credits_used = GREATEST(cu.credits_used - b.credits, 0),
+        requests = GREATEST(cu.requests - 1, 0)
+    FROM booked b
+    WHERE cu.provider = $4 AND cu.day = $19 AND $14 = 0 AND b.credits > 0
+      AND EXISTS (SELECT 1 FROM done)
+    RETURNING 1
+),
+fresh AS (
+    INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms,
+                         http_status, outcome, error, api_code, api_message, request_id,
+                         attempt, credits, body_json, body_text, warnings, lease_lost)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $20,
+           NOT held
+    FROM held WHERE $18::int8 IS NULL
+    RETURNING id
+)
+SELECT f.id, (SELECT held FROM held) AS held
+FROM (SELECT id FROM done UNION ALL SELECT id FROM fresh) f"#,
+    )
     .bind(r.clip_id)
     .bind(r.region)
     .bind(r.period)
@@ -165,8 +238,16 @@ pub async fn insert(db: impl PgExecutor<'_>, r: &FetchRecord<'_>) -> Result<i64,
     .bind(r.credits)
     .bind(r.body_json)
     .bind(r.body_text.as_deref())
+    .bind(lease)
+    .bind(r.booked.map(|b| b.fetch_id))
+    .bind(r.booked.map(|b| b.day))
+    .bind((!r.warnings.is_empty()).then_some(&r.warnings))
     .fetch_one(db)
-    .await
+    .await?;
+    Ok(Recorded {
+        fetch_id: row.try_get(0)?,
+        lease_held: row.try_get(1)?,
+    })
 }
 
 /// Retention: drops raw bodies older than `days` days in batches; fetch rows and derived data

@@ -56,6 +56,9 @@ pub static CLAIM_DUE_SQL: LazyLock<String> = LazyLock::new(|| {
         "WITH due AS (
             SELECT clip_id, region FROM watchlist
             WHERE enabled AND next_due_at <= now()
+              -- A live lease is never taken over, even when an analyst made the entry due
+              -- (resume, an UPDATE of next_due_at): its holder may be mid-request.
+              AND (lease_token IS NULL OR lease_expires_at <= now())
             ORDER BY next_due_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
