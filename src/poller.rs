@@ -101,6 +101,8 @@ pub enum SkipReason {
     ProviderPaused {
         wait: Duration,
     },
+    /// An analyst paused the entry while its poll waited; the lease was given back unpaid.
+    EntryPaused,
     /// The row cannot be polled (it was disabled with the reason).
     InvalidEntry(String),
 }
@@ -287,14 +289,16 @@ impl Poller {
                     };
                     match normalize(detail, &obs) {
                         Ok(rows) => {
-                            if !rows.warnings.is_empty() {
-                                warn!(clip_id = %clip_id, region = %region, period = period.days(),
-                                    warnings = %rows.warnings.join("; "),
-                                    "Stored a response with parts dropped.");
-                            }
                             let mut record =
                                 self.record(&attempt, entry, period, attempt_no, booked, None);
-                            record.warnings.clone_from(&rows.warnings);
+                            record.warnings =
+                                rows.warnings.iter().map(ToString::to_string).collect();
+                            if !record.warnings.is_empty() {
+                                rows.warnings.iter().for_each(|w| m::validation(w.rule));
+                                warn!(clip_id = %clip_id, region = %region, period = period.days(),
+                                    warnings = %record.warnings.join("; "),
+                                    "Stored a response with parts dropped.");
+                            }
                             let written = self
                                 .with_db_retry(cancel, || {
                                     ingest::record_success(
@@ -330,7 +334,10 @@ impl Poller {
                                 Err(e) => ProviderError::Unstorable(e.to_string()),
                             }
                         }
-                        Err(e) => ProviderError::InvalidPayload(e.to_string()),
+                        Err(e) => {
+                            m::validation(e.rule());
+                            ProviderError::InvalidPayload(e.to_string())
+                        }
                     }
                 }
                 Err(e) => e.clone(),
@@ -464,6 +471,7 @@ impl Poller {
                     return Ok(Ok(Booked { fetch_id, day }));
                 }
                 Grant::LeaseLost => return Ok(Err(SkipReason::LeaseLost)),
+                Grant::EntryPaused => return Ok(Err(SkipReason::EntryPaused)),
                 Grant::Wait(d) if d > self.longest_wait() => {
                     self.note_pause(d);
                     return Ok(Err(SkipReason::ProviderPaused { wait: d }));

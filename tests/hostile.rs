@@ -159,7 +159,7 @@ async fn trend_points_outside_the_requested_window_are_dropped() {
         trend.push(serde_json::json!({"time": 0, "value": 0.5}));
         // 2100-01-01, then 100,000 daily points reaching back to 1970 from the newest day.
         trend.push(serde_json::json!({"time": 4_102_444_800i64, "value": 0.5}));
-        for d in 0..100_000i64 {
+        for d in 1..=100_000i64 {
             trend.push(serde_json::json!({"time": 1_769_472_000 - 86_400 * d, "value": 0.1}));
         }
     });

@@ -35,6 +35,8 @@ pub enum Grant {
     /// The entry's lease is no longer ours (expired and re-claimed, or the entry was removed):
     /// nothing was booked, nothing may be sent.
     LeaseLost,
+    /// An analyst paused the entry (`enabled = false`) while its poll waited: nothing was booked.
+    EntryPaused,
 }
 
 /// The attempt a grant is for: its `fetches` row is inserted with the booking, and its lease
@@ -73,8 +75,9 @@ pub async fn take(
 ) -> Result<Grant, sqlx::Error> {
     let row = sqlx::query(
         r#"WITH l AS (
-    -- The lease must still be ours: a paid request is only sent for an entry we hold.
-    SELECT 1 FROM watchlist
+    -- The lease must still be ours: a paid request is only sent for an entry we hold, and
+    -- only while it is enabled.
+    SELECT enabled FROM watchlist
     WHERE clip_id = $7 AND region = $8 AND lease_token = $9
     FOR UPDATE
 ),
@@ -88,13 +91,14 @@ d AS (
            paused_until <= now
              AND GREATEST(tat, now) + make_interval(secs => $2)
                  <= now + make_interval(secs => $2 * $3) AS rate_ok,
-           ($9::uuid IS NULL OR EXISTS (SELECT 1 FROM l)) AS lease_ok
+           ($9::uuid IS NULL OR EXISTS (SELECT 1 FROM l)) AS lease_ok,
+           ($9::uuid IS NULL OR COALESCE((SELECT enabled FROM l), true)) AS enabled
     FROM q
 ),
 c AS (
     INSERT INTO credit_usage AS cu (provider, day, credits_used, requests, budget)
     SELECT $1, $4, $5, 1, $6 FROM d
-    WHERE d.rate_ok AND d.lease_ok AND ($6::int IS NULL OR $5 <= $6)
+    WHERE d.rate_ok AND d.lease_ok AND d.enabled AND ($6::int IS NULL OR $5 <= $6)
     ON CONFLICT (provider, day) DO UPDATE SET
         credits_used = cu.credits_used + EXCLUDED.credits_used,
         requests = cu.requests + 1,
@@ -123,7 +127,7 @@ pending AS (
     WHERE EXISTS (SELECT 1 FROM c)
     RETURNING id
 )
-SELECT d.rate_ok, d.lease_ok,
+SELECT d.rate_ok, d.lease_ok, d.enabled,
        (SELECT credits_used FROM c)::int8 AS granted_used,
        (SELECT id FROM pending) AS fetch_id,
        (SELECT credits_used FROM credit_usage WHERE provider = $1 AND day = $4)::int8 AS used,
@@ -151,6 +155,9 @@ FROM d"#,
     };
     if !row.try_get::<bool, _>("lease_ok")? {
         return Ok(Grant::LeaseLost);
+    }
+    if !row.try_get::<bool, _>("enabled")? {
+        return Ok(Grant::EntryPaused);
     }
     let rate_ok: bool = row.try_get("rate_ok")?;
     if let (Some(used), Some(fetch_id)) = (

@@ -99,7 +99,7 @@ pub async fn providers(
                             WHERE f.provider = p.provider AND f.outcome = 'ok'
                             ORDER BY requested_at DESC LIMIT 1) ok ON true
          LEFT JOIN LATERAL (SELECT requested_at, outcome, error FROM fetches f
-                            WHERE f.provider = p.provider AND f.outcome <> 'ok'
+                            WHERE f.provider = p.provider AND f.outcome NOT IN ('ok', 'pending')
                             ORDER BY requested_at DESC LIMIT 1) bad ON true
          ORDER BY p.provider",
     )
@@ -121,7 +121,7 @@ pub async fn disabled(pool: &PgPool, limit: i64) -> Result<Vec<DisabledEntry>, s
 pub async fn recent_errors(pool: &PgPool, limit: i64) -> Result<Vec<RecentError>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id AS fetch_id, requested_at, provider, clip_id, region, outcome, error FROM fetches
-         WHERE outcome <> 'ok' ORDER BY requested_at DESC LIMIT $1",
+         WHERE outcome NOT IN ('ok', 'pending') ORDER BY requested_at DESC LIMIT $1",
     )
     .bind(limit)
     .fetch_all(pool)

@@ -5,7 +5,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
 use crate::domain::{ClipId, Period, Region};
-use crate::provider::wire::{LabelledId, MusicDetail};
+use crate::provider::wire::{LabelledId, MusicDetail, TrendPoint};
+
+pub mod rules;
+
+use rules::{Findings, Warning, EARLIEST_TREND_SECS, FUTURE_SLACK_SECS, MAX_AUDIENCE_ENTRIES};
 
 /// What was asked, and when: the context every derived row carries.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,9 +28,8 @@ pub struct Normalized {
     pub trend: Vec<TrendRow>,
     pub countries: Vec<AudienceRow>,
     pub interests: Vec<AudienceRow>,
-    /// What was dropped from the response and why (points outside the window, overlong lists);
-    /// the rest of the response is stored.
-    pub warnings: Vec<String>,
+    /// What validation dropped from the response and why (see [`rules`]); the rest is stored.
+    pub warnings: Vec<Warning>,
 }
 
 impl Normalized {
@@ -90,16 +93,30 @@ pub enum NormalizeError {
     WrongClip { got: String, want: String },
     #[error("`{field}` = {value} does not fit in the column")]
     OutOfRange { field: &'static str, value: i64 },
+    #[error("trend value {value} on {day} is outside 0..1")]
+    TrendValueOutOfRange { day: DateTime<Utc>, value: f64 },
+    #[error("trend time {secs} is not 00:00 UTC")]
+    TrendDayNotMidnight { secs: i64 },
+    #[error("trend day {day} is listed twice with different values")]
+    TrendDayConflict { day: DateTime<Utc> },
+}
+
+impl NormalizeError {
+    /// The rule's name (see [`rules`]), the label of `soundtrend_validation_total`.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Self::NoSound => "no_sound",
+            Self::WrongClip { .. } => "wrong_clip",
+            Self::OutOfRange { .. } => "value_does_not_fit",
+            Self::TrendValueOutOfRange { .. } => "trend_value_out_of_range",
+            Self::TrendDayNotMidnight { .. } => "trend_day_not_midnight",
+            Self::TrendDayConflict { .. } => "trend_day_conflict",
+        }
+    }
 }
 
 /// Trend times after this are taken as milliseconds, not seconds (year 5138 in seconds).
 const MILLIS_THRESHOLD: u64 = 100_000_000_000;
-/// 2016-01-01T00:00:00Z: TikTok (and so any trend day) does not predate it.
-const EARLIEST_TREND_SECS: i64 = 1_451_606_400;
-/// How far past the observation a day may lie (providers stamp days in their own time zone).
-const FUTURE_SLACK_SECS: i64 = 86_400;
-/// Audience lists are top-10s in practice; anything past this is noise that only costs rows.
-pub const MAX_AUDIENCE_ENTRIES: usize = 100;
 
 pub fn normalize(detail: &MusicDetail, obs: &Observation) -> Result<Normalized, NormalizeError> {
     let sound = detail.sound.as_ref().ok_or(NormalizeError::NoSound)?;
@@ -112,12 +129,12 @@ pub fn normalize(detail: &MusicDetail, obs: &Observation) -> Result<Normalized, 
         }
     }
     let longevity = sound.longevity.as_ref();
-    let mut warnings = Vec::new();
+    let mut warnings = Findings::default();
     let trend = trend_rows(
         sound.trend.as_deref().unwrap_or_default(),
         obs,
         &mut warnings,
-    );
+    )?;
     let countries = audience_rows(
         "audience_countries",
         sound
@@ -145,7 +162,7 @@ pub fn normalize(detail: &MusicDetail, obs: &Observation) -> Result<Normalized, 
             title: text(&sound.title),
             author: text(&sound.author),
             url_title: text(&sound.url_title),
-            duration: fit_i32("duration", sound.duration)?,
+            duration: warnings.non_negative("duration", fit_i32("duration", sound.duration)?),
             cover: text(&sound.cover),
             link: text(&sound.link),
             music_url: text(&sound.music_url),
@@ -157,13 +174,24 @@ pub fn normalize(detail: &MusicDetail, obs: &Observation) -> Result<Normalized, 
             country_code: text(&sound.country_code),
             rank: fit_i32("rank", sound.rank)?,
             rank_diff: fit_i32("rank_diff", sound.rank_diff)?,
-            on_list_times: fit_i32("on_list_times", sound.on_list_times)?,
-            popular_days: fit_i32(
+            on_list_times: warnings.non_negative(
+                "on_list_times",
+                fit_i32("on_list_times", sound.on_list_times)?,
+            ),
+            popular_days: warnings.non_negative(
                 "longevity.popular_days",
-                longevity.and_then(|l| l.popular_days),
-            )?,
-            current_popularity: longevity.and_then(|l| l.current_popularity),
-            like_count: detail.like_count,
+                fit_i32(
+                    "longevity.popular_days",
+                    longevity.and_then(|l| l.popular_days),
+                )?,
+            ),
+            current_popularity: warnings.non_negative(
+                "longevity.current_popularity",
+                longevity
+                    .and_then(|l| l.current_popularity)
+                    .filter(|v| v.is_finite()),
+            ),
+            like_count: warnings.non_negative("like_count", detail.like_count),
             liked: non_null(&detail.liked),
             disliked: non_null(&detail.disliked),
             audience_ages: non_null(&sound.audience_ages),
@@ -172,79 +200,105 @@ pub fn normalize(detail: &MusicDetail, obs: &Observation) -> Result<Normalized, 
         trend,
         countries,
         interests,
-        warnings,
+        warnings: warnings.0,
     })
 }
 
-/// Daily points sorted by time, one per day, kept to the requested window: points without a time
-/// or value are skipped, a day listed twice keeps its last value (the primary key allows one row
-/// per day), and days before 2016, in the future, or further back from the newest day than the
-/// requested period are dropped with a warning. An old window (its newest day long ago) is kept:
-/// providers lag, and replays of old archives must keep working.
+/// Daily points sorted by time, one per day, kept to the requested window (see [`rules`]):
+/// points without a time or value are skipped; a value outside 0..1, a time that is not a UTC
+/// midnight, or a day listed twice with different values refuse the response; days before 2016,
+/// in the future, or further back from the newest day than the requested period are dropped with
+/// a warning. An old window (its newest day long ago) is kept with a warning: providers lag, and
+/// replays of old archives must keep working.
 fn trend_rows(
-    points: &[Option<crate::provider::wire::TrendPoint>],
+    points: &[Option<TrendPoint>],
     obs: &Observation,
-    warnings: &mut Vec<String>,
-) -> Vec<TrendRow> {
+    findings: &mut Findings,
+) -> Result<Vec<TrendRow>, NormalizeError> {
     let latest_allowed = obs
         .observed_at
         .timestamp()
         .saturating_add(FUTURE_SLACK_SECS);
     let mut out_of_range = 0usize;
-    let mut rows: Vec<TrendRow> = points
-        .iter()
-        .flatten()
-        .filter_map(|p| {
-            let value = p.value.filter(|v| v.is_finite())?;
-            let raw = p.time?;
-            let secs = if raw.unsigned_abs() >= MILLIS_THRESHOLD {
-                raw / 1000
-            } else {
-                raw
-            };
-            if !(EARLIEST_TREND_SECS..=latest_allowed).contains(&secs) {
-                out_of_range += 1;
-                return None;
-            }
-            let ts = Utc.timestamp_opt(secs, 0).single()?;
-            Some(TrendRow { ts, value })
-        })
-        .collect();
-    if out_of_range > 0 {
-        warnings.push(format!(
-            "dropped {out_of_range} trend points dated before 2016 or in the future"
-        ));
+    let mut rows = Vec::new();
+    for p in points.iter().flatten() {
+        let (Some(value), Some(raw)) = (p.value.filter(|v| v.is_finite()), p.time) else {
+            continue;
+        };
+        let secs = if raw.unsigned_abs() >= MILLIS_THRESHOLD {
+            raw / 1000
+        } else {
+            raw
+        };
+        if !(EARLIEST_TREND_SECS..=latest_allowed).contains(&secs) {
+            out_of_range += 1;
+            continue;
+        }
+        let Some(ts) = Utc.timestamp_opt(secs, 0).single() else {
+            out_of_range += 1;
+            continue;
+        };
+        if secs.rem_euclid(86_400) != 0 {
+            return Err(NormalizeError::TrendDayNotMidnight { secs });
+        }
+        if !rules::value_in_range(value) {
+            return Err(NormalizeError::TrendValueOutOfRange { day: ts, value });
+        }
+        rows.push(TrendRow { ts, value });
     }
-    // Stable sort keeps the provider's order among equal days, so `dedup` can keep the last.
+    if out_of_range > 0 {
+        findings.warn(
+            "trend_day_out_of_range",
+            format!(
+                "dropped {out_of_range} trend points dated before 2016 or after the observation"
+            ),
+        );
+    }
     rows.sort_by_key(|r| r.ts);
-    rows.reverse();
+    if let Some(pair) = rows
+        .windows(2)
+        .find(|w| w[0].ts == w[1].ts && w[0].value != w[1].value)
+    {
+        return Err(NormalizeError::TrendDayConflict { day: pair[0].ts });
+    }
     rows.dedup_by_key(|r| r.ts);
-    rows.reverse();
     if let Some(newest) = rows.last().map(|r| r.ts) {
         let first_kept = newest - chrono::Duration::days(i64::from(obs.period.days()));
         let before = rows.len();
         rows.retain(|r| r.ts > first_kept);
         let outside = before - rows.len();
         if outside > 0 {
-            warnings.push(format!(
-                "dropped {outside} trend points older than the requested {}-day window",
-                obs.period.days()
-            ));
+            findings.warn(
+                "trend_outside_window",
+                format!(
+                    "dropped {outside} trend points older than the requested {}-day window",
+                    obs.period.days()
+                ),
+            );
+        }
+        if rules::is_stale(newest, obs.observed_at) {
+            findings.warn(
+                "stale_window",
+                format!("the window ends on {}", newest.format("%Y-%m-%d")),
+            );
         }
     }
-    rows
+    Ok(rows)
 }
 
 fn audience_rows<'a>(
     list: &'static str,
     entries: impl ExactSizeIterator<Item = Option<(Option<&'a LabelledId>, Option<f64>)>>,
-    warnings: &mut Vec<String>,
+    findings: &mut Findings,
 ) -> Vec<AudienceRow> {
     if entries.len() > MAX_AUDIENCE_ENTRIES {
-        warnings.push(format!(
-            "kept the first {MAX_AUDIENCE_ENTRIES} of {} `{list}` entries",
-            entries.len()
-        ));
+        findings.warn(
+            "list_too_long",
+            format!(
+                "kept the first {MAX_AUDIENCE_ENTRIES} of {} `{list}` entries",
+                entries.len()
+            ),
+        );
     }
     entries
         .take(MAX_AUDIENCE_ENTRIES)
@@ -252,6 +306,13 @@ fn audience_rows<'a>(
         .filter_map(|(i, entry)| {
             let (info, score) = entry?;
             let info = info?;
+            if let Some(score) = score.filter(|s| *s < 0.0) {
+                findings.warn(
+                    "negative_score",
+                    format!("`{list}` entry {} with score {score} dropped", i + 1),
+                );
+                return None;
+            }
             Some(AudienceRow {
                 position: i16::try_from(i + 1).ok()?,
                 provider_id: text(&info.id),
@@ -303,7 +364,7 @@ mod tests {
     use super::*;
     use crate::provider::wire::Envelope;
 
-    pub(crate) const SAMPLE: &str = include_str!("../tests/fixtures/keyapi_sample.json");
+    pub(crate) const SAMPLE: &str = include_str!("../../tests/fixtures/keyapi_sample.json");
 
     fn sample_detail() -> MusicDetail {
         let env: Envelope = serde_json::from_str(SAMPLE).unwrap();
@@ -364,16 +425,15 @@ mod tests {
     }
 
     #[test]
-    fn repeated_days_keep_the_last_value_and_points_without_data_are_skipped() {
-        let detail: MusicDetail = serde_json::from_value(serde_json::json!({"sound": {"trend": [
-            {"time": 1769558400, "value": 0.2},
+    fn repeated_days_with_one_value_collapse_and_points_without_data_are_skipped() {
+        let detail = trend_detail(serde_json::json!([
+            {"time": 1769558400, "value": 0.9},
             {"time": 1769472000, "value": 0.5},
             {"time": 1769558400, "value": 0.9},
             {"time": null, "value": 0.1},
             {"time": 1769644800, "value": null},
             null
-        ]}}))
-        .unwrap();
+        ]));
         let rows = normalize(&detail, &obs()).unwrap();
         let got: Vec<(i64, f64)> = rows
             .trend
@@ -381,6 +441,109 @@ mod tests {
             .map(|r| (r.ts.timestamp(), r.value))
             .collect();
         assert_eq!(got, vec![(1769472000, 0.5), (1769558400, 0.9)]);
+        let rules: Vec<_> = rows.warnings.iter().map(|w| w.rule).collect();
+        assert_eq!(
+            rules,
+            vec!["stale_window"],
+            "only the window's age is noted"
+        );
+    }
+
+    fn trend_detail(trend: serde_json::Value) -> MusicDetail {
+        serde_json::from_value(serde_json::json!({"sound": {"trend": trend}})).unwrap()
+    }
+
+    fn refused_by(trend: serde_json::Value) -> &'static str {
+        normalize(&trend_detail(trend), &obs()).unwrap_err().rule()
+    }
+
+    fn warned_by(detail: &MusicDetail) -> Vec<&'static str> {
+        normalize(detail, &obs())
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|w| w.rule)
+            .collect()
+    }
+
+    #[test]
+    fn a_day_listed_twice_with_different_values_refuses_the_response() {
+        let rule = refused_by(serde_json::json!([
+            {"time": 1769558400, "value": 0.2},
+            {"time": 1769558400, "value": 0.9}
+        ]));
+        assert_eq!(rule, "trend_day_conflict");
+    }
+
+    #[test]
+    fn trend_values_outside_zero_to_one_refuse_the_response_beyond_rounding() {
+        for bad in [-0.01, 1.01, 1e300] {
+            let rule = refused_by(serde_json::json!([{"time": 1769558400, "value": bad}]));
+            assert_eq!(rule, "trend_value_out_of_range", "{bad}");
+        }
+        for rounded in [-0.004, 1.004, 0.0, 1.0] {
+            let rows = normalize(
+                &trend_detail(serde_json::json!([{"time": 1769558400, "value": rounded}])),
+                &obs(),
+            );
+            assert!(rows.is_ok(), "{rounded}");
+        }
+    }
+
+    #[test]
+    fn a_trend_time_off_utc_midnight_refuses_the_response() {
+        let rule = refused_by(serde_json::json!([{"time": 1769558400 + 3600, "value": 0.5}]));
+        assert_eq!(rule, "trend_day_not_midnight");
+    }
+
+    #[test]
+    fn days_before_2016_in_the_future_or_outside_the_window_are_dropped_with_warnings() {
+        let detail = trend_detail(serde_json::json!([
+            {"time": 0, "value": 0.5},
+            {"time": 1769990400 + 30 * 86400, "value": 0.5},
+            {"time": 1769990400 - 10 * 86400, "value": 0.5},
+            {"time": 1769990400, "value": 1}
+        ]));
+        let rows = normalize(&detail, &obs()).unwrap();
+        assert_eq!(rows.trend.len(), 1);
+        assert_eq!(
+            warned_by(&detail),
+            vec!["trend_day_out_of_range", "trend_outside_window"]
+        );
+    }
+
+    #[test]
+    fn an_old_window_is_kept_as_stale() {
+        let detail = trend_detail(serde_json::json!([{"time": 1767225600, "value": 1}]));
+        assert_eq!(normalize(&detail, &obs()).unwrap().trend.len(), 1);
+        assert_eq!(warned_by(&detail), vec!["stale_window"]);
+    }
+
+    #[test]
+    fn negative_counts_become_null_and_negative_scores_drop_their_entry() {
+        let detail: MusicDetail = serde_json::from_value(serde_json::json!({
+            "like_count": -5,
+            "sound": {
+                "duration": -1, "on_list_times": -2,
+                "longevity": {"popular_days": -3, "current_popularity": -0.5},
+                "audience_countries": [
+                    {"country_info": {"label": "FR"}, "score": -1},
+                    {"country_info": {"label": "DE"}, "score": 2}
+                ]
+            }
+        }))
+        .unwrap();
+        let rows = normalize(&detail, &obs()).unwrap();
+        assert_eq!(rows.sound.duration, None);
+        assert_eq!(rows.snapshot.like_count, None);
+        assert_eq!(rows.snapshot.on_list_times, None);
+        assert_eq!(rows.snapshot.popular_days, None);
+        assert_eq!(rows.snapshot.current_popularity, None);
+        assert_eq!(rows.countries.len(), 1);
+        assert_eq!(rows.countries[0].code.as_deref(), Some("DE"));
+        let rules = warned_by(&detail);
+        assert_eq!(rules.iter().filter(|r| **r == "negative_count").count(), 5);
+        assert_eq!(rules.iter().filter(|r| **r == "negative_score").count(), 1);
     }
 
     #[test]
