@@ -659,3 +659,43 @@ async fn arbitrary_bodies_never_panic_leave_one_fetch_row_each_and_no_row_outsid
 
     result.unwrap();
 }
+
+#[test]
+fn every_accepted_payload_yields_rows_that_satisfy_the_validation_rules() {
+    use proptest::test_runner::{Config, TestRunner};
+    use soundtrend::domain::{ClipId, Region};
+    use soundtrend::normalize::{normalize, rules, Observation};
+
+    let obs = Observation {
+        clip_id: ClipId::parse(CLIP).unwrap(),
+        region: Region::parse("US").unwrap(),
+        period: Period::Days7,
+        observed_at: chrono::DateTime::from_timestamp(1_770_000_000, 0).unwrap(),
+    };
+    let mut runner = TestRunner::new(Config {
+        cases: 3000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let accepted = std::sync::atomic::AtomicU32::new(0);
+
+    runner
+        .run(&hostile_body(), |body| {
+            if let Ok(detail) = soundtrend::provider::parse_response(200, &body) {
+                if let Ok(rows) = normalize(&detail, &obs) {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Err(broken) = rules::check(&rows, &obs) {
+                        panic!("accepted rows break a rule: {broken}");
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+
+    let accepted = accepted.into_inner();
+    assert!(
+        accepted > 100,
+        "the strategy reaches the normalizer: {accepted}"
+    );
+}

@@ -20,6 +20,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
+use super::{Normalized, Observation};
+
 /// A recorded, non-fatal finding: what was dropped and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Warning {
@@ -80,4 +82,69 @@ pub fn value_in_range(v: f64) -> bool {
 /// Whether a window ending on `newest` is stale when observed at `observed_at`.
 pub fn is_stale(newest: DateTime<Utc>, observed_at: DateTime<Utc>) -> bool {
     observed_at - newest > chrono::Duration::days(STALE_AFTER_DAYS)
+}
+
+/// Checks that rows satisfy every rule above: what the fuzz target and the property tests assert
+/// of any accepted payload. `Err` names the first broken rule.
+pub fn check(rows: &Normalized, obs: &Observation) -> Result<(), String> {
+    let latest = obs.observed_at.timestamp() + FUTURE_SLACK_SECS;
+    let period = i64::from(obs.period.days());
+    let newest = rows.trend.last().map(|r| r.ts.timestamp());
+    for (i, r) in rows.trend.iter().enumerate() {
+        let secs = r.ts.timestamp();
+        if !value_in_range(r.value) {
+            return Err(format!("trend_value_out_of_range: {}", r.value));
+        }
+        if secs.rem_euclid(86_400) != 0 {
+            return Err(format!("trend_day_not_midnight: {secs}"));
+        }
+        if !(EARLIEST_TREND_SECS..=latest).contains(&secs) {
+            return Err(format!("trend_day_out_of_range: {secs}"));
+        }
+        if newest.is_some_and(|n| n - secs >= period * 86_400) {
+            return Err(format!("trend_outside_window: {secs}"));
+        }
+        if i > 0 && rows.trend[i - 1].ts >= r.ts {
+            return Err("trend days not strictly increasing".into());
+        }
+    }
+    let counts = [
+        rows.sound.duration.map(i64::from),
+        rows.snapshot.on_list_times.map(i64::from),
+        rows.snapshot.popular_days.map(i64::from),
+        rows.snapshot.like_count,
+    ];
+    if counts.iter().flatten().any(|c| *c < 0)
+        || rows.snapshot.current_popularity.is_some_and(|p| p < 0.0)
+    {
+        return Err("negative_count".into());
+    }
+    for list in [&rows.countries, &rows.interests] {
+        if list.len() > MAX_AUDIENCE_ENTRIES {
+            return Err("list_too_long".into());
+        }
+        if list
+            .iter()
+            .any(|a| a.score.is_some_and(|s| s < 0.0 || !s.is_finite()))
+        {
+            return Err("negative_score".into());
+        }
+    }
+    let texts = [
+        &rows.sound.title,
+        &rows.sound.author,
+        &rows.sound.song_id,
+        &rows.sound.url_title,
+        &rows.sound.cover,
+        &rows.sound.link,
+        &rows.sound.music_url,
+        &rows.snapshot.country_code,
+    ];
+    if texts
+        .iter()
+        .any(|t| t.as_deref().is_some_and(|t| t.contains('\0')))
+    {
+        return Err("NUL in a text column".into());
+    }
+    Ok(())
 }

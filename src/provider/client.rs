@@ -244,6 +244,12 @@ pub fn bounded_text(s: &str, max: usize) -> String {
     out
 }
 
+/// What a body with this status means, exactly as [`ProviderClient::fetch`] reads it (without
+/// headers): the parser the fuzz target and property tests drive.
+pub fn parse_response(status: u16, body: &[u8]) -> Result<MusicDetail, ProviderError> {
+    classify(status, None, serde_json::from_slice::<Envelope>(body))
+}
+
 /// Turns status and body into the detail or a classified error. Pure, so it is unit-tested.
 fn classify(
     status: u16,
