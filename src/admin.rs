@@ -1,5 +1,11 @@
 //! The admin endpoint of `soundtrend run`: `/metrics` (Prometheus text), `/healthz` (the process
 //! answers) and `/readyz` (database reachable, credentials not rejected, a recent success).
+//!
+//! It may face a network, so it defends itself: a client gets [`HEADER_READ_TIMEOUT`] to send
+//! its request head and [`CONNECTION_LIFETIME`] in all, at most [`MAX_CONNECTIONS`] are served
+//! at once (the rest wait in the kernel's backlog), and `/readyz` probes the database at most
+//! once per [`READY_PROBE_EVERY`] whatever the request rate, so scrapes never compete with polls
+//! for the shared pool.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -12,11 +18,20 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
 
 use crate::config::Settings;
 use crate::poller::Poller;
+
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+pub const MAX_CONNECTIONS: usize = 32;
+pub const READY_PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// Installs the global Prometheus recorder once per process and returns its handle.
 pub fn recorder() -> anyhow::Result<PrometheusHandle> {
@@ -42,6 +57,8 @@ struct AdminState {
     poller: Arc<Poller>,
     started: chrono::DateTime<Utc>,
     max_success_age: Duration,
+    /// The last database probe: when, and whether it answered.
+    db_probe: Arc<tokio::sync::Mutex<Option<(std::time::Instant, bool)>>>,
 }
 
 /// Starts the endpoint when `admin.listen` is set; returns the bound address.
@@ -64,6 +81,7 @@ pub async fn start(
         poller,
         started: Utc::now(),
         max_success_age: settings.admin.ready_max_success_age,
+        db_probe: Arc::default(),
     };
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -74,10 +92,57 @@ pub async fn start(
         .await
         .with_context(|| format!("config key `admin.listen`: cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    tokio::spawn(serve(listener, app));
     Ok(Some(bound))
+}
+
+/// Accepts connections one permit at a time and serves each with the timeouts above.
+async fn serve(listener: tokio::net::TcpListener, app: Router) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "The admin endpoint could not accept a connection.");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
+    }
+}
+
+/// Whether the database answered, probing it only when the last probe is older than
+/// [`READY_PROBE_EVERY`]; concurrent requests wait for the one probe in flight.
+async fn database_answers(s: &AdminState) -> bool {
+    let mut last = s.db_probe.lock().await;
+    if let Some((at, ok)) = *last {
+        if at.elapsed() < READY_PROBE_EVERY {
+            return ok;
+        }
+    }
+    let ok = matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&s.pool),
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    *last = Some((std::time::Instant::now(), ok));
+    ok
 }
 
 async fn metrics(State(s): State<AdminState>) -> String {
@@ -86,12 +151,7 @@ async fn metrics(State(s): State<AdminState>) -> String {
 
 async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
     let mut problems = Vec::new();
-    let db = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&s.pool),
-    )
-    .await;
-    if !matches!(db, Ok(Ok(_))) {
+    if !database_answers(&s).await {
         problems.push("database unreachable".to_owned());
     }
     if s.poller.state.auth_rejected.load(Ordering::Relaxed) {

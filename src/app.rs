@@ -131,6 +131,7 @@ pub fn client(
         connect_timeout: settings.provider.connect_timeout,
         request_timeout: settings.provider.request_timeout,
         user_agent: settings.provider.user_agent.clone(),
+        max_body_bytes: settings.provider.max_body_bytes,
     };
     ProviderClient::new(kind, credentials, &options).map_err(|e| fatal(exit::CONFIG, e))
 }

@@ -71,6 +71,10 @@ pub struct ReplayArgs {
     pub clip_id: Option<String>,
     #[arg(long)]
     pub region: Option<String>,
+    /// Also re-try bodies stored as invalid_payload (after a validation rule changed); those
+    /// that pass today's rules become ok.
+    #[arg(long)]
+    pub retry_invalid: bool,
     /// Fetches per transaction.
     #[arg(long, default_value_t = 500)]
     pub batch: i64,
@@ -262,15 +266,18 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
         since,
         clip_id: clip_id.map(|c| c.to_string()),
         region: region.map(|r| r.to_string()),
+        retry_invalid: args.retry_invalid,
     };
     let started = std::time::Instant::now();
     let summary = crate::replay::replay(&pool, &filter, args.batch, true).await?;
     println!(
-        "replayed {} fetches into {} rows in {:.1}s ({} skipped), no API called",
+        "replayed {} fetches into {} rows in {:.1}s ({} skipped, {} now invalid, {} revived), no API called",
         summary.fetches,
         summary.rows,
         started.elapsed().as_secs_f64(),
-        summary.skipped
+        summary.skipped,
+        summary.invalidated,
+        summary.revived
     );
     Ok(())
 }

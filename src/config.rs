@@ -68,6 +68,11 @@ pub struct ProviderSettings {
     pub not_found_codes: Vec<i64>,
     pub not_found_messages: Vec<String>,
     pub disable_after_not_found: u32,
+    /// Responses larger than this are refused unread (the real payload is a few KiB).
+    pub max_body_bytes: usize,
+    /// Allows an `http://` base URL to a host other than loopback (the key then travels in
+    /// cleartext). Off: plain HTTP is only accepted to 127.0.0.0/8, ::1 and localhost.
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +160,8 @@ impl Default for ProviderSettings {
             not_found_codes: Vec::new(),
             not_found_messages: vec!["not found".into(), "not exist".into()],
             disable_after_not_found: 3,
+            max_body_bytes: 1024 * 1024,
+            allow_insecure_http: false,
         }
     }
 }
@@ -219,15 +226,71 @@ impl DatabaseSettings {
     }
 }
 
-/// A database URL with its password hidden.
+/// A database URL with its password hidden, wherever libpq lets it hide: the user-info part
+/// and the `password` / `sslpassword` query parameters.
 pub fn redact_url(raw: &str) -> String {
-    match Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("REDACTED"));
-            u.to_string()
+    let Ok(mut u) = Url::parse(raw) else {
+        return "<unparseable database url>".into();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("REDACTED"));
+    }
+    let secret = |k: &str| matches!(k.to_ascii_lowercase().as_str(), "password" | "sslpassword");
+    if u.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "REDACTED".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+/// A warning for a database URL whose connection could be read or redirected on the way: a
+/// remote host without `sslmode` of `require`, `verify-ca` or `verify-full` (libpq's default,
+/// `prefer`, falls back to cleartext silently). None for loopback and Unix sockets.
+pub fn database_tls_warning(raw: &str) -> Option<String> {
+    let u = Url::parse(raw).ok()?;
+    let socket = u.host_str().is_none_or(str::is_empty)
+        || u.query_pairs()
+            .any(|(k, v)| k == "host" && v.starts_with('/'));
+    if socket || is_loopback(&u) {
+        return None;
+    }
+    let mode = u
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode")
+        .map_or_else(|| "prefer".to_owned(), |(_, v)| v.into_owned());
+    if matches!(mode.as_str(), "require" | "verify-ca" | "verify-full") {
+        return None;
+    }
+    Some(format!(
+        "the database at {} is remote and sslmode={mode}: the connection may be unencrypted; add ?sslmode=verify-full (with sslrootcert=...) to database.url",
+        u.host_str().unwrap_or_default()
+    ))
+}
+
+/// True for a URL whose host is this machine: plain HTTP there never crosses a network.
+pub fn is_loopback(u: &Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        // Non-special schemes (postgres://) keep IP hosts as opaque text.
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
         }
-        Ok(u) => u.to_string(),
-        Err(_) => "<unparseable database url>".into(),
+        None => false,
     }
 }
 
@@ -321,7 +384,18 @@ impl Settings {
         }
         if !self.provider.base_url.is_empty() {
             match Url::parse(&self.provider.base_url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                Ok(u) if u.scheme() == "https" => {}
+                Ok(u) if u.scheme() == "http" => {
+                    if !is_loopback(&u) && !self.provider.allow_insecure_http {
+                        return Err(key_error(
+                            "provider.base_url",
+                            format!(
+                                "{:?} is plain http to a host other than this machine, which would send the API key in cleartext; use https:// (or set provider.allow_insecure_http = true)",
+                                self.provider.base_url
+                            ),
+                        ));
+                    }
+                }
                 _ => {
                     return Err(key_error(
                         "provider.base_url",
@@ -334,10 +408,16 @@ impl Settings {
             }
         }
         let p = &self.provider;
-        if !(p.requests_per_second.is_finite() && p.requests_per_second > 0.0) {
+        if !(p.requests_per_second.is_finite() && (1e-4..=1e9).contains(&p.requests_per_second)) {
             return Err(key_error(
                 "provider.requests_per_second",
-                "must be a number greater than 0, e.g. 1.5",
+                "must be a number between 0.0001 and 1000000000, e.g. 1.5",
+            ));
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&p.max_body_bytes) {
+            return Err(key_error(
+                "provider.max_body_bytes",
+                "must be between 1024 and 268435456 (bytes), e.g. 1048576",
             ));
         }
         if p.burst == 0 {
@@ -561,6 +641,62 @@ mod tests {
         assert_eq!(s.provider.requests_per_second, 2.5);
         assert_eq!(s.base_url().as_str(), "http://127.0.0.1:9/");
         assert_eq!(s.database.redacted_url(), "postgres://u:REDACTED@db/x");
+    }
+
+    #[test]
+    fn passwords_in_the_query_string_are_redacted_too() {
+        let r = redact_url("postgres://u@db/x?password=hunter2&sslmode=require");
+        assert!(!r.contains("hunter2"), "{r}");
+        assert!(
+            r.contains("password=REDACTED") && r.contains("sslmode=require"),
+            "{r}"
+        );
+        let r = redact_url("postgres://u:pw@db/x?sslpassword=k");
+        assert!(!r.contains("pw@") && !r.contains("=k"), "{r}");
+    }
+
+    #[test]
+    fn a_remote_database_without_tls_is_warned_about() {
+        assert!(database_tls_warning("postgres://u@db.example.com/x").is_some());
+        assert!(database_tls_warning("postgres://u@db.example.com/x?sslmode=prefer").is_some());
+        assert!(
+            database_tls_warning("postgres://u@db.example.com/x?sslmode=verify-full").is_none()
+        );
+        assert!(database_tls_warning("postgres://u@127.0.0.1:5432/x").is_none());
+        assert!(database_tls_warning("postgres://u@localhost/x").is_none());
+        assert!(database_tls_warning("postgres:///x?host=/run/postgresql").is_none());
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_the_host_is_this_machine() {
+        let e = load("[provider]\nbase_url = \"http://api.example.com/\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("provider.base_url"), "{e}");
+        assert!(e.to_string().contains("cleartext"), "{e}");
+        for ok in [
+            "http://127.0.0.1:9/",
+            "http://localhost:8080/",
+            "http://[::1]:9/",
+        ] {
+            load(&format!("[provider]\nbase_url = \"{ok}\"\n"), &[]).unwrap();
+        }
+        load(
+            "[provider]\nbase_url = \"http://mock:80/\"\nallow_insecure_http = true\n",
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn extreme_rates_and_body_caps_are_refused_not_panicked_on() {
+        for rps in ["1e-30", "5e-20", "1e12"] {
+            let e = load(&format!("[provider]\nrequests_per_second = {rps}\n"), &[]).unwrap_err();
+            assert!(
+                e.to_string().contains("provider.requests_per_second"),
+                "{e}"
+            );
+        }
+        let e = load("[provider]\nmax_body_bytes = 10\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("provider.max_body_bytes"), "{e}");
     }
 
     #[test]

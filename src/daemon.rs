@@ -24,6 +24,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let admin = crate::admin::start(&settings, pool.clone(), poller.clone()).await?;
     info!(provider = %kind, endpoint = %settings.base_url(), database = %settings.database.redacted_url(),
         admin = admin.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()), "soundtrend is running.");
+    if let Some(w) = crate::config::database_tls_warning(secrecy::ExposeSecret::expose_secret(
+        &settings.database.url,
+    )) {
+        tracing::warn!("{w}");
+    }
     let worker = Worker::new(poller, WorkerOptions::from_settings(&settings));
     let summary = worker.run(&settings, cancel).await?;
     info!(

@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::domain::{ClipId, Period, Region};
 use crate::normalize::{normalize, Observation};
 use crate::provider::{Attempt, ProviderClient, ProviderError, ProviderKind};
-use crate::store::fetches::{AttemptContext, FetchRecord};
+use crate::store::fetches::{AttemptContext, Booked, FetchRecord};
 use crate::store::ingest::{self, FailureBookkeeping, Written};
 use crate::store::quota::{self, Grant, QuotaParams};
 use crate::store::watchlist::{self, Claimed};
@@ -93,13 +93,16 @@ pub enum SkipReason {
         budget: i64,
     },
     ShuttingDown,
-    /// The lease expired and another worker claimed the entry; our result was discarded.
+    /// The entry's lease was no longer ours when the quota was to be booked (it expired and
+    /// was re-claimed, or the entry was removed): nothing was sent or paid.
     LeaseLost,
     /// The provider asked every instance to wait longer than a poll may hold its lease; the
     /// entry is due again when the pause ends.
     ProviderPaused {
         wait: Duration,
     },
+    /// An analyst paused the entry while its poll waited; the lease was given back unpaid.
+    EntryPaused,
     /// The row cannot be polled (it was disabled with the reason).
     InvalidEntry(String),
 }
@@ -159,6 +162,22 @@ impl Poller {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.opts.lease_ttl
+    }
+
+    /// How many requests this provider's shared quota allows within half a lease: claiming more
+    /// entries ahead than that would leave some waiting for quota past their lease.
+    pub fn requests_per_half_lease(&self) -> u32 {
+        let per_lease = (self.opts.lease_ttl / 2).as_secs_f64()
+            / self.quota.emission_interval.as_secs_f64().max(1e-9)
+            + f64::from(self.quota.burst);
+        // Finite and at least 1 after the clamp, so the cast cannot wrap.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = per_lease.clamp(1.0, f64::from(u32::MAX)) as u32;
+        n
     }
 
     /// True while this process must not claim work for this provider (rejected credentials, or
@@ -238,14 +257,27 @@ impl Poller {
         let lease = entry.lease_token;
         let provider = self.provider();
         for attempt_no in 1..=self.opts.max_attempts {
-            if let Some(skip) = self.acquire(cancel).await? {
-                self.release(entry, &skip).await?;
-                return Ok(PollOutcome::Skipped(skip));
-            }
-            let credits = self.quota.credits_per_request;
-            m::credits_spent(provider, credits);
+            let booked = match self.acquire(entry, period, attempt_no, cancel).await? {
+                Ok(booked) => booked,
+                // Not ours any more: nothing to give back, nothing was paid.
+                Err(SkipReason::LeaseLost) => {
+                    return Ok(PollOutcome::Skipped(SkipReason::LeaseLost))
+                }
+                Err(skip) => {
+                    self.release(entry, &skip).await?;
+                    return Ok(PollOutcome::Skipped(skip));
+                }
+            };
             let attempt = self.client.fetch(clip_id, region, period).await;
             m::request(provider, &attempt);
+            if attempt
+                .result
+                .as_ref()
+                .err()
+                .is_none_or(ProviderError::reached_provider)
+            {
+                m::credits_spent(provider, self.quota.credits_per_request);
+            }
 
             let error = match &attempt.result {
                 Ok(detail) => {
@@ -257,7 +289,16 @@ impl Poller {
                     };
                     match normalize(detail, &obs) {
                         Ok(rows) => {
-                            let record = self.record(&attempt, entry, period, attempt_no, None);
+                            let mut record =
+                                self.record(&attempt, entry, period, attempt_no, booked, None);
+                            record.warnings =
+                                rows.warnings.iter().map(ToString::to_string).collect();
+                            if !record.warnings.is_empty() {
+                                rows.warnings.iter().for_each(|w| m::validation(w.rule));
+                                warn!(clip_id = %clip_id, region = %region, period = period.days(),
+                                    warnings = %record.warnings.join("; "),
+                                    "Stored a response with parts dropped.");
+                            }
                             let written = self
                                 .with_db_retry(cancel, || {
                                     ingest::record_success(
@@ -269,34 +310,43 @@ impl Poller {
                                     )
                                 })
                                 .await;
-                            return match written {
+                            match written {
                                 Ok(w) => {
                                     m::rows_written(&w);
+                                    if w.lease_lost {
+                                        m::answer_after_lease_lost(provider);
+                                        warn!(clip_id = %clip_id, region = %region, fetch_id = w.fetch_id,
+                                            "Stored an answer that came back after the lease was lost; another worker may have paid for it too.");
+                                    }
                                     *self.state.last_success.lock().expect("lock") =
                                         Some(attempt.requested_at);
-                                    Ok(PollOutcome::Stored {
+                                    return Ok(PollOutcome::Stored {
                                         period,
                                         written: w,
                                         attempts: attempt_no,
-                                    })
+                                    });
                                 }
-                                Err(StoreError::LeaseLost { .. }) => {
-                                    warn!(clip_id = %clip_id, region = %region, request_id = attempt.request_id.as_deref().unwrap_or(""),
-                                        "Discarded a result: the lease expired and another worker claimed the entry.");
-                                    Ok(PollOutcome::Skipped(SkipReason::LeaseLost))
-                                }
-                                Err(e) => Err(e),
-                            };
+                                Err(e) if e.is_connection_error() => return Err(e),
+                                // The database refused what the provider sent (an encoding, a
+                                // constraint, an overflow): the paid answer is archived as a
+                                // store_error and the entry backs off like any failure, so a
+                                // poison entry is never bought again once per lease.
+                                Err(e) => ProviderError::Unstorable(e.to_string()),
+                            }
                         }
-                        Err(e) => ProviderError::InvalidPayload(e.to_string()),
+                        Err(e) => {
+                            m::validation(e.rule());
+                            ProviderError::InvalidPayload(e.to_string())
+                        }
                     }
                 }
                 Err(e) => e.clone(),
             };
 
             if let ProviderError::Auth { .. } = error {
+                let record = self.record(&attempt, entry, period, attempt_no, booked, Some(&error));
                 return self
-                    .stop_on_rejected_credentials(entry, &attempt, period, attempt_no, &error)
+                    .stop_on_rejected_credentials(entry, &record, &error)
                     .await;
             }
             if let ProviderError::RateLimited { retry_after } = &error {
@@ -323,10 +373,9 @@ impl Poller {
             }
             if error.is_retryable() && !last && !too_long {
                 m::retry(provider);
-                let record =
-                    self.record(&attempt, entry, period, attempt_no, Some(error.to_string()));
+                let record = self.record(&attempt, entry, period, attempt_no, booked, Some(&error));
                 self.with_db_retry(cancel, || async {
-                    store::fetches::insert(&self.pool, &record)
+                    store::fetches::record(&self.pool, &record, None)
                         .await
                         .map(|_| ())
                         .map_err(StoreError::from)
@@ -341,7 +390,7 @@ impl Poller {
                 }
             }
             let not_found = self.means_not_found(&error);
-            let record = self.record(&attempt, entry, period, attempt_no, Some(error.to_string()));
+            let record = self.record(&attempt, entry, period, attempt_no, booked, Some(&error));
             let book = FailureBookkeeping {
                 failure_backoff: self.opts.failure_backoff,
                 not_before: if error.is_retryable() {
@@ -373,43 +422,64 @@ impl Poller {
         unreachable!("max_attempts is at least 1 and every iteration returns or continues")
     }
 
-    /// Waits for both the local and the shared rate limit and books the request's credits.
-    /// `Some(reason)` when the poll must not go ahead.
-    async fn acquire(&self, cancel: &CancellationToken) -> Result<Option<SkipReason>, StoreError> {
+    /// Waits for both the local and the shared rate limit and books the request's credits, its
+    /// pending `fetches` row and a fresh lease in one statement: whatever the waits took, a
+    /// request is only sent for an entry whose lease is ours for a whole `lease_ttl` more.
+    /// `Err(reason)` when the poll must not go ahead.
+    async fn acquire(
+        &self,
+        entry: &Claimed,
+        period: Period,
+        attempt_no: u32,
+        cancel: &CancellationToken,
+    ) -> Result<Result<Booked, SkipReason>, StoreError> {
         // The local limiter paces this process once per request; the shared quota below may
         // make it wait again, without taking a second local slot.
         tokio::select! {
             _ = self.local.until_ready() => {}
-            _ = cancel.cancelled() => return Ok(Some(SkipReason::ShuttingDown)),
+            _ = cancel.cancelled() => return Ok(Err(SkipReason::ShuttingDown)),
         }
+        let booking = quota::Attempt {
+            clip_id: &entry.clip_id,
+            region: &entry.region,
+            period: period.days(),
+            attempt: i16::try_from(attempt_no).unwrap_or(i16::MAX),
+            lease: entry.lease_token,
+            lease_ttl: self.opts.lease_ttl,
+        };
         loop {
             if cancel.is_cancelled() {
-                return Ok(Some(SkipReason::ShuttingDown));
+                return Ok(Err(SkipReason::ShuttingDown));
             }
             if self.state.auth_rejected.load(Ordering::Relaxed) {
-                return Ok(Some(SkipReason::CredentialsRejected));
+                return Ok(Err(SkipReason::CredentialsRejected));
             }
             let day = self.clock.today();
             let grant = self
                 .with_db_retry(cancel, || async {
-                    quota::take(&self.pool, &self.quota, day)
+                    quota::take(&self.pool, &self.quota, day, &booking)
                         .await
                         .map_err(StoreError::from)
                 })
                 .await?;
             match grant {
-                Grant::Granted { credits_used_today } => {
+                Grant::Granted {
+                    credits_used_today,
+                    fetch_id,
+                } => {
                     m::credits_today(self.provider(), credits_used_today);
-                    return Ok(None);
+                    return Ok(Ok(Booked { fetch_id, day }));
                 }
+                Grant::LeaseLost => return Ok(Err(SkipReason::LeaseLost)),
+                Grant::EntryPaused => return Ok(Err(SkipReason::EntryPaused)),
                 Grant::Wait(d) if d > self.longest_wait() => {
                     self.note_pause(d);
-                    return Ok(Some(SkipReason::ProviderPaused { wait: d }));
+                    return Ok(Err(SkipReason::ProviderPaused { wait: d }));
                 }
                 Grant::Wait(d) => {
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
-                        _ = cancel.cancelled() => return Ok(Some(SkipReason::ShuttingDown)),
+                        _ = cancel.cancelled() => return Ok(Err(SkipReason::ShuttingDown)),
                     }
                 }
                 Grant::BudgetExhausted { used, budget } => {
@@ -425,7 +495,7 @@ impl Poller {
                         warn!(provider = %self.provider(), credits_used = used, daily_credit_budget = budget, day = %day,
                             "The daily credit budget is spent; polling pauses until the next UTC day.");
                     }
-                    return Ok(Some(SkipReason::BudgetExhausted { used, budget }));
+                    return Ok(Err(SkipReason::BudgetExhausted { used, budget }));
                 }
             }
         }
@@ -434,13 +504,10 @@ impl Poller {
     async fn stop_on_rejected_credentials(
         &self,
         entry: &Claimed,
-        attempt: &Attempt,
-        period: Period,
-        attempt_no: u32,
+        record: &FetchRecord<'_>,
         error: &ProviderError,
     ) -> Result<PollOutcome, StoreError> {
-        let record = self.record(attempt, entry, period, attempt_no, Some(error.to_string()));
-        store::fetches::insert(&self.pool, &record).await?;
+        store::fetches::record(&self.pool, record, None).await?;
         let first = !self.state.auth_rejected.swap(true, Ordering::SeqCst);
         *self.state.auth_error.lock().expect("lock") = Some(error.to_string());
         if first {
@@ -503,7 +570,8 @@ impl Poller {
         entry: &'a Claimed,
         period: Period,
         attempt_no: u32,
-        error: Option<String>,
+        booked: Booked,
+        error: Option<&ProviderError>,
     ) -> FetchRecord<'a> {
         let ctx = AttemptContext {
             clip_id: &entry.clip_id,
@@ -513,7 +581,9 @@ impl Poller {
             try_number: attempt_no,
             credits: self.quota.credits_per_request,
         };
-        FetchRecord::from_attempt(attempt, ctx, error)
+        let mut record = FetchRecord::from_attempt(attempt, ctx, error);
+        record.booked = Some(booked);
+        record
     }
 
     /// Capped exponential backoff with full jitter: uniform in [base, min(max, base * 2^(n-1))].
@@ -574,7 +644,7 @@ impl Poller {
 
     fn report(&self, entry: &Claimed, period: Period, outcome: &PollOutcome, latency: Duration) {
         let provider = self.provider();
-        let latency_ms = latency.as_millis() as u64;
+        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         match outcome {
             PollOutcome::Stored {
                 written, attempts, ..

@@ -179,10 +179,7 @@ async fn show(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     .await?;
     println!("\n  last 5 days of the daily trend (relative: each window's maximum is 1):");
     for (region, day, value) in trend {
-        println!(
-            "    {region} {day}  {value:>5.2}  {}",
-            "#".repeat((value * 30.0).round() as usize)
-        );
+        println!("    {region} {day}  {value:>5.2}  {}", bar(value));
     }
     #[derive(sqlx::FromRow)]
     struct Country {
@@ -210,4 +207,31 @@ async fn show(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A bar of up to 30 `#` for a relative value; values outside [0, 1] (a provider's bad day) are
+/// clamped rather than trusted with the terminal's memory.
+fn bar(value: f64) -> String {
+    let width = if value.is_finite() {
+        (value.clamp(0.0, 1.0) * 30.0).round()
+    } else {
+        0.0
+    };
+    // In 0..=30 after the clamp, so the cast is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    "#".repeat(width as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bar;
+
+    #[test]
+    fn bars_stay_within_thirty_characters_whatever_the_value() {
+        assert_eq!(bar(1.0).len(), 30);
+        assert_eq!(bar(0.5).len(), 15);
+        assert_eq!(bar(1e300).len(), 30);
+        assert_eq!(bar(-5.0).len(), 0);
+        assert_eq!(bar(f64::NAN).len(), 0);
+    }
 }

@@ -1,5 +1,9 @@
 //! `soundtrend replay`: rebuilds the derived tables from the raw bodies archived in `fetches`,
 //! without calling any API. Idempotent: replaying twice leaves the tables as one replay does.
+//!
+//! Bodies are re-validated with today's rules: an `ok` fetch that no longer passes becomes
+//! `invalid_payload` (its derived rows go), and with `retry_invalid` an `invalid_payload` fetch
+//! that passes now becomes `ok` and gets its rows.
 
 use std::io::IsTerminal;
 
@@ -20,14 +24,20 @@ pub struct ReplayFilter {
     pub since: Option<DateTime<Utc>>,
     pub clip_id: Option<String>,
     pub region: Option<String>,
+    /// Also try bodies stored as `invalid_payload` (after a rule change).
+    pub retry_invalid: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReplaySummary {
     pub fetches: u64,
     pub rows: i64,
-    /// Archived bodies that no longer normalize (reported with their fetch id).
+    /// Archived bodies that do not normalize (reported with their fetch id).
     pub skipped: u64,
+    /// `ok` fetches that today's rules refuse: now `invalid_payload`.
+    pub invalidated: u64,
+    /// `invalid_payload` fetches that today's rules accept: now `ok` (with `retry_invalid`).
+    pub revived: u64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -38,10 +48,12 @@ struct Archived {
     period: i16,
     provider: String,
     requested_at: DateTime<Utc>,
+    outcome: String,
     body_json: serde_json::Value,
 }
 
-const FILTER: &str = "outcome = 'ok' AND body_json IS NOT NULL
+const FILTER: &str = "(outcome = 'ok' OR ($4 AND outcome = 'invalid_payload'))
+    AND body_json IS NOT NULL
     AND ($1::timestamptz IS NULL OR requested_at >= $1)
     AND ($2::text IS NULL OR clip_id = $2)
     AND ($3::text IS NULL OR region = $3)";
@@ -56,6 +68,7 @@ pub async fn replay(
         .bind(filter.since)
         .bind(filter.clip_id.as_deref())
         .bind(filter.region.as_deref())
+        .bind(filter.retry_invalid)
         .fetch_one(pool)
         .await?;
     let bar = if progress && std::io::stderr().is_terminal() {
@@ -76,12 +89,13 @@ pub async fn replay(
     let mut after = 0i64;
     loop {
         let batch: Vec<Archived> = sqlx::query_as(&format!(
-            "SELECT id, clip_id, region, period, provider, requested_at, body_json FROM fetches
-             WHERE {FILTER} AND id > $4 ORDER BY id LIMIT $5"
+            "SELECT id, clip_id, region, period, provider, requested_at, outcome, body_json
+             FROM fetches WHERE {FILTER} AND id > $5 ORDER BY id LIMIT $6"
         ))
         .bind(filter.since)
         .bind(filter.clip_id.as_deref())
         .bind(filter.region.as_deref())
+        .bind(filter.retry_invalid)
         .bind(after)
         .bind(batch_size)
         .fetch_all(pool)
@@ -93,6 +107,7 @@ pub async fn replay(
         let ids: Vec<i64> = batch.iter().map(|a| a.id).collect();
         // Rows a fetch no longer produces must go too, so the result equals a fresh ingest.
         for table in [
+            "sound_snapshots",
             "audience_countries",
             "audience_interests",
             "trend_points",
@@ -111,9 +126,19 @@ pub async fn replay(
                         ingest::replay_derived(&mut tx, archived.id, &record, &rows).await?;
                     summary.rows += written.rows();
                     summary.fetches += 1;
+                    if archived.outcome != "ok" {
+                        set_outcome(&mut tx, archived.id, Outcome::Ok, None).await?;
+                        summary.revived += 1;
+                    }
                 }
                 Err(reason) => {
                     summary.skipped += 1;
+                    if archived.outcome == "ok" {
+                        let why = format!("invalid payload (re-validated by replay): {reason}");
+                        set_outcome(&mut tx, archived.id, Outcome::InvalidPayload, Some(&why))
+                            .await?;
+                        summary.invalidated += 1;
+                    }
                     warn!(fetch_id = archived.id, %reason, "Skipped an archived body that does not normalize.");
                 }
             }
@@ -123,6 +148,22 @@ pub async fn replay(
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// Re-labels an archived attempt after re-validation; its body and credits stay as they were.
+async fn set_outcome(
+    conn: &mut sqlx::PgConnection,
+    fetch_id: i64,
+    outcome: Outcome,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE fetches SET outcome = $2, error = $3 WHERE id = $1")
+        .bind(fetch_id)
+        .bind(outcome.as_str())
+        .bind(error)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 fn rows_of(a: &Archived) -> Result<(Observation, crate::normalize::Normalized), String> {
@@ -160,5 +201,7 @@ fn record_of<'a>(a: &'a Archived, obs: &Observation) -> FetchRecord<'a> {
         credits: 0,
         body_json: None,
         body_text: None,
+        warnings: Vec::new(),
+        booked: None,
     }
 }

@@ -59,6 +59,17 @@ pub mod metrics {
         gauge!("soundtrend_credits_spent_today", "provider" => provider.as_str()).set(used as f64);
     }
 
+    /// A paid answer that came back after its lease was lost: stored, but possibly bought twice.
+    pub fn answer_after_lease_lost(provider: ProviderKind) {
+        counter!("soundtrend_answers_after_lease_lost_total", "provider" => provider.as_str())
+            .increment(1);
+    }
+
+    /// One element (or a whole response) a validation rule dropped or refused.
+    pub fn validation(rule: &'static str) {
+        counter!("soundtrend_validation_total", "rule" => rule).increment(1);
+    }
+
     pub fn retry(provider: ProviderKind) {
         counter!("soundtrend_retries_total", "provider" => provider.as_str()).increment(1);
     }

@@ -139,7 +139,9 @@ pub async fn run(pool: &PgPool, cmd: WatchCommand) -> anyhow::Result<()> {
                         .unwrap_or_else(|| "auto".into()),
                     r.poll_interval,
                     r.enabled,
-                    r.next_due_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.next_due_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| "invalid".into()),
                     r.last_success_at
                         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                         .unwrap_or_else(|| "never".into()),

@@ -237,12 +237,14 @@ async fn a_run_killed_with_sigkill_mid_poll_leaves_no_rows_and_the_entry_is_poll
 
     signal(child.id(), "-KILL");
     wait_exit(&mut child, Duration::from_secs(5)).await;
-    assert_eq!(data_rows(&db).await, 0);
+    assert_eq!(data_rows(&db).await, 0, "nothing half-written");
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches").await,
-        0,
-        "nothing half-written"
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'pending' AND credits = 2")
+            .await,
+        1,
+        "the booked credits keep their archived attempt"
     );
+    assert_eq!(db.count("SELECT count(*) FROM fetches").await, 1);
 
     server.set(|b| b.delay = Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(2_200)).await;
@@ -253,6 +255,12 @@ async fn a_run_killed_with_sigkill_mid_poll_leaves_no_rows_and_the_entry_is_poll
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 1);
     assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE last_success_at IS NOT NULL AND lease_token IS NULL").await, 1);
+    assert_eq!(
+        db.count("SELECT (SELECT sum(credits) FROM fetches) - (SELECT sum(credits_used) FROM credit_usage)")
+            .await,
+        0,
+        "the ledger equals the archive"
+    );
 }
 
 #[tokio::test]

@@ -282,7 +282,7 @@ async fn a_worker_killed_mid_poll_leaves_no_rows_and_its_entry_is_polled_again()
 }
 
 #[tokio::test]
-async fn a_late_write_after_a_lost_lease_is_discarded() {
+async fn a_poll_whose_lease_was_lost_before_sending_pays_nothing() {
     let db = TestDb::new().await;
     let server = RecordingServer::start().await;
     let s = settings(&db.url);
@@ -325,6 +325,11 @@ async fn a_late_write_after_a_lost_lease_is_discarded() {
         "{late:?}"
     );
     assert_eq!(data_rows(&db).await, 0);
+    assert!(
+        server.hits().is_empty(),
+        "no request was sent for a lost lease"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM fetches").await, 0);
     let on_time = poller
         .poll(&fresh, None, &CancellationToken::new())
         .await

@@ -638,6 +638,8 @@ async fn sounds_keep_the_newest_metadata_and_the_earliest_first_seen_whatever_th
             credits: 2,
             body_json: None,
             body_text: None,
+            warnings: Vec::new(),
+            booked: None,
         };
         record_success(&db.pool, &record, &rows, None, 0.0)
             .await

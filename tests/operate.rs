@@ -106,7 +106,7 @@ async fn replay_filters_by_clip_and_region() {
     let filter = ReplayFilter {
         clip_id: Some(CLIP.into()),
         region: Some("GB".into()),
-        since: None,
+        ..ReplayFilter::default()
     };
     let summary = replay(&db.pool, &filter, 500, false).await.unwrap();
 

@@ -384,6 +384,8 @@ async fn write_windows(db: &TestDb, order: &[(i64, Period)]) {
                 credits: 2,
                 body_json: None,
                 body_text: None,
+                warnings: Vec::new(),
+                booked: None,
             };
             record_success(&db.pool, &record, &rows, None, 0.0)
                 .await

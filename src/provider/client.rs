@@ -12,8 +12,8 @@ use super::wire::{Envelope, MusicDetail};
 use super::{Credentials, ProviderKind};
 use crate::domain::{ClipId, Period, Region};
 
-/// Bodies larger than this are refused rather than buffered: the real payload is a few KiB.
-const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The longest provider text (business message, redirect target) kept in logs and columns.
+const MAX_MESSAGE_CHARS: usize = 300;
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -21,6 +21,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub user_agent: String,
+    /// Bodies larger than this are refused rather than buffered: the real payload is a few KiB.
+    pub max_body_bytes: usize,
 }
 
 /// One HTTP client for one provider.
@@ -31,6 +33,7 @@ pub struct ProviderClient {
     http: reqwest::Client,
     credentials: Credentials,
     request_timeout: Duration,
+    max_body_bytes: usize,
 }
 
 /// What one API attempt produced: everything `fetches` records, plus the parsed detail when it
@@ -62,6 +65,9 @@ impl ProviderClient {
             .timeout(options.request_timeout)
             .user_agent(options.user_agent.clone())
             .pool_idle_timeout(Duration::from_secs(60))
+            // A redirect is an answer we did not ask for: following it would archive another
+            // host's body as the provider's. It is recorded as an http_error with its Location.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Self {
@@ -70,6 +76,7 @@ impl ProviderClient {
             http,
             credentials,
             request_timeout: options.request_timeout,
+            max_body_bytes: options.max_body_bytes,
         })
     }
 
@@ -122,8 +129,12 @@ impl ProviderClient {
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = read_body(response).await;
+            .map(|v| bounded_text(v, MAX_MESSAGE_CHARS));
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| bounded_text(&String::from_utf8_lossy(v.as_bytes()), MAX_MESSAGE_CHARS));
+        let body = read_body(response, self.max_body_bytes).await;
         attempt.duration = started.elapsed();
         let body = match body {
             Ok(b) => b,
@@ -131,7 +142,8 @@ impl ProviderClient {
                 attempt.result = Err(match e {
                     BodyError::Transport(e) => self.classify_transport(&e),
                     BodyError::TooLarge => ProviderError::InvalidPayload(format!(
-                        "response body larger than {MAX_BODY_BYTES} bytes"
+                        "response body larger than {} bytes (provider.max_body_bytes)",
+                        self.max_body_bytes
                     )),
                 });
                 attempt.request_id = header_request_id;
@@ -139,6 +151,12 @@ impl ProviderClient {
             }
         };
         let envelope = serde_json::from_slice::<Envelope>(&body);
+        let envelope = envelope.map(|mut env| {
+            // The provider's words reach logs and `last_error`: bounded, one line, no escapes.
+            env.message = env.message.map(|m| bounded_text(&m, MAX_MESSAGE_CHARS));
+            env.request_id = env.request_id.map(|r| bounded_text(&r, MAX_MESSAGE_CHARS));
+            env
+        });
         if let Ok(env) = &envelope {
             attempt.request_id = env.request_id.clone();
             attempt.api_code = env.code;
@@ -146,14 +164,15 @@ impl ProviderClient {
         }
         attempt.request_id = attempt.request_id.take().or(header_request_id);
         attempt.body = (!body.is_empty()).then_some(body);
-        attempt.result = classify(status, retry_after, envelope);
+        attempt.result = if (300..400).contains(&status) {
+            Err(ProviderError::Redirect { status, location })
+        } else {
+            classify(status, retry_after, envelope)
+        };
         attempt
     }
 
     fn classify_transport(&self, e: &reqwest::Error) -> ProviderError {
-        if e.is_timeout() {
-            return ProviderError::Timeout(self.request_timeout);
-        }
         // reqwest's Display names the URL; the cause chain is what explains the failure.
         let mut cause = String::new();
         let mut source = std::error::Error::source(e);
@@ -161,18 +180,26 @@ impl ProviderClient {
             cause = s.to_string();
             source = s.source();
         }
-        let what = if e.is_connect() {
-            "connection failed"
-        } else if e.is_body() || e.is_decode() {
+        let with_cause = |what: &str| {
+            if cause.is_empty() {
+                what.to_owned()
+            } else {
+                format!("{what}: {cause}")
+            }
+        };
+        // Before the timeout check: a connect that timed out never sent the request either.
+        if e.is_connect() {
+            return ProviderError::Unreached(with_cause("connection failed"));
+        }
+        if e.is_timeout() {
+            return ProviderError::Timeout(self.request_timeout);
+        }
+        let what = if e.is_body() || e.is_decode() {
             "response body interrupted"
         } else {
             "request failed"
         };
-        if cause.is_empty() {
-            ProviderError::Network(what.to_owned())
-        } else {
-            ProviderError::Network(format!("{what}: {cause}"))
-        }
+        ProviderError::Network(with_cause(what))
     }
 }
 
@@ -181,15 +208,46 @@ enum BodyError {
     TooLarge,
 }
 
-async fn read_body(mut response: reqwest::Response) -> Result<Bytes, BodyError> {
+async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Bytes, BodyError> {
+    // A declared length over the cap is refused before a byte is read.
+    if response
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(BodyError::TooLarge);
+    }
     let mut buf = BytesMut::new();
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+        if buf.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge);
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// Provider text made safe for a log line or a column: at most `max` characters, control
+/// characters (newlines, ANSI escapes, NUL) escaped, so a hostile message cannot forge log lines.
+pub fn bounded_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What a body with this status means, exactly as [`ProviderClient::fetch`] reads it (without
+/// headers): the parser the fuzz target and property tests drive.
+pub fn parse_response(status: u16, body: &[u8]) -> Result<MusicDetail, ProviderError> {
+    classify(status, None, serde_json::from_slice::<Envelope>(body))
 }
 
 /// Turns status and body into the detail or a classified error. Pure, so it is unit-tested.
@@ -300,6 +358,17 @@ mod tests {
             ),
             Err(ProviderError::InvalidPayload(_))
         ));
+    }
+
+    #[test]
+    fn provider_text_is_bounded_and_kept_on_one_line() {
+        assert_eq!(bounded_text("not found", 300), "not found");
+        assert_eq!(
+            bounded_text("a\nFAKE LOG\u{1b}[31m\0", 300),
+            "a\\nFAKE LOG\\u{1b}[31m\\u{0}"
+        );
+        let long = "x".repeat(10_000);
+        assert_eq!(bounded_text(&long, 300).chars().count(), 301);
     }
 
     #[test]

@@ -11,14 +11,29 @@ pub enum ProviderError {
     Auth { status: u16 },
     #[error("unexpected HTTP {status} from the provider")]
     Http { status: u16 },
+    /// Redirects are never followed (see the client); the target is kept for the record.
+    #[error("the provider redirected (HTTP {status}) to {}; redirects are not followed", .location.as_deref().unwrap_or("nowhere"))]
+    Redirect {
+        status: u16,
+        location: Option<String>,
+    },
     #[error("no response within {0:?}")]
     Timeout(Duration),
     #[error("network error: {0}")]
     Network(String),
+    /// The request never left this machine: DNS failure, refused connection, TLS failure before
+    /// anything was sent. The provider cannot bill it, so it costs no credits.
+    #[error("could not reach the provider: {0}")]
+    Unreached(String),
     #[error("provider error code {code}: {message}")]
     Api { code: i64, message: String },
     #[error("invalid payload: {0}")]
     InvalidPayload(String),
+    /// The provider answered and the answer looked valid, but the database refused its rows (a
+    /// constraint, an encoding, an overflow). Not the provider's fault, but retrying within the
+    /// poll would buy the same refusal again.
+    #[error("the database refused the response: {0}")]
+    Unstorable(String),
 }
 
 /// The value stored in `fetches.outcome` and used as the metrics label.
@@ -32,10 +47,11 @@ pub enum Outcome {
     ApiError,
     InvalidPayload,
     AuthError,
+    StoreError,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Ok,
         Outcome::RateLimited,
         Outcome::HttpError,
@@ -44,6 +60,7 @@ impl Outcome {
         Outcome::ApiError,
         Outcome::InvalidPayload,
         Outcome::AuthError,
+        Outcome::StoreError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +73,7 @@ impl Outcome {
             Outcome::ApiError => "api_error",
             Outcome::InvalidPayload => "invalid_payload",
             Outcome::AuthError => "auth_error",
+            Outcome::StoreError => "store_error",
         }
     }
 }
@@ -65,11 +83,12 @@ impl ProviderError {
         match self {
             Self::RateLimited { .. } => Outcome::RateLimited,
             Self::Auth { .. } => Outcome::AuthError,
-            Self::Http { .. } => Outcome::HttpError,
+            Self::Http { .. } | Self::Redirect { .. } => Outcome::HttpError,
             Self::Timeout(_) => Outcome::Timeout,
-            Self::Network(_) => Outcome::NetworkError,
+            Self::Network(_) | Self::Unreached(_) => Outcome::NetworkError,
             Self::Api { .. } => Outcome::ApiError,
             Self::InvalidPayload(_) => Outcome::InvalidPayload,
+            Self::Unstorable(_) => Outcome::StoreError,
         }
     }
 
@@ -77,10 +96,22 @@ impl ProviderError {
     /// Business errors, bad payloads and rejected credentials would only burn credits.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Timeout(_) | Self::Network(_) => true,
+            Self::RateLimited { .. } | Self::Timeout(_) | Self::Network(_) | Self::Unreached(_) => {
+                true
+            }
             Self::Http { status } => *status >= 500 || *status == 408,
-            Self::Auth { .. } | Self::Api { .. } | Self::InvalidPayload(_) => false,
+            Self::Auth { .. }
+            | Self::Api { .. }
+            | Self::InvalidPayload(_)
+            | Self::Unstorable(_)
+            | Self::Redirect { .. } => false,
         }
+    }
+
+    /// Whether the request reached the provider (and so may be billed): everything but an
+    /// attempt that never got a connection.
+    pub fn reached_provider(&self) -> bool {
+        !matches!(self, Self::Unreached(_))
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -96,15 +127,27 @@ fn fmt_retry_after(d: Option<Duration>) -> String {
         .unwrap_or_default()
 }
 
-/// Parses `Retry-After`: delay-seconds or an HTTP date, relative to `now`. A date in the past
-/// means "now" (zero); garbage means "not given".
+/// The longest `Retry-After` read from a header; `provider.max_retry_after` caps it further.
+const RETRY_AFTER_CEILING: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses `Retry-After`: delay-seconds or an HTTP date, relative to `now`, clamped to a week. A
+/// date in the past means "now" (zero); garbage (negative, NaN) means "not given".
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        if secs.is_nan() || secs < 0.0 {
+            return None;
+        }
+        // `1e20` or `inf` does not fit a Duration: it means "a very long time", i.e. the ceiling.
+        let d = Duration::try_from_secs_f64(secs).unwrap_or(RETRY_AFTER_CEILING);
+        return Some(d.min(RETRY_AFTER_CEILING));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(RETRY_AFTER_CEILING),
+    )
 }
 
 #[cfg(test)]
@@ -122,6 +165,15 @@ mod tests {
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", SystemTime::now()), None);
         assert_eq!(parse_retry_after("-3", now), None);
+    }
+
+    #[test]
+    fn huge_retry_after_values_are_clamped_not_panicked_on() {
+        let now = SystemTime::now();
+        for v in ["1e20", "inf", "1e308", "99999999999999999999"] {
+            assert_eq!(parse_retry_after(v, now), Some(RETRY_AFTER_CEILING), "{v}");
+        }
+        assert_eq!(parse_retry_after("NaN", now), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::str::FromStr;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use client::{Attempt, ClientOptions, ProviderClient};
+pub use client::{parse_response, Attempt, ClientOptions, ProviderClient};
 pub use error::{parse_retry_after, Outcome, ProviderError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]

@@ -8,12 +8,25 @@ use crate::poller::Poller;
 use crate::store::{self, fetches, watchlist};
 use crate::telemetry::metrics as m;
 
+/// The youngest a `pending` attempt is taken for orphaned.
+const ORPHANED_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// The maintenance job: tidies expired leases, applies retention, refreshes backlog gauges.
 pub async fn maintain(
     pool: &PgPool,
     poller: &Poller,
     retention_days: u32,
 ) -> Result<(), sqlx::Error> {
+    // A pending attempt older than this cannot still be in flight (the lease and the request
+    // timeout are far shorter): its process died.
+    let abandoned =
+        store::quota::abandon_orphans(pool, ORPHANED_AFTER.max(poller.lease_ttl() * 2)).await?;
+    if abandoned > 0 {
+        tracing::warn!(
+            abandoned,
+            "Marked attempts whose process died with the request in flight as abandoned (their credits stay booked)."
+        );
+    }
     let cleared = watchlist::clear_expired_leases(pool).await?;
     if cleared > 0 {
         info!(

@@ -254,6 +254,7 @@ impl Worker {
             // Claim a little ahead (up to two rounds of slots), so that a busy worker makes one
             // claim per batch instead of one per finished poll. Queued entries hold their lease
             // only briefly: `start_queued` gives back any that waited for half the lease.
+            // Never more than the shared quota lets this instance send within half a lease.
             let want = u32::try_from(self.opts.concurrency * 2)
                 .unwrap_or(u32::MAX)
                 .min(self.opts.claim_batch)
@@ -261,7 +262,8 @@ impl Worker {
                     u32::try_from(free)
                         .unwrap_or(u32::MAX)
                         .min(self.opts.claim_batch),
-                );
+                )
+                .min(self.poller.requests_per_half_lease());
             let claimed =
                 watchlist::claim_due(self.pool(), &self.opts.owner, want, self.opts.lease_ttl)
                     .await?;

@@ -1,9 +1,10 @@
 //! The `fetches` table: one row per API attempt with its raw body.
 
-use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
 
-use crate::provider::{Attempt, Outcome, ProviderKind};
+use crate::provider::{Attempt, Outcome, ProviderError, ProviderKind};
 
 /// The columns of a `fetches` row, borrowed from an attempt.
 #[derive(Debug)]
@@ -24,6 +25,27 @@ pub struct FetchRecord<'a> {
     pub credits: i16,
     pub body_json: Option<&'a str>,
     pub body_text: Option<String>,
+    /// What validation dropped from an otherwise valid response.
+    pub warnings: Vec<String>,
+    /// The `pending` row the quota grant inserted when it booked this attempt's credits; the
+    /// write completes it. None: a row of its own is inserted (tests, tools).
+    pub booked: Option<Booked>,
+}
+
+/// An attempt whose credits were booked: its pending row and the ledger day they went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Booked {
+    pub fetch_id: i64,
+    pub day: NaiveDate,
+}
+
+/// What writing a fetch row found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    pub fetch_id: i64,
+    /// False when the entry's lease was no longer the one given (re-claimed, or the entry was
+    /// removed); the row then says `lease_lost`.
+    pub lease_held: bool,
 }
 
 /// Which poll an attempt belongs to.
@@ -39,12 +61,13 @@ pub struct AttemptContext<'a> {
 }
 
 impl<'a> FetchRecord<'a> {
-    /// The row for `attempt`; `error` overrides the attempt's own error (a body that parsed but
-    /// did not normalize is stored as invalid_payload with the normalizer's reason).
+    /// The row for `attempt`; `error` overrides the attempt's own classification (a body that
+    /// parsed but did not normalize is an invalid payload; one the database refused a store
+    /// error, whose body is then kept as text so that this row at least can be written).
     pub fn from_attempt(
         attempt: &'a Attempt,
         ctx: AttemptContext<'a>,
-        error: Option<String>,
+        error: Option<&ProviderError>,
     ) -> Self {
         let AttemptContext {
             clip_id,
@@ -54,13 +77,16 @@ impl<'a> FetchRecord<'a> {
             try_number,
             credits,
         } = ctx;
-        let outcome = match &attempt.result {
-            Ok(_) if error.is_none() => Outcome::Ok,
-            Ok(_) => Outcome::InvalidPayload,
-            Err(e) => e.outcome(),
+        let error = error.or(attempt.result.as_ref().err());
+        let outcome = error.map_or(Outcome::Ok, ProviderError::outcome);
+        // The ledger's rule: an attempt costs its price when it reached the provider, whatever
+        // came back, and nothing when it never did.
+        let reached = error.is_none_or(ProviderError::reached_provider);
+        let (body_json, body_text) = if outcome == Outcome::StoreError {
+            (None, attempt.body.as_deref().map(body_as_text))
+        } else {
+            split_body(attempt.body.as_deref())
         };
-        let error = error.or_else(|| attempt.result.as_ref().err().map(|e| e.to_string()));
-        let (body_json, body_text) = split_body(attempt.body.as_deref());
         FetchRecord {
             clip_id,
             region,
@@ -70,43 +96,132 @@ impl<'a> FetchRecord<'a> {
             duration_ms: i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX),
             http_status: attempt.http_status.and_then(|s| i16::try_from(s).ok()),
             outcome,
-            error,
+            error: error.map(ToString::to_string),
             api_code: attempt.api_code,
             api_message: attempt.api_message.as_deref(),
             request_id: attempt.request_id.as_deref(),
             attempt: i16::try_from(try_number).unwrap_or(i16::MAX),
-            credits: i16::try_from(credits).unwrap_or(i16::MAX),
+            credits: if reached {
+                i16::try_from(credits).unwrap_or(i16::MAX)
+            } else {
+                0
+            },
             body_json,
             body_text,
+            warnings: Vec::new(),
+            booked: None,
         }
     }
 }
 
 /// JSON bodies go to `body_json` as they came; anything else to `body_text`. Postgres' jsonb
-/// refuses `\u0000` and text refuses NUL bytes, so such bodies are kept as sanitized text.
-fn split_body(body: Option<&[u8]>) -> (Option<&str>, Option<String>) {
+/// refuses `\u0000` and lone UTF-16 surrogates (`\ud800`), which JSON parsers accept, and text
+/// refuses NUL bytes, so such bodies are kept as sanitized text.
+pub fn split_body(body: Option<&[u8]>) -> (Option<&str>, Option<String>) {
     let Some(body) = body.filter(|b| !b.is_empty()) else {
         return (None, None);
     };
     if let Ok(text) = std::str::from_utf8(body) {
         let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
-        if is_json && !text.contains("\\u0000") {
+        if is_json && jsonb_accepts_escapes(text) {
             return (Some(text), None);
         }
     }
-    let text = String::from_utf8_lossy(body).replace('\0', "\u{FFFD}");
-    (None, Some(text))
+    (None, Some(body_as_text(body)))
 }
 
-/// Records a failed attempt (or a retry that will be followed by another try).
-pub async fn insert(db: impl PgExecutor<'_>, r: &FetchRecord<'_>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(concat!(
-        "INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms, ",
-        "http_status, outcome, error, api_code, api_message, request_id, attempt, credits, ",
-        "body_json, body_text) ",
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16) ",
-        "RETURNING id"
-    ))
+/// Any bytes as text Postgres accepts: invalid UTF-8 and NUL become U+FFFD.
+pub fn body_as_text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).replace('\0', "\u{FFFD}")
+}
+
+/// False when a (valid) JSON text has a `\u` escape that jsonb refuses: `\u0000`, a low surrogate
+/// without its high half, or a high surrogate not followed by a low one.
+fn jsonb_accepts_escapes(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let hex = |at: usize| -> Option<u16> {
+        let digits = bytes.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if bytes.get(i + 1) != Some(&b'u') {
+            i += 2; // `\\`, `\"`, `\n`: the escaped character is skipped with its backslash
+            continue;
+        }
+        let Some(unit) = hex(i + 2) else { return false };
+        match unit {
+            0 | 0xDC00..=0xDFFF => return false,
+            0xD800..=0xDBFF => {
+                let low = (bytes.get(i + 6..i + 8) == Some(b"\\u".as_slice()))
+                    .then(|| hex(i + 8))
+                    .flatten();
+                if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                    return false;
+                }
+                i += 12;
+            }
+            _ => i += 6,
+        }
+    }
+    true
+}
+
+/// Writes an attempt's row: completes its `pending` row when the grant booked one (giving the
+/// credits back to the ledger, in the same statement, when the request never reached the
+/// provider), else inserts one. `lease` is the claim's token: the row records whether it was
+/// still held, and the watchlist row stays locked until the caller's transaction ends, so the
+/// caller's bookkeeping sees the same answer.
+pub async fn record(
+    db: impl PgExecutor<'_>,
+    r: &FetchRecord<'_>,
+    lease: Option<Uuid>,
+) -> Result<Recorded, sqlx::Error> {
+    let row = sqlx::query(
+        r#"WITH lease AS (
+    SELECT 1 FROM watchlist WHERE clip_id = $1 AND region = $2 AND lease_token = $17
+    FOR UPDATE
+),
+held AS (
+    SELECT $17::uuid IS NULL OR EXISTS (SELECT 1 FROM lease) AS held
+),
+booked AS (
+    SELECT credits FROM fetches WHERE id = $18
+),
+done AS (
+    UPDATE fetches SET
+        requested_at = $5, duration_ms = $6, http_status = $7, outcome = $8, error = $9,
+        api_code = $10, api_message = $11, request_id = $12, attempt = $13, credits = $14,
+        body_json = $15::jsonb, body_text = $16, warnings = $20,
+        lease_lost = NOT (SELECT held FROM held)
+    WHERE id = $18 AND outcome IN ('pending', 'abandoned')
+    RETURNING id
+),
+refund AS (
+    UPDATE credit_usage cu SET
+        credits_used = GREATEST(cu.credits_used - b.credits, 0),
+        requests = GREATEST(cu.requests - 1, 0)
+    FROM booked b
+    WHERE cu.provider = $4 AND cu.day = $19 AND $14 = 0 AND b.credits > 0
+      AND EXISTS (SELECT 1 FROM done)
+    RETURNING 1
+),
+fresh AS (
+    INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms,
+                         http_status, outcome, error, api_code, api_message, request_id,
+                         attempt, credits, body_json, body_text, warnings, lease_lost)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $20,
+           NOT held
+    FROM held WHERE $18::int8 IS NULL
+    RETURNING id
+)
+SELECT f.id, (SELECT held FROM held) AS held
+FROM (SELECT id FROM done UNION ALL SELECT id FROM fresh) f"#,
+    )
     .bind(r.clip_id)
     .bind(r.region)
     .bind(r.period)
@@ -123,8 +238,16 @@ pub async fn insert(db: impl PgExecutor<'_>, r: &FetchRecord<'_>) -> Result<i64,
     .bind(r.credits)
     .bind(r.body_json)
     .bind(r.body_text.as_deref())
+    .bind(lease)
+    .bind(r.booked.map(|b| b.fetch_id))
+    .bind(r.booked.map(|b| b.day))
+    .bind((!r.warnings.is_empty()).then_some(&r.warnings))
     .fetch_one(db)
-    .await
+    .await?;
+    Ok(Recorded {
+        fetch_id: row.try_get(0)?,
+        lease_held: row.try_get(1)?,
+    })
 }
 
 /// Retention: drops raw bodies older than `days` days in batches; fetch rows and derived data
@@ -163,5 +286,23 @@ mod tests {
         assert_eq!(split_body(Some(b"\"a\\u0000\"")).0, None);
         assert_eq!(split_body(Some(b"a\0b")).1.as_deref(), Some("a\u{FFFD}b"));
         assert_eq!(split_body(None), (None, None));
+    }
+
+    #[test]
+    fn escapes_jsonb_refuses_send_the_body_to_text() {
+        for refused in [
+            r#""\ud800""#,
+            r#""a\udc00b""#,
+            r#""\ud83dx""#,
+            r#""\u0000""#,
+            r#"{"t":"\ud800\u0041"}"#,
+        ] {
+            let (json, text) = split_body(Some(refused.as_bytes()));
+            assert_eq!(json, None, "{refused}");
+            assert_eq!(text.as_deref(), Some(refused));
+        }
+        for accepted in [r#""\ud83d\ude00""#, r#""\\ud800""#, r#""\u00e9\n""#] {
+            assert_eq!(split_body(Some(accepted.as_bytes())).0, Some(accepted));
+        }
     }
 }

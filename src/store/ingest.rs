@@ -1,21 +1,22 @@
-//! Writing a poll's result. A success is one transaction of three statements: the pair's
-//! advisory lock (sent with `BEGIN`); ONE statement for the fetch row, the sound upsert, the
-//! snapshot, the trend upserts, the window's `trend_observations`, both audience lists and the
-//! watchlist bookkeeping, with every list bound as an array and expanded by `UNNEST`; and the
-//! re-stitched `trend_index` rows of the pair (see [`super::trend`]). Nothing can be half-written.
+//! Writing a poll's result. A success is one transaction: the pair's advisory lock (sent with
+//! `BEGIN`); the fetch row ([`fetches::record`]); ONE statement for the sound upsert, the snapshot,
+//! the trend upserts, the window (`trend_windows`, `trend_observations`), both audience lists and
+//! the watchlist bookkeeping, with every list bound as an array and expanded by `UNNEST`, which also
+//! returns the pair's earlier windows; and the re-stitched `trend_index` rows of the pair (see
+//! [`super::trend`]). Nothing can be half-written.
 //!
-//! Writes are fenced on the lease: when the entry's `lease_token` is no longer ours, the statement
-//! inserts nothing at all and the caller gets [`StoreError::LeaseLost`].
+//! Bookkeeping is fenced on the lease: when the entry's `lease_token` is no longer ours, the data
+//! is still stored (a paid answer is never thrown away) but the watchlist row is left alone.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Row};
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use super::fetches::FetchRecord;
+use super::fetches::{self, FetchRecord};
 use super::{trend, StoreError};
 use crate::normalize::Normalized;
 
@@ -26,6 +27,8 @@ pub struct Written {
     pub trend_points: i64,
     pub countries: i64,
     pub interests: i64,
+    /// The answer came back after the lease was lost: stored, bookkeeping left to the holder.
+    pub lease_lost: bool,
 }
 
 impl Written {
@@ -165,33 +168,23 @@ FROM f LEFT JOIN LATERAL (
          LATERAL unnest(w.days, w.vals) AS d(day, val)
 ) h ON true"#;
 
+/// A live poll's data: the fetch row was written just before in the same transaction ($53); the
+/// watchlist bookkeeping applies only while the lease ($15) is still ours.
 static SUCCESS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        r#"WITH lease AS (
-    SELECT 1 FROM watchlist
-    WHERE clip_id = $1 AND region = $2 AND lease_token = $15
-    FOR UPDATE
-),
-f AS (
-    INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms,
-                         http_status, outcome, api_code, api_message, request_id, attempt,
-                         credits, body_json, body_text)
-    SELECT $1, $2, $3, $4, $5, $6, $7, 'ok', $8, $9, $10, $11, $12, $13::jsonb, $14
-    WHERE $15::uuid IS NULL OR EXISTS (SELECT 1 FROM lease)
-    RETURNING id
-),
+        r#"WITH f AS (SELECT $53::bigint AS id),
 w AS (
     UPDATE watchlist SET
         last_polled_at = $5, last_success_at = $5, consecutive_failures = 0,
         not_found_count = 0, last_error = NULL,
         next_due_at = now() + poll_interval * (1 + $16::float8 * (2 * random() - 1)),
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-    WHERE clip_id = $1 AND region = $2 AND lease_token = $15 AND EXISTS (SELECT 1 FROM f)
+    WHERE clip_id = $1 AND region = $2 AND lease_token = $15
     RETURNING 1
 ),
 pq AS (
     UPDATE provider_quota SET auth_failed_at = NULL, auth_error = NULL
-    WHERE provider = $4 AND auth_failed_at IS NOT NULL AND EXISTS (SELECT 1 FROM f)
+    WHERE provider = $4 AND auth_failed_at IS NOT NULL
     RETURNING 1
 ),{derived}{SUCCESS_SELECT}"#,
         derived = DERIVED_CTES.as_str()
@@ -207,7 +200,10 @@ static REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Writes a successful poll and re-stitches the pair's `trend_index`, in one transaction. `lease`
-/// is the claim's token (None for a clip not on the watchlist).
+/// is the claim's token (None for a clip not on the watchlist). A paid answer is never thrown
+/// away: when the lease was lost meanwhile, the data is stored all the same (every write is an
+/// idempotent upsert) and only the watchlist bookkeeping is left to the lease holder;
+/// [`Written::lease_lost`] says so.
 pub async fn record_success(
     db: &PgPool,
     fetch: &FetchRecord<'_>,
@@ -218,14 +214,12 @@ pub async fn record_success(
     let mut tx = db
         .begin_with(trend::begin_locked(fetch.clip_id, fetch.region))
         .await?;
-    let query = bind_all(sqlx::query(&SUCCESS_SQL), fetch, rows, lease, jitter);
-    let Some(row) = query.fetch_optional(&mut *tx).await? else {
-        return Err(StoreError::LeaseLost {
-            clip_id: fetch.clip_id.to_owned(),
-            region: fetch.region.to_owned(),
-        });
-    };
-    let written = written(&row)?;
+    let recorded = fetches::record(&mut *tx, fetch, lease).await?;
+    let query =
+        bind_all(sqlx::query(&SUCCESS_SQL), fetch, rows, lease, jitter).bind(recorded.fetch_id);
+    let row = query.fetch_one(&mut *tx).await?;
+    let mut written = written(&row)?;
+    written.lease_lost = !recorded.lease_held;
     let mut windows = trend::assemble(
         row.try_get::<Option<Vec<i64>>, _>(4)?.unwrap_or_default(),
         row.try_get::<Option<Vec<chrono::DateTime<chrono::Utc>>>, _>(5)?
@@ -271,6 +265,7 @@ fn written(row: &PgRow) -> Result<Written, sqlx::Error> {
         trend_points: row.try_get(1)?,
         countries: row.try_get(2)?,
         interests: row.try_get(3)?,
+        lease_lost: false,
     })
 }
 
@@ -289,62 +284,47 @@ pub struct FailureBookkeeping {
 }
 
 /// Records the final failed attempt of a poll and, if the lease is still ours, counts the failure
-/// on the entry. Returns whether the entry is now disabled.
+/// on the entry, in one transaction. Returns whether the entry is now disabled.
 pub async fn record_failure(
-    db: impl PgExecutor<'_>,
+    db: &PgPool,
     fetch: &FetchRecord<'_>,
     lease: Option<Uuid>,
     book: &FailureBookkeeping,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    fetches::record(&mut *tx, fetch, lease).await?;
     let disabled: Option<bool> = sqlx::query_scalar(
-        r#"WITH f AS (
-    INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms,
-                         http_status, outcome, error, api_code, api_message, request_id, attempt,
-                         credits, body_json, body_text)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16)
-    RETURNING id
-)
-UPDATE watchlist SET
-    last_polled_at = $5,
-    consecutive_failures = consecutive_failures + 1,
-    last_error = $9,
+        r#"UPDATE watchlist SET
+    last_polled_at = $3,
+    -- Bounded by watchlist_consecutive_failures_at_most_1000000: never overflows.
+    consecutive_failures = LEAST(consecutive_failures + 1, 1000000),
+    last_error = $4,
     next_due_at = now() + GREATEST(
         LEAST(poll_interval,
-              make_interval(secs => $18::float8 * power(2, LEAST(consecutive_failures, 30)))),
-        make_interval(secs => $21::float8)),
-    not_found_count = CASE WHEN $19 THEN not_found_count + 1 ELSE 0 END,
-    enabled = enabled AND NOT ($19 AND not_found_count + 1 >= $20),
-    disabled_reason = CASE WHEN $19 AND not_found_count + 1 >= $20
+              make_interval(secs => $6::float8 * power(2, LEAST(consecutive_failures, 30)))),
+        make_interval(secs => $9::float8)),
+    not_found_count = CASE WHEN $7 THEN LEAST(not_found_count + 1, 1000000) ELSE 0 END,
+    enabled = enabled AND NOT ($7 AND not_found_count + 1 >= $8),
+    disabled_reason = CASE WHEN $7 AND not_found_count + 1 >= $8
         THEN format('the provider said the clip does not exist %s polls in a row: %s',
-                    not_found_count + 1, $9)
+                    not_found_count + 1, $4)
         ELSE disabled_reason END,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-WHERE clip_id = $1 AND region = $2 AND lease_token = $17 AND EXISTS (SELECT 1 FROM f)
+WHERE clip_id = $1 AND region = $2 AND lease_token = $5
 RETURNING NOT enabled"#,
     )
     .bind(fetch.clip_id)
     .bind(fetch.region)
-    .bind(fetch.period)
-    .bind(fetch.provider.as_str())
     .bind(fetch.requested_at)
-    .bind(fetch.duration_ms)
-    .bind(fetch.http_status)
-    .bind(fetch.outcome.as_str())
     .bind(fetch.error.as_deref())
-    .bind(fetch.api_code)
-    .bind(fetch.api_message)
-    .bind(fetch.request_id)
-    .bind(fetch.attempt)
-    .bind(fetch.credits)
-    .bind(fetch.body_json)
-    .bind(fetch.body_text.as_deref())
     .bind(lease)
     .bind(book.failure_backoff.as_secs_f64())
     .bind(book.not_found)
     .bind(i32::try_from(book.disable_after_not_found).unwrap_or(i32::MAX))
     .bind(book.not_before.as_secs_f64())
-    .fetch_optional(db)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(disabled.unwrap_or(false))
 }
 

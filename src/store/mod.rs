@@ -22,9 +22,6 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub enum StoreError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    /// Another worker claimed the entry after our lease expired; our result was not written.
-    #[error("the lease on {clip_id}/{region} was lost; the result was discarded")]
-    LeaseLost { clip_id: String, region: String },
 }
 
 impl StoreError {
@@ -32,7 +29,6 @@ impl StoreError {
     pub fn is_connection_error(&self) -> bool {
         match self {
             StoreError::Database(e) => is_connection_error(e),
-            StoreError::LeaseLost { .. } => false,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
 
 use crate::provider::ProviderKind;
 
@@ -21,12 +22,35 @@ pub struct QuotaParams {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Grant {
-    /// Send now; the request's credits are already booked.
-    Granted { credits_used_today: i64 },
+    /// Send now: the request's credits are booked, its `fetches` row exists as `pending`
+    /// (`fetch_id`), and the entry's lease runs for at least a whole lease from now.
+    Granted {
+        credits_used_today: i64,
+        fetch_id: i64,
+    },
     /// Not yet: try again after this long (rate limit, or a provider's Retry-After).
     Wait(Duration),
     /// The day's budget is spent.
     BudgetExhausted { used: i64, budget: i64 },
+    /// The entry's lease is no longer ours (expired and re-claimed, or the entry was removed):
+    /// nothing was booked, nothing may be sent.
+    LeaseLost,
+    /// An analyst paused the entry (`enabled = false`) while its poll waited: nothing was booked.
+    EntryPaused,
+}
+
+/// The attempt a grant is for: its `fetches` row is inserted with the booking, and its lease
+/// checked and extended in the same statement.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub clip_id: &'a str,
+    pub region: &'a str,
+    pub period: i16,
+    /// 1 for the first try of a poll.
+    pub attempt: i16,
+    /// The claim's token; None for a clip polled ad hoc that is not on the watchlist.
+    pub lease: Option<Uuid>,
+    pub lease_ttl: Duration,
 }
 
 pub async fn ensure_provider(
@@ -47,9 +71,17 @@ pub async fn take(
     db: impl PgExecutor<'_>,
     p: &QuotaParams,
     day: NaiveDate,
+    a: &Attempt<'_>,
 ) -> Result<Grant, sqlx::Error> {
     let row = sqlx::query(
-        r#"WITH q AS (
+        r#"WITH l AS (
+    -- The lease must still be ours: a paid request is only sent for an entry we hold, and
+    -- only while it is enabled.
+    SELECT enabled FROM watchlist
+    WHERE clip_id = $7 AND region = $8 AND lease_token = $9
+    FOR UPDATE
+),
+q AS (
     SELECT tat, paused_until, clock_timestamp() AS now
     FROM provider_quota WHERE provider = $1 FOR UPDATE
 ),
@@ -58,12 +90,15 @@ d AS (
            GREATEST(tat, now) + make_interval(secs => $2) AS new_tat,
            paused_until <= now
              AND GREATEST(tat, now) + make_interval(secs => $2)
-                 <= now + make_interval(secs => $2 * $3) AS rate_ok
+                 <= now + make_interval(secs => $2 * $3) AS rate_ok,
+           ($9::uuid IS NULL OR EXISTS (SELECT 1 FROM l)) AS lease_ok,
+           ($9::uuid IS NULL OR COALESCE((SELECT enabled FROM l), true)) AS enabled
     FROM q
 ),
 c AS (
     INSERT INTO credit_usage AS cu (provider, day, credits_used, requests, budget)
-    SELECT $1, $4, $5, 1, $6 FROM d WHERE d.rate_ok AND ($6::int IS NULL OR $5 <= $6)
+    SELECT $1, $4, $5, 1, $6 FROM d
+    WHERE d.rate_ok AND d.lease_ok AND d.enabled AND ($6::int IS NULL OR $5 <= $6)
     ON CONFLICT (provider, day) DO UPDATE SET
         credits_used = cu.credits_used + EXCLUDED.credits_used,
         requests = cu.requests + 1,
@@ -75,9 +110,26 @@ u AS (
     UPDATE provider_quota SET tat = d.new_tat FROM d
     WHERE provider = $1 AND EXISTS (SELECT 1 FROM c)
     RETURNING 1
+),
+e AS (
+    -- The request about to be sent, and its write, fit in the extended lease.
+    UPDATE watchlist SET
+        lease_expires_at = GREATEST(lease_expires_at, now() + make_interval(secs => $12)),
+        next_due_at = GREATEST(next_due_at, now() + make_interval(secs => $12))
+    WHERE clip_id = $7 AND region = $8 AND lease_token = $9 AND EXISTS (SELECT 1 FROM c)
+    RETURNING 1
+),
+pending AS (
+    -- Booked credits and their archived attempt are one transaction.
+    INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms,
+                         outcome, attempt, credits)
+    SELECT $7, $8, $10, $1, d.now, 0, 'pending', $11, $5 FROM d
+    WHERE EXISTS (SELECT 1 FROM c)
+    RETURNING id
 )
-SELECT d.rate_ok,
+SELECT d.rate_ok, d.lease_ok, d.enabled,
        (SELECT credits_used FROM c)::int8 AS granted_used,
+       (SELECT id FROM pending) AS fetch_id,
        (SELECT credits_used FROM credit_usage WHERE provider = $1 AND day = $4)::int8 AS used,
        EXTRACT(epoch FROM GREATEST(d.paused_until - d.now,
            d.new_tat - make_interval(secs => $2 * $3) - d.now))::float8 AS wait_secs
@@ -89,16 +141,32 @@ FROM d"#,
     .bind(day)
     .bind(i32::try_from(p.credits_per_request).unwrap_or(i32::MAX))
     .bind(p.daily_budget.map(|b| i32::try_from(b).unwrap_or(i32::MAX)))
+    .bind(a.clip_id)
+    .bind(a.region)
+    .bind(a.lease)
+    .bind(a.period)
+    .bind(a.attempt)
+    .bind(a.lease_ttl.as_secs_f64())
     .fetch_optional(db)
     .await?;
     let Some(row) = row else {
         // The provider row is missing (a fresh database that skipped ensure_provider).
         return Ok(Grant::Wait(Duration::from_millis(100)));
     };
+    if !row.try_get::<bool, _>("lease_ok")? {
+        return Ok(Grant::LeaseLost);
+    }
+    if !row.try_get::<bool, _>("enabled")? {
+        return Ok(Grant::EntryPaused);
+    }
     let rate_ok: bool = row.try_get("rate_ok")?;
-    if let Some(used) = row.try_get::<Option<i64>, _>("granted_used")? {
+    if let (Some(used), Some(fetch_id)) = (
+        row.try_get::<Option<i64>, _>("granted_used")?,
+        row.try_get::<Option<i64>, _>("fetch_id")?,
+    ) {
         return Ok(Grant::Granted {
             credits_used_today: used,
+            fetch_id,
         });
     }
     if rate_ok {
@@ -110,8 +178,25 @@ FROM d"#,
     }
     let wait: f64 = row.try_get::<Option<f64>, _>("wait_secs")?.unwrap_or(0.0);
     Ok(Grant::Wait(Duration::from_secs_f64(
-        wait.clamp(0.001, 3600.0),
+        if wait.is_finite() { wait } else { 0.0 }.clamp(0.001, 3600.0),
     )))
+}
+
+/// Turns `pending` attempts older than `older_than` into `abandoned`: their process died with the
+/// request in flight. Their credits stay booked (the provider may have answered and billed).
+pub async fn abandon_orphans(
+    db: impl PgExecutor<'_>,
+    older_than: Duration,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE fetches SET outcome = 'abandoned',
+             error = 'the process ended with the request in flight; the provider may have answered'
+         WHERE outcome = 'pending' AND requested_at < now() - make_interval(secs => $1)",
+    )
+    .bind(older_than.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Marks the day's budget as spent (once; later calls keep the first time). Returns true the

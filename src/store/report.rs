@@ -54,7 +54,8 @@ pub struct WatchRow {
     pub period: Option<i16>,
     pub poll_interval: String,
     pub enabled: bool,
-    pub next_due_at: DateTime<Utc>,
+    /// NULL when the stored value is outside what a timestamp here can hold (never a panic).
+    pub next_due_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
     pub last_error: Option<String>,
@@ -98,7 +99,7 @@ pub async fn providers(
                             WHERE f.provider = p.provider AND f.outcome = 'ok'
                             ORDER BY requested_at DESC LIMIT 1) ok ON true
          LEFT JOIN LATERAL (SELECT requested_at, outcome, error FROM fetches f
-                            WHERE f.provider = p.provider AND f.outcome <> 'ok'
+                            WHERE f.provider = p.provider AND f.outcome NOT IN ('ok', 'pending')
                             ORDER BY requested_at DESC LIMIT 1) bad ON true
          ORDER BY p.provider",
     )
@@ -120,7 +121,7 @@ pub async fn disabled(pool: &PgPool, limit: i64) -> Result<Vec<DisabledEntry>, s
 pub async fn recent_errors(pool: &PgPool, limit: i64) -> Result<Vec<RecentError>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id AS fetch_id, requested_at, provider, clip_id, region, outcome, error FROM fetches
-         WHERE outcome <> 'ok' ORDER BY requested_at DESC LIMIT $1",
+         WHERE outcome NOT IN ('ok', 'pending') ORDER BY requested_at DESC LIMIT $1",
     )
     .bind(limit)
     .fetch_all(pool)
@@ -133,8 +134,12 @@ pub async fn watch_rows(
     limit: i64,
 ) -> Result<Vec<WatchRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT clip_id, region, period, poll_interval::text AS poll_interval, enabled, next_due_at,
-                last_success_at, consecutive_failures, last_error, disabled_reason
+        "SELECT clip_id, region, period, poll_interval::text AS poll_interval, enabled,
+                CASE WHEN isfinite(next_due_at) AND next_due_at < '10000-01-01'
+                     THEN next_due_at END AS next_due_at,
+                CASE WHEN isfinite(last_success_at) AND last_success_at < '10000-01-01'
+                     THEN last_success_at END AS last_success_at,
+                consecutive_failures, last_error, disabled_reason
          FROM watchlist WHERE enabled OR $1
          ORDER BY next_due_at, clip_id, region LIMIT $2",
     )

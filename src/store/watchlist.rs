@@ -22,9 +22,14 @@ pub struct Claimed {
     pub lease_token: Option<Uuid>,
 }
 
+/// Analysts write these columns by hand, so nothing read here may be able to make the decode fail
+/// or panic: timestamps outside what chrono holds read as NULL (the constraints of migration 0005
+/// already refuse them; this is the second line of defence for a row written before it).
 const CLAIM_COLUMNS: &str = "w.clip_id, w.region, w.period, \
      extract(epoch FROM w.poll_interval)::float8 AS poll_interval_secs, \
-     w.last_success_at, w.consecutive_failures, w.lease_token";
+     CASE WHEN isfinite(w.last_success_at) AND w.last_success_at < '10000-01-01' \
+          THEN w.last_success_at END AS last_success_at, \
+     w.consecutive_failures, w.lease_token";
 
 /// Claims up to `limit` due entries, oldest due first, in one short statement committed before
 /// any HTTP call. A claimed entry's `next_due_at` moves to the lease expiry, so an entry whose
@@ -51,6 +56,9 @@ pub static CLAIM_DUE_SQL: LazyLock<String> = LazyLock::new(|| {
         "WITH due AS (
             SELECT clip_id, region FROM watchlist
             WHERE enabled AND next_due_at <= now()
+              -- A live lease is never taken over, even when an analyst made the entry due
+              -- (resume, an UPDATE of next_due_at): its holder may be mid-request.
+              AND (lease_token IS NULL OR lease_expires_at <= now())
             ORDER BY next_due_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -163,7 +171,7 @@ pub async fn disable_with_error(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE watchlist SET enabled = false, disabled_reason = $4, last_error = $4,
-             consecutive_failures = consecutive_failures + 1,
+             consecutive_failures = LEAST(consecutive_failures + 1, 1000000),
              lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
          WHERE clip_id = $1 AND region = $2 AND lease_token = $3",
     )

@@ -200,6 +200,7 @@ pub fn client(settings: &Settings, kind: ProviderKind, base: &str) -> ProviderCl
         connect_timeout: settings.provider.connect_timeout,
         request_timeout: settings.provider.request_timeout,
         user_agent: "soundtrend-tests".into(),
+        max_body_bytes: settings.provider.max_body_bytes,
     };
     ProviderClient::new(kind, credentials(kind), &options).expect("client")
 }
@@ -343,6 +344,8 @@ pub struct Hit {
     pub clip_id: String,
     pub region: String,
     pub period: String,
+    /// Answered 429 rather than with data.
+    pub limited: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -352,6 +355,10 @@ pub struct Behaviour {
     pub retry_after_secs: u64,
     /// Hold every response this long.
     pub delay: Duration,
+    /// When set, only this clip is rate limited (`rate_limit_next` counts its requests only).
+    pub limited_clip: Option<String>,
+    /// When set, only this clip is held for `delay`.
+    pub slow_clip: Option<String>,
 }
 
 impl RecordingServer {
@@ -371,20 +378,28 @@ impl RecordingServer {
             State((log, behaviour)): State<St>,
             Query(q): Query<HashMap<String, String>>,
         ) -> axum::response::Response {
-            let hit = Hit {
+            let mut hit = Hit {
                 at: std::time::Instant::now(),
                 clip_id: q.get("clip_id").cloned().unwrap_or_default(),
                 region: q.get("region").cloned().unwrap_or_default(),
                 period: q.get("period").cloned().unwrap_or_default(),
+                limited: false,
             };
             let (limited, retry_after, delay) = {
                 let mut b = behaviour.lock().unwrap();
-                let limited = b.rate_limit_next > 0;
+                let this = |only: &Option<String>| only.as_ref().is_none_or(|c| *c == hit.clip_id);
+                let limited = b.rate_limit_next > 0 && this(&b.limited_clip);
                 if limited {
                     b.rate_limit_next -= 1;
                 }
-                (limited, b.retry_after_secs, b.delay)
+                let delay = if this(&b.slow_clip) {
+                    b.delay
+                } else {
+                    Duration::ZERO
+                };
+                (limited, b.retry_after_secs, delay)
             };
+            hit.limited = limited;
             log.lock().unwrap().push(hit.clone());
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;

@@ -188,6 +188,7 @@ async fn poll_path(cases: &[Case], concurrency: usize) -> anyhow::Result<Measure
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             user_agent: "soundtrend-bench".into(),
+            max_body_bytes: settings.provider.max_body_bytes,
         };
         let client =
             ProviderClient::new(kind, credentials, &options).map_err(anyhow::Error::msg)?;

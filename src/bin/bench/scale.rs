@@ -137,6 +137,8 @@ async fn failure_write(
         credits: 2,
         body_json: None,
         body_text: None,
+        warnings: Vec::new(),
+        booked: None,
     };
     let book = FailureBookkeeping {
         failure_backoff: Duration::from_secs(60),

@@ -1,0 +1,368 @@
+//! Every paid answer is paid once and kept (issue 11): no request without a lease held for its
+//! whole duration, no valid answer thrown away, a credit ledger that books only what reached the
+//! provider and always equals the archive, and payloads whose meaning is wrong kept out of the
+//! analysts' tables.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use soundtrend::poller::PollOutcome;
+use soundtrend::provider::ProviderKind;
+use soundtrend::replay::{replay, ReplayFilter};
+use soundtrend::store::watchlist;
+use tokio_util::sync::CancellationToken;
+
+/// 200 answers per (clip, region): the answers that were paid for with data.
+fn answered(server: &RecordingServer) -> HashMap<(String, String), usize> {
+    let mut per_pair = HashMap::new();
+    for h in server.hits().into_iter().filter(|h| !h.limited) {
+        *per_pair.entry((h.clip_id, h.region)).or_default() += 1;
+    }
+    per_pair
+}
+
+/// One poll of CLIP/US through a fresh poller at `base`, as `soundtrend poll --clip-id` runs it.
+async fn poll_once(db: &TestDb, s: &soundtrend::config::Settings, base: &str) -> PollOutcome {
+    let poller = poller(s, &db.pool, ProviderKind::KeyApi, base).await;
+    let entry = watchlist::claim_one(&db.pool, "t", CLIP, "US", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("CLIP/US is watched");
+    poller
+        .poll(&entry, None, &CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+async fn assert_ledger_equals_archive(db: &TestDb) {
+    assert_eq!(
+        db.count(
+            "SELECT COALESCE((SELECT sum(credits) FROM fetches), 0)
+                  - COALESCE((SELECT sum(credits_used) FROM credit_usage), 0)"
+        )
+        .await,
+        0,
+        "sum(fetches.credits) equals the credit ledger"
+    );
+}
+
+async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_quota_bound_instances_with_429s_and_a_slow_answer_pay_for_each_pair_once() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    server.set(|b| {
+        b.rate_limit_next = 3;
+        b.retry_after_secs = 2;
+        b.limited_clip = Some("1001".into());
+        b.delay = Duration::from_millis(1500);
+        b.slow_clip = Some("1002".into());
+    });
+    let mut s = settings(&db.url);
+    s.provider.requests_per_second = 2.0;
+    s.provider.burst = 1;
+    s.provider.request_timeout = Duration::from_secs(2);
+    s.poll.lease_ttl = Duration::from_secs(6);
+    s.poll.concurrency = 4;
+    // A 429 counts as a failed poll; keep its backoff short so the test need not wait a minute.
+    s.poll.failure_backoff = Duration::from_secs(1);
+    s.daemon.tick_cron = "*/1 * * * * *".into();
+    watch_many(&db, 40).await;
+    let cancel = CancellationToken::new();
+    let mut runs = Vec::new();
+    for owner in ["a", "b"] {
+        let worker = keyapi_worker(&s, &db, &server.base, owner).await;
+        let (cancel, s) = (cancel.clone(), s.clone());
+        runs.push(tokio::spawn(async move { worker.run(&s, cancel).await }));
+    }
+
+    wait_until("all 40 pairs answered", Duration::from_secs(60), || {
+        answered(&server).len() == 40
+    })
+    .await;
+    // A little longer: a pair paid twice would show up now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cancel.cancel();
+    for run in runs {
+        run.await.unwrap().unwrap();
+    }
+
+    let per_pair = answered(&server);
+    assert_eq!(per_pair.len(), 40);
+    let twice: Vec<_> = per_pair.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "answered 200 more than once: {twice:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
+            .await,
+        40
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE lease_lost")
+            .await,
+        0
+    );
+    assert_ledger_equals_archive(&db).await;
+}
+
+#[tokio::test]
+async fn an_answer_that_outlives_its_lease_is_stored_and_flagged_not_discarded() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    server.set(|b| b.delay = Duration::from_millis(800));
+    let s = settings(&db.url);
+    db.watch(CLIP, "US").await;
+    let entry = watchlist::claim_one(&db.pool, "slow", CLIP, "US", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
+    let poll = tokio::spawn({
+        let poller = poller.clone();
+        async move { poller.poll(&entry, None, &CancellationToken::new()).await }
+    });
+    wait_until("the request is in flight", Duration::from_secs(5), || {
+        !server.hits().is_empty()
+    })
+    .await;
+
+    // The lease passes to another worker while the paid request is in flight (a stall, a pause).
+    sqlx::query("UPDATE watchlist SET lease_token = gen_random_uuid(), lease_owner = 'thief'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let outcome = poll.await.unwrap().unwrap();
+
+    assert!(matches!(outcome, PollOutcome::Stored { .. }), "{outcome:?}");
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM fetches WHERE outcome = 'ok' AND lease_lost AND credits = 2"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM sound_snapshots").await,
+        1,
+        "the paid data is kept"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM watchlist WHERE lease_owner = 'thief' AND last_success_at IS NULL")
+            .await,
+        1,
+        "the bookkeeping is left to the lease holder"
+    );
+    assert_ledger_equals_archive(&db).await;
+}
+
+#[tokio::test]
+async fn pausing_resuming_and_removing_entries_mid_poll_never_pays_twice_or_loses_an_answer() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    server.set(|b| b.delay = Duration::from_millis(1000));
+    let mut s = settings(&db.url);
+    s.provider.request_timeout = Duration::from_secs(3);
+    s.poll.concurrency = 3;
+    s.daemon.tick_cron = "*/1 * * * * *".into();
+    for clip in ["11", "12", "13"] {
+        db.watch(clip, "US").await;
+    }
+    let worker = keyapi_worker(&s, &db, &server.base, "one").await;
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (cancel, s) = (cancel.clone(), s.clone());
+        async move { worker.run(&s, cancel).await }
+    });
+    wait_until("three requests in flight", Duration::from_secs(10), || {
+        server.hits().len() == 3
+    })
+    .await;
+
+    for sql in [
+        "UPDATE watchlist SET enabled = false WHERE clip_id = '11'",
+        "UPDATE watchlist SET enabled = true, next_due_at = now() WHERE clip_id = '11'",
+        "UPDATE watchlist SET enabled = false WHERE clip_id = '12'",
+        "DELETE FROM watchlist WHERE clip_id = '13'",
+    ] {
+        sqlx::query(sql).execute(&db.pool).await.unwrap();
+    }
+    // Three ticks after the answers: time enough for a wrong re-claim to show.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+
+    let per_pair = answered(&server);
+    assert_eq!(per_pair.len(), 3);
+    assert!(per_pair.values().all(|n| *n == 1), "{per_pair:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
+            .await,
+        3,
+        "every paid answer is archived"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE lease_lost AND clip_id = '13'")
+            .await,
+        1,
+        "the removed entry's answer is kept and says so"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 3);
+    assert_ledger_equals_archive(&db).await;
+}
+
+#[tokio::test]
+async fn attempts_that_never_reach_the_provider_cost_nothing_and_the_ledger_equals_the_archive() {
+    let db = TestDb::new().await;
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        format!("http://{addr}/")
+    };
+    let mut s = settings(&db.url);
+    s.provider.max_attempts = 3;
+    db.watch(CLIP, "US").await;
+
+    let outcome = poll_once(&db, &s, &refused).await;
+
+    assert!(matches!(outcome, PollOutcome::Failed { .. }), "{outcome:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'network_error' AND credits = 0 AND error LIKE 'could not reach the provider%'")
+            .await,
+        3
+    );
+    assert_eq!(
+        db.count(
+            "SELECT COALESCE(sum(credits_used), 0) + COALESCE(sum(requests), 0) FROM credit_usage"
+        )
+        .await,
+        0,
+        "nothing booked for requests that were never sent"
+    );
+
+    // The provider comes back: the next attempt costs its price, once.
+    let server = RecordingServer::start().await;
+    poll_once(&db, &s, &server.base).await;
+    assert_eq!(
+        db.count("SELECT sum(credits_used) FROM credit_usage").await,
+        2
+    );
+    assert_ledger_equals_archive(&db).await;
+}
+
+#[tokio::test]
+async fn a_meaningless_payload_is_archived_as_invalid_and_never_becomes_analyst_rows() {
+    let db = TestDb::new().await;
+    let server = wiremock::MockServer::start().await;
+    let body = sample_with(ProviderKind::KeyApi, |v| {
+        v["data"]["sound"]["trend"][2]["value"] = serde_json::json!(1.5);
+    });
+    mount_body(&server, ProviderKind::KeyApi, 200, body).await;
+    let s = settings(&db.url);
+    db.watch(CLIP, "US").await;
+
+    poll_once(&db, &s, &server.uri()).await;
+
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'invalid_payload' AND error LIKE '%outside 0..1%' AND body_json IS NOT NULL")
+            .await,
+        1
+    );
+    assert_eq!(data_rows(&db).await, 0);
+}
+
+#[tokio::test]
+async fn dropped_parts_are_recorded_as_warnings_on_the_fetch() {
+    let db = TestDb::new().await;
+    let server = wiremock::MockServer::start().await;
+    let body = sample_with(ProviderKind::KeyApi, |v| {
+        v["data"]["sound"]["audience_countries"][0]["score"] = serde_json::json!(-3);
+    });
+    mount_body(&server, ProviderKind::KeyApi, 200, body).await;
+    let s = settings(&db.url);
+    db.watch(CLIP, "US").await;
+
+    poll_once(&db, &s, &server.uri()).await;
+
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok' AND EXISTS (SELECT 1 FROM unnest(warnings) w WHERE w LIKE 'negative_score:%')")
+            .await,
+        1
+    );
+    assert_eq!(db.count("SELECT count(*) FROM audience_countries").await, 9);
+    assert_eq!(
+        db.count("SELECT count(*) FROM audience_countries WHERE score < 0")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn replay_re_validates_with_todays_rules_and_can_retry_invalid_bodies() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    let s = settings(&db.url);
+    db.watch(CLIP, "US").await;
+    poll_once(&db, &s, &server.base).await;
+    // An archive written under older, laxer rules: a trend value of 7 was stored as ok.
+    sqlx::query(
+        "UPDATE fetches SET body_json = jsonb_set(body_json, '{data,sound,trend,0,value}', '7')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let summary = replay(&db.pool, &ReplayFilter::default(), 100, false)
+        .await
+        .unwrap();
+
+    assert_eq!(summary.invalidated, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'invalid_payload'")
+            .await,
+        1
+    );
+    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM trend_points").await, 0);
+
+    // The rule (or the body) changes: the body is accepted again, but only when asked.
+    sqlx::query(
+        "UPDATE fetches SET body_json = jsonb_set(body_json, '{data,sound,trend,0,value}', '0.5')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let plain = replay(&db.pool, &ReplayFilter::default(), 100, false)
+        .await
+        .unwrap();
+    assert_eq!(plain.fetches, 0, "invalid bodies are left alone by default");
+    let retried = replay(
+        &db.pool,
+        &ReplayFilter {
+            retry_invalid: true,
+            ..ReplayFilter::default()
+        },
+        100,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(retried.revived, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
+            .await,
+        1
+    );
+    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 1);
+}
