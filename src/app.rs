@@ -9,7 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{DatabaseSettings, Settings};
 use crate::poller::{PollOptions, Poller};
 use crate::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
 use crate::store::{self, quota::QuotaParams};
@@ -117,6 +117,39 @@ async fn ensure_database(settings: &Settings) -> anyhow::Result<()> {
             settings.database.connect_timeout
         )))),
     }
+}
+
+/// Drops the database `db` points at, closing its connections first. `Ok(false)` when it did
+/// not exist. Used by `quickstart --reset` on the demo database only.
+pub async fn drop_database(db: &DatabaseSettings) -> anyhow::Result<bool> {
+    let url = db.redacted_url();
+    let options: PgConnectOptions = db
+        .url
+        .expose_secret()
+        .parse()
+        .context("config key `database.url` is not a valid Postgres URL")?;
+    let name = options
+        .get_database()
+        .context("the database URL names no database")?
+        .to_owned();
+    let mut conn = tokio::time::timeout(db.connect_timeout, options.database("postgres").connect())
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
+        .with_context(|| format!("cannot connect to {url}"))?;
+    let dropped = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await?
+        .is_some();
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        name.replace('"', "\"\"")
+    ))
+    .execute(&mut conn)
+    .await
+    .with_context(|| format!("cannot drop database {name:?}"))?;
+    let _ = conn.close().await;
+    Ok(dropped)
 }
 
 /// The provider client for `kind` at `base_url` with credentials from the environment.

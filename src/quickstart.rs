@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::app;
 use crate::clock::SystemClock;
-use crate::config::Settings;
+use crate::config::{DatabaseSettings, Settings};
 use crate::demo;
 use crate::domain::{ClipId, Region};
 use crate::poller::{PollOptions, PollOutcome, Poller};
@@ -27,9 +27,42 @@ pub struct QuickstartArgs {
     /// Its region (ISO 3166 alpha-2).
     #[arg(long, default_value = "US")]
     pub region: String,
+    /// Drop the demo database (the configured name plus `_demo`) with all its made-up data, then
+    /// exit. The configured database is never touched.
+    #[arg(long, conflicts_with_all = ["clip_id", "region"])]
+    pub reset: bool,
+}
+
+/// The demo's own database: the configured database's name plus `_demo` (`soundtrend` becomes
+/// `soundtrend_demo`) on the same server, so made-up data never sits beside real data and a
+/// later `soundtrend run` never polls the demo's entries for real.
+pub fn demo_database(db: &DatabaseSettings) -> anyhow::Result<DatabaseSettings> {
+    let mut url = url::Url::parse(db.url.expose_secret()).map_err(|_| {
+        app::fatal(
+            app::exit::CONFIG,
+            "config key `database.url` is not a valid Postgres URL",
+        )
+    })?;
+    let name = match url.path().trim_start_matches('/') {
+        "" => "soundtrend",
+        name => name,
+    };
+    let demo = if name.ends_with("_demo") {
+        name.to_owned()
+    } else {
+        format!("{name}_demo")
+    };
+    url.set_path(&format!("/{demo}"));
+    Ok(DatabaseSettings {
+        url: SecretString::from(url.to_string()),
+        ..db.clone()
+    })
 }
 
 pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()> {
+    if args.reset {
+        return reset(settings).await;
+    }
     let clip_id =
         ClipId::parse(&args.clip_id).map_err(|e| app::fatal(app::exit::CONFIG, e.to_string()))?;
     let region =
@@ -38,12 +71,27 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
     let live = Credentials::from_env(kind).map_err(|m| app::fatal(app::exit::CREDENTIALS, m))?;
 
     println!("soundtrend quickstart");
-    println!("  database: {}", settings.database.redacted_url());
+    let mut settings = settings.clone();
+    if live.is_some() {
+        println!(
+            "  database: {} (the configured database, from DATABASE_URL or database.url: real data)",
+            settings.database.redacted_url()
+        );
+    } else {
+        let configured = settings.database.redacted_url();
+        settings.database = demo_database(&settings.database)?;
+        println!(
+            "  database: {} (the demo's own database; the configured {configured} is not touched; `soundtrend quickstart --reset` drops it)",
+            settings.database.redacted_url()
+        );
+    }
+    let settings = &settings;
     let pool = app::database(settings).await?;
     println!("  migrations: applied");
 
     // (provider, base URL, credentials, credits per request, region) for each poll to make.
     let mut plans = Vec::new();
+    let demo_mode = live.is_none();
     match live {
         Some(credentials) => {
             println!(
@@ -134,7 +182,23 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             format!("{failures} poll(s) did not store data; see above"),
         ));
     }
-    println!("\nNext: put your own sounds in the watchlist with SQL and run `soundtrend run` (see README.md).");
+    if demo_mode {
+        println!("\nThis was made-up data in {}. Next: set your provider's credentials and run `soundtrend quickstart` again (LIVE), or put your own sounds in the watchlist of the configured database and run `soundtrend run` (see README.md).", settings.database.redacted_url());
+    } else {
+        println!("\nNext: put your own sounds in the watchlist with SQL and run `soundtrend run` (see README.md).");
+    }
+    Ok(())
+}
+
+/// `quickstart --reset`: drops the demo database; the configured one is never touched.
+async fn reset(settings: &Settings) -> anyhow::Result<()> {
+    let demo = demo_database(&settings.database)?;
+    let url = demo.redacted_url();
+    if app::drop_database(&demo).await? {
+        println!("dropped the demo database {url} and its made-up data; `soundtrend quickstart` creates it afresh");
+    } else {
+        println!("no demo database to drop ({url} does not exist)");
+    }
     Ok(())
 }
 

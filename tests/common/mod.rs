@@ -2,6 +2,8 @@
 //! dialects, raw TCP fault servers, and a poller wired to them.
 #![allow(dead_code)]
 
+pub mod bin;
+
 use std::sync::Arc;
 use std::time::Duration;
 

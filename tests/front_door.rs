@@ -1,0 +1,136 @@
+//! The front door, as a newcomer meets it: the quick start keeps its made-up data apart, the
+//! script works wherever cargo builds, and errors name what to fix.
+
+mod common;
+
+use std::process::Command;
+
+use common::bin::*;
+use common::*;
+use sqlx::{Connection, PgConnection};
+
+/// The test database's URL with its name replaced, on the same server.
+fn url_of(db: &TestDb, name: &str) -> String {
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+fn name_of(db: &TestDb) -> String {
+    url::Url::parse(&db.url).unwrap().path()[1..].to_owned()
+}
+
+async fn database_exists(db: &TestDb, name: &str) -> bool {
+    db.count(&format!(
+        "SELECT count(*) FROM pg_database WHERE datname = '{name}'"
+    ))
+    .await
+        == 1
+}
+
+async fn count_in(url: &str, sql: &str) -> i64 {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+    conn.close().await.ok();
+    n
+}
+
+/// Drops the demo database of `db` through the command a user would run.
+async fn reset_demo(db: &TestDb) -> std::process::Output {
+    let mut c = soundtrend(db, "http://127.0.0.1:9/");
+    c.args(["quickstart", "--reset"]);
+    output(c).await
+}
+
+#[tokio::test]
+async fn the_demo_keeps_its_made_up_data_in_its_own_database_and_reset_drops_it() {
+    let db = TestDb::new().await;
+    let demo = format!("{}_demo", name_of(&db));
+    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    c.arg("quickstart");
+
+    let out = output(c).await;
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("mode: DEMO"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("database: {}", url_of(&db, &demo)))
+            && stdout.contains("the demo's own database")
+            && stdout.contains("--reset"),
+        "the output says where the demo data went: {stdout}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM watchlist").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM fetches").await, 0);
+    let demo_url = url_of(&db, &demo);
+    assert_eq!(
+        count_in(&demo_url, "SELECT count(*) FROM watchlist").await,
+        2
+    );
+
+    let out = reset_demo(&db).await;
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("dropped the demo database"),
+        "{}",
+        text(&out)
+    );
+    assert!(!database_exists(&db, &demo).await);
+    assert!(
+        database_exists(&db, &name_of(&db)).await,
+        "the configured database stays"
+    );
+}
+
+#[tokio::test]
+async fn live_mode_says_it_uses_the_configured_database() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    let mut c = soundtrend(&db, &server.base);
+    c.env("KEYAPI_API_KEY", API_KEY).arg("quickstart");
+
+    let out = output(c).await;
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("mode: LIVE"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("database: {} (the configured database", db.url)),
+        "{stdout}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM watchlist").await, 1);
+    assert!(!database_exists(&db, &format!("{}_demo", name_of(&db))).await);
+}
+
+#[tokio::test]
+async fn the_quickstart_script_runs_with_cargo_target_dir_set() {
+    let db = TestDb::new().await;
+    // The directory this very binary was built in, which is not ./target when CARGO_TARGET_DIR
+    // is set: the script must find it through cargo.
+    let target_dir = std::path::Path::new(BIN)
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap();
+    let mut c = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/quickstart.sh"
+    ));
+    for var in ["KEYAPI_API_KEY", "ECHOTIK_USERNAME", "ECHOTIK_PASSWORD"] {
+        c.env_remove(var);
+    }
+    c.env("CARGO_TARGET_DIR", target_dir)
+        .env("DATABASE_URL", &db.url)
+        .stdin(std::process::Stdio::null());
+
+    let out = output(c).await;
+    let reset = reset_demo(&db).await;
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("mode: DEMO"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(reset.status.code(), Some(0), "{}", text(&reset));
+}
