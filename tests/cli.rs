@@ -373,5 +373,6 @@ async fn json_logs_carry_one_structured_line_per_poll() {
     assert_eq!(poll["outcome"], "ok");
     assert_eq!(poll["rows"], 24);
     assert!(poll["latency_ms"].is_u64());
+    assert!(poll["wait_ms"].is_u64() && poll["request_ms"].is_u64());
     assert_eq!(poll["level"], "INFO");
 }

@@ -134,3 +134,96 @@ async fn the_quickstart_script_runs_with_cargo_target_dir_set() {
     );
     assert_eq!(reset.status.code(), Some(0), "{}", text(&reset));
 }
+
+#[tokio::test]
+async fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    let mut c = soundtrend(&db, &server.base);
+    c.env("KEYAPI_API_KEY", API_KEY).args([
+        "poll",
+        "--clip-id",
+        CLIP,
+        "--region",
+        "US",
+        "--period",
+        "7",
+    ]);
+
+    let out = output(c).await;
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Polled."), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "ANSI escapes in: {stderr:?}");
+}
+
+#[tokio::test]
+async fn the_poll_log_line_tells_the_rate_limit_wait_from_the_request_time() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    watch_many(&db, 2).await;
+    let mut c = soundtrend(&db, &server.base);
+    c.env("KEYAPI_API_KEY", API_KEY)
+        .env("SOUNDTREND__LOG__FORMAT", "json")
+        .env("SOUNDTREND__PROVIDER__REQUESTS_PER_SECOND", "0.5")
+        .env("SOUNDTREND__PROVIDER__BURST", "1")
+        .args(["poll", "--due"]);
+
+    let out = output(c).await;
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let polls: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "Polled.")
+        .collect();
+    assert_eq!(polls.len(), 2, "{}", text(&out));
+    let waited = polls
+        .iter()
+        .find(|p| p["wait_ms"].as_u64().unwrap() >= 1_000)
+        .unwrap_or_else(|| panic!("one poll waited for the 2 s rate slot: {polls:?}"));
+    let request_ms = waited["request_ms"].as_u64().unwrap();
+    assert!(request_ms < 1_000, "the wait is not request time: {waited}");
+    assert!(waited["latency_ms"].as_u64().unwrap() >= waited["wait_ms"].as_u64().unwrap());
+}
+
+#[tokio::test]
+async fn an_admin_address_in_use_exits_2_with_one_line_naming_admin_listen() {
+    let db = TestDb::new().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    c.env("KEYAPI_API_KEY", API_KEY)
+        .env("SOUNDTREND__ADMIN__LISTEN", &addr)
+        .env("SOUNDTREND__LOG__LEVEL", "error")
+        .arg("run");
+
+    let out = output(c).await;
+
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("admin.listen") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_network_error_names_the_url_it_tried_and_nothing_secret() {
+    let db = TestDb::new().await;
+    let key = "sk-live-3c2b1a0f9e8d7c6b5a49";
+    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    c.env("KEYAPI_API_KEY", key)
+        .args(["poll", "--clip-id", CLIP, "--region", "US"]);
+
+    let out = output(c).await;
+
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert!(last.contains("http://127.0.0.1:9/"), "{last}");
+    assert!(!text(&out).contains(key), "the key leaked: {}", text(&out));
+}
