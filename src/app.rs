@@ -38,6 +38,18 @@ pub fn fatal(code: u8, message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A clip id given on the command line; a bad one exits 2 naming it.
+pub fn clip_arg(raw: &str) -> anyhow::Result<crate::domain::ClipId> {
+    crate::domain::ClipId::parse(raw).map_err(|e| fatal(exit::CONFIG, e.to_string()))
+}
+
+/// An optional region given on the command line; a bad one exits 2 naming it.
+pub fn region_arg(raw: Option<&str>) -> anyhow::Result<Option<crate::domain::Region>> {
+    raw.map(crate::domain::Region::parse)
+        .transpose()
+        .map_err(|e| fatal(exit::CONFIG, e.to_string()))
+}
+
 /// The database server did not answer (as opposed to refusing us).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -49,6 +49,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One sound on the terminal from the database: title, trend sparkline per region, top
+    /// countries and interests, newest fetch. Calls no API.
+    Show(crate::show::ShowArgs),
+    /// A sound's stitched daily series as CSV or JSON lines. Calls no API.
+    Export(crate::export::ExportArgs),
     /// Manage the watchlist (SQL works just as well).
     #[command(subcommand)]
     Watch(crate::watch::WatchCommand),
@@ -119,6 +124,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Show(args) => crate::show::run(&settings, args).await,
+        Command::Export(args) => crate::export::run(&settings, args).await,
         Command::Watch(cmd) => {
             let pool = app::database(&settings).await?;
             crate::watch::run(&pool, cmd).await
@@ -246,18 +253,8 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
         .map(parse_since)
         .transpose()
         .map_err(|e| fatal(exit::CONFIG, e))?;
-    let clip_id = args
-        .clip_id
-        .as_deref()
-        .map(ClipId::parse)
-        .transpose()
-        .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
-    let region = args
-        .region
-        .as_deref()
-        .map(Region::parse)
-        .transpose()
-        .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let clip_id = args.clip_id.as_deref().map(app::clip_arg).transpose()?;
+    let region = app::region_arg(args.region.as_deref())?;
     if args.batch < 1 {
         return Err(fatal(exit::CONFIG, "--batch must be at least 1"));
     }

@@ -175,7 +175,13 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         }
     }
 
-    show(&pool, &clip_id).await?;
+    landed(&pool, &clip_id).await?;
+    let show = format!("soundtrend show {clip_id}");
+    if demo_mode {
+        println!("\n(`{show}` prints the above from the database alone; for the demo's data run it with DATABASE_URL={})", settings.database.redacted_url());
+    } else {
+        println!("\n(`{show}` prints the above any time, from the database alone)");
+    }
     if failures > 0 {
         return Err(app::fatal(
             app::exit::POLL_FAILED,
@@ -203,7 +209,7 @@ async fn reset(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// Prints what landed, the way an analyst would look at it.
-async fn show(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
+async fn landed(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     println!("\nWhat landed for clip {clip_id}:");
     let counts: Vec<(String, i64)> = sqlx::query_as(
         "SELECT 'sounds', count(*) FROM sounds WHERE clip_id = $1
@@ -219,83 +225,9 @@ async fn show(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     for (table, n) in counts {
         println!("  {table:<20} {n:>6} rows");
     }
-    let sound: Option<(Option<String>, Option<String>, Option<i32>)> =
-        sqlx::query_as("SELECT title, author, duration FROM sounds WHERE clip_id = $1")
-            .bind(clip_id.as_str())
-            .fetch_optional(pool)
-            .await?;
-    if let Some((title, author, duration)) = sound {
-        println!(
-            "\n  sound: {:?} by {:?}, {} s",
-            title.unwrap_or_default(),
-            author.unwrap_or_default(),
-            duration.unwrap_or_default()
-        );
-    }
-    let trend: Vec<(String, String, f64)> = sqlx::query_as(
-        "SELECT region, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD'), value FROM trend_points
-         WHERE clip_id = $1
-           AND ts > (SELECT max(ts) FROM trend_points WHERE clip_id = $1) - interval '5 days'
-         ORDER BY region, ts",
-    )
-    .bind(clip_id.as_str())
-    .fetch_all(pool)
-    .await?;
-    println!("\n  last 5 days of the daily trend (relative: each window's maximum is 1):");
-    for (region, day, value) in trend {
-        println!("    {region} {day}  {value:>5.2}  {}", bar(value));
-    }
-    #[derive(sqlx::FromRow)]
-    struct Country {
-        position: i16,
-        country_code: Option<String>,
-        country_name: Option<String>,
-        score: Option<f64>,
-    }
-    let countries: Vec<Country> = sqlx::query_as(
-        "SELECT position, country_code, country_name, score FROM audience_countries
-         WHERE fetch_id = (SELECT max(fetch_id) FROM audience_countries WHERE clip_id = $1)
-         ORDER BY position LIMIT 5",
-    )
-    .bind(clip_id.as_str())
-    .fetch_all(pool)
-    .await?;
-    println!("\n  top audience countries (latest fetch):");
-    for c in countries {
-        println!(
-            "    {:>2}. {} {:<12} score {}",
-            c.position,
-            c.country_code.unwrap_or_default(),
-            c.country_name.unwrap_or_default(),
-            c.score.unwrap_or_default()
-        );
+    println!();
+    if let Some(text) = crate::show::render(pool, clip_id, None, 30).await? {
+        print!("{text}");
     }
     Ok(())
-}
-
-/// A bar of up to 30 `#` for a relative value; values outside [0, 1] (a provider's bad day) are
-/// clamped rather than trusted with the terminal's memory.
-fn bar(value: f64) -> String {
-    let width = if value.is_finite() {
-        (value.clamp(0.0, 1.0) * 30.0).round()
-    } else {
-        0.0
-    };
-    // In 0..=30 after the clamp, so the cast is exact.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    "#".repeat(width as usize)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bar;
-
-    #[test]
-    fn bars_stay_within_thirty_characters_whatever_the_value() {
-        assert_eq!(bar(1.0).len(), 30);
-        assert_eq!(bar(0.5).len(), 15);
-        assert_eq!(bar(1e300).len(), 30);
-        assert_eq!(bar(-5.0).len(), 0);
-        assert_eq!(bar(f64::NAN).len(), 0);
-    }
 }

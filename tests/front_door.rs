@@ -138,19 +138,8 @@ async fn the_quickstart_script_runs_with_cargo_target_dir_set() {
 #[tokio::test]
 async fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
     let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let mut c = soundtrend(&db, &server.base);
-    c.env("KEYAPI_API_KEY", API_KEY).args([
-        "poll",
-        "--clip-id",
-        CLIP,
-        "--region",
-        "US",
-        "--period",
-        "7",
-    ]);
 
-    let out = output(c).await;
+    let out = poll_sample(&db).await;
 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);

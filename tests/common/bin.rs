@@ -29,6 +29,22 @@ pub fn soundtrend(db: &TestDb, base: &str) -> Command {
     c
 }
 
+/// `soundtrend poll` of the sample clip in US over 7 days, against a local mock of KeyAPI.
+pub async fn poll_sample(db: &TestDb) -> Output {
+    let server = super::RecordingServer::start().await;
+    let mut c = soundtrend(db, &server.base);
+    c.env("KEYAPI_API_KEY", super::API_KEY).args([
+        "poll",
+        "--clip-id",
+        super::CLIP,
+        "--region",
+        "US",
+        "--period",
+        "7",
+    ]);
+    output(c).await
+}
+
 pub async fn output(mut c: Command) -> Output {
     tokio::task::spawn_blocking(move || c.output().expect("binary runs"))
         .await
