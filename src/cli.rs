@@ -164,8 +164,12 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
         let worker = Worker::new(poller, WorkerOptions::from_settings(settings));
         let summary = worker.drain(&cancel).await?;
         println!(
-            "polled due entries via {kind}: {} stored ({} rows), {} failed, {} skipped",
-            summary.stored, summary.rows, summary.failed, summary.skipped
+            "polled due entries via {kind}: {} stored ({} {}), {} failed, {} skipped",
+            summary.stored,
+            summary.rows,
+            crate::show::plural(summary.rows, "row", "rows"),
+            summary.failed,
+            summary.skipped
         );
         if summary.auth_rejected {
             return Err(fatal(
@@ -268,9 +272,11 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let summary = crate::replay::replay(&pool, &filter, args.batch, true).await?;
     println!(
-        "replayed {} fetches into {} rows in {:.1}s ({} skipped, {} now invalid, {} revived), no API called",
+        "replayed {} {} into {} {} in {:.1}s ({} skipped, {} now invalid, {} revived), no API called",
         summary.fetches,
+        crate::show::plural(summary.fetches, "fetch", "fetches"),
         summary.rows,
+        crate::show::plural(summary.rows, "row", "rows"),
         started.elapsed().as_secs_f64(),
         summary.skipped,
         summary.invalidated,

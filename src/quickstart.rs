@@ -159,10 +159,11 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             app::claim_for_one_poll(settings, &pool, "quickstart", &clip_id, &region).await?;
         match poller.poll(&entry, None, &CancellationToken::new()).await? {
             PollOutcome::Stored { period, written, .. } => println!(
-                "  poll: {clip_id}/{region} via {kind} ({} dialect), period {period} days: stored fetch {} with {} rows",
+                "  poll: {clip_id}/{region} via {kind} ({} dialect), period {period} days: stored fetch {} with {} {}",
                 kind,
                 written.fetch_id,
-                written.rows()
+                written.rows(),
+                crate::show::plural(written.rows(), "row", "rows")
             ),
             PollOutcome::Failed { error, .. } => {
                 failures += 1;
@@ -223,7 +224,10 @@ async fn landed(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     .fetch_all(pool)
     .await?;
     for (table, n) in counts {
-        println!("  {table:<20} {n:>6} rows");
+        println!(
+            "  {table:<20} {n:>6} {}",
+            crate::show::plural(n, "row", "rows")
+        );
     }
     println!();
     if let Some(text) = crate::show::render(pool, clip_id, None, 30).await? {

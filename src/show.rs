@@ -123,8 +123,12 @@ pub async fn render(
 }
 
 /// `one` or `many` as `n` asks.
-pub fn plural(n: i64, one: &'static str, many: &'static str) -> &'static str {
-    if n == 1 {
+pub fn plural<N: PartialEq + From<u8>>(
+    n: N,
+    one: &'static str,
+    many: &'static str,
+) -> &'static str {
+    if n == N::from(1) {
         one
     } else {
         many

@@ -216,3 +216,53 @@ async fn a_network_error_names_the_url_it_tried_and_nothing_secret() {
     assert!(last.contains("http://127.0.0.1:9/"), "{last}");
     assert!(!text(&out).contains(key), "the key leaked: {}", text(&out));
 }
+
+#[tokio::test]
+async fn watch_list_writes_every_interval_one_humane_way() {
+    let db = TestDb::new().await;
+    for (region, interval) in [("US", None), ("GB", Some("36h")), ("DE", Some("30m"))] {
+        let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+        c.args(["watch", "add", CLIP, region]);
+        if let Some(i) = interval {
+            c.args(["--interval", i]);
+        }
+        let out = output(c).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    c.args(["watch", "list"]);
+
+    let out = output(c).await;
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let interval_of = |region: &str| {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {region} ")))
+            .unwrap_or_else(|| panic!("no {region} line: {stdout}"));
+        line.split_whitespace().nth(3).unwrap().to_owned()
+    };
+    assert_eq!(interval_of("US"), "1day", "{stdout}");
+    assert_eq!(interval_of("DE"), "30m", "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(" GB ") && l.contains("1day 12h")),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn one_fetch_is_counted_in_the_singular() {
+    let db = TestDb::new().await;
+    let out = poll_sample(&db).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    c.arg("replay");
+
+    let out = output(c).await;
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("replayed 1 fetch into"), "{stdout}");
+}
