@@ -80,9 +80,14 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
     } else {
         let configured = settings.database.redacted_url();
         settings.database = demo_database(&settings.database)?;
+        let demo = settings.database.redacted_url();
+        let apart = if demo == configured {
+            "the configured database is itself a demo database".to_owned()
+        } else {
+            format!("the configured {configured} is not touched")
+        };
         println!(
-            "  database: {} (the demo's own database; the configured {configured} is not touched; `soundtrend quickstart --reset` drops it)",
-            settings.database.redacted_url()
+            "  database: {demo} (the demo's own database; {apart}; `soundtrend quickstart --reset` drops it)"
         );
     }
     let settings = &settings;
@@ -234,4 +239,34 @@ async fn landed(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
         print!("{text}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::{ExposeSecret, SecretString};
+
+    use super::demo_database;
+    use crate::config::Settings;
+
+    fn demo_of(url: &str) -> String {
+        let mut db = Settings::default().database;
+        db.url = SecretString::from(url.to_owned());
+        demo_database(&db).unwrap().url.expose_secret().to_owned()
+    }
+
+    #[test]
+    fn the_demo_database_is_the_configured_name_plus_demo_on_the_same_server() {
+        assert_eq!(
+            demo_of("postgres://u:pw@db:5433/soundtrend?sslmode=require"),
+            "postgres://u:pw@db:5433/soundtrend_demo?sslmode=require"
+        );
+        assert_eq!(
+            demo_of("postgres://u@db"),
+            "postgres://u@db/soundtrend_demo"
+        );
+        assert_eq!(
+            demo_of("postgres://u@db/trial_demo"),
+            "postgres://u@db/trial_demo"
+        );
+    }
 }
