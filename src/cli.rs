@@ -41,7 +41,9 @@ pub enum Command {
     Poll(PollArgs),
     /// The long-lived worker: polls due entries on schedule until SIGTERM/SIGINT.
     Run,
-    /// End-to-end demo: local database, sample clip, local demo API unless credentials are set.
+    /// End-to-end demo: the sample clip from a local demo API into a database of its own
+    /// (`<database>_demo`), or from the real provider into the configured database when
+    /// credentials are set. `--reset` drops the demo database.
     Quickstart(crate::quickstart::QuickstartArgs),
     /// Entries, providers, credits, disabled entries and recent errors.
     Status {

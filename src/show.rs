@@ -41,10 +41,11 @@ pub async fn run(settings: &Settings, args: ShowArgs) -> anyhow::Result<()> {
         None => Err(fatal(
             exit::CONFIG,
             format!(
-                "no data for clip {clip_id}{} in {}; watch it first (`soundtrend watch add {clip_id} {}`) and let it be polled",
+                "no data for clip {clip_id}{} in {}; watch it first (`soundtrend watch add {clip_id} {}`) and let it be polled (the quick start's made-up data lives in {})",
                 region.map(|r| format!(" in region {r}")).unwrap_or_default(),
                 settings.database.redacted_url(),
                 region.unwrap_or("US"),
+                crate::quickstart::demo_database(&settings.database)?.redacted_url(),
             ),
         )),
     }

@@ -61,6 +61,10 @@ async fn show_for_a_sound_never_polled_exits_2_saying_how_to_watch_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("watch add 123"), "{stderr}");
+    assert!(
+        stderr.contains("_demo"),
+        "it points to the demo's data: {stderr}"
+    );
 }
 
 #[tokio::test]
