@@ -266,3 +266,57 @@ async fn one_fetch_is_counted_in_the_singular() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("replayed 1 fetch into"), "{stdout}");
 }
+
+/// `c` run on a pseudo-terminal (util-linux `script`), its terminal output captured on stdout.
+fn on_a_terminal(c: &Command) -> Command {
+    let mut line = shell_quote(&c.get_program().to_string_lossy());
+    for arg in c.get_args() {
+        line.push(' ');
+        line.push_str(&shell_quote(&arg.to_string_lossy()));
+    }
+    let mut t = Command::new("script");
+    t.args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::null());
+    for (key, value) in c.get_envs() {
+        match value {
+            Some(v) => t.env(key, v),
+            None => t.env_remove(key),
+        };
+    }
+    t
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[tokio::test]
+async fn on_a_terminal_logs_are_coloured_unless_no_color_is_set() {
+    let db = TestDb::new().await;
+    let server = RecordingServer::start().await;
+    let mut c = soundtrend(&db, &server.base);
+    c.env("KEYAPI_API_KEY", API_KEY).args([
+        "poll",
+        "--clip-id",
+        CLIP,
+        "--region",
+        "US",
+        "--period",
+        "7",
+    ]);
+
+    let coloured = output(on_a_terminal(&c)).await;
+    c.env("NO_COLOR", "1");
+    let plain = output(on_a_terminal(&c)).await;
+
+    let coloured = text(&coloured);
+    let plain = text(&plain);
+    assert!(
+        coloured.contains("Polled.") && coloured.contains("\u{1b}["),
+        "{coloured:?}"
+    );
+    assert!(
+        plain.contains("Polled.") && !plain.contains('\u{1b}'),
+        "{plain:?}"
+    );
+}
