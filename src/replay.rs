@@ -17,7 +17,7 @@ use crate::normalize::{normalize, Observation};
 use crate::provider::wire::{Envelope, MusicDetail};
 use crate::provider::{Outcome, ProviderKind};
 use crate::store::fetches::FetchRecord;
-use crate::store::ingest;
+use crate::store::{ingest, trend};
 
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
@@ -118,6 +118,17 @@ pub async fn replay(
                 .execute(&mut *tx)
                 .await?;
         }
+        // trend_windows is keyed by pair first: delete by the whole key.
+        sqlx::query(
+            "DELETE FROM trend_windows w
+             USING UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, clip_id, region)
+             WHERE w.clip_id = u.clip_id AND w.region = u.region AND w.fetch_id = u.id",
+        )
+        .bind(&ids)
+        .bind(batch.iter().map(|a| a.clip_id.as_str()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|a| a.region.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
         for archived in &batch {
             match rows_of(archived) {
                 Ok((obs, rows)) => {
@@ -139,6 +150,16 @@ pub async fn replay(
                             .await?;
                         summary.invalidated += 1;
                     }
+                    // Its window is gone: the pair's index is stitched again without it.
+                    trend::lock_pair(&mut tx, &archived.clip_id, &archived.region).await?;
+                    trend::restitch(
+                        &mut tx,
+                        &archived.clip_id,
+                        &archived.region,
+                        Some(archived.id),
+                        archived.id,
+                    )
+                    .await?;
                     warn!(fetch_id = archived.id, %reason, "Skipped an archived body that does not normalize.");
                 }
             }

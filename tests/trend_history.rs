@@ -357,6 +357,7 @@ async fn write_windows(db: &TestDb, order: &[(i64, Period)]) {
             );
             body["data"]["sound"]["trend"] =
                 Value::Array(window(p, i64::from(period.days()), last_day));
+            let raw = body.to_string();
             let env: Envelope = serde_json::from_value(body).unwrap();
             let detail: MusicDetail = serde_json::from_value(env.data.unwrap()).unwrap();
             let at = chrono::Utc::now() + Duration::seconds(n as i64);
@@ -382,7 +383,7 @@ async fn write_windows(db: &TestDb, order: &[(i64, Period)]) {
                 request_id: None,
                 attempt: 1,
                 credits: 2,
-                body_json: None,
+                body_json: Some(&raw),
                 body_text: None,
                 warnings: Vec::new(),
                 booked: None,
@@ -705,4 +706,50 @@ async fn audience_shares_are_of_the_listed_total_and_change_against_the_previous
             "{view}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_window_that_replay_no_longer_accepts_leaves_the_index() {
+    let db = TestDb::new().await;
+    write_windows(&db, &[(119, Period::Days120), (126, Period::Days7)]).await;
+    let (clip, region) = pair(0);
+    let last_day =
+        "SELECT (max(day) - DATE '2026-01-01')::int8 FROM trend_index WHERE clip_id = $1";
+    let last = |db: &TestDb| {
+        let pool = db.pool.clone();
+        let clip = clip.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(last_day)
+                .bind(clip)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(last(&db).await, 126);
+    // The newest window of pair 0 loses its sound: today's rules refuse it.
+    sqlx::query(
+        "UPDATE fetches SET body_json = jsonb_set(body_json, '{data,sound}', 'null')
+         WHERE id = (SELECT max(id) FROM fetches WHERE clip_id = $1 AND region = $2)",
+    )
+    .bind(&clip)
+    .bind(region)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let summary = soundtrend::replay::replay(&db.pool, &Default::default(), 4, false)
+        .await
+        .unwrap();
+
+    assert_eq!(summary.invalidated, 1, "{summary:?}");
+    assert_eq!(last(&db).await, 119, "the refused window's days are gone");
+    let rows: Vec<(i64, String, i32)> = sqlx::query_as(
+        "SELECT fetch_id, region, cardinality(days) FROM trend_windows WHERE clip_id = $1 ORDER BY 1",
+    )
+    .bind(&clip)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 1, "the refused window is gone: {rows:?}");
 }

@@ -56,6 +56,11 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<String> {
             rows.len()
         );
     }
+    let index_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('trend_index')")
+        .fetch_one(&db.pool)
+        .await?;
+    let index_per_pair_year =
+        index_bytes as f64 / f64::from(args.pairs.max(1)) * 365.0 / f64::from(args.days.max(1));
     let (per_pair_year, windows_per_pair_year) =
         storage_per_pair_year(&db, args.storage_pairs).await?;
     let (restitch_rewrite, restitch_same) = restitch_cost(&db, args.storage_pairs).await?;
@@ -92,6 +97,11 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<String> {
         "\n`trend_observations`, daily period-7 polls for a year ({} pairs measured): **{:.0} KiB per pair per year** (heap, TOAST and indexes; 2,555 rows).",
         args.storage_pairs,
         per_pair_year / 1024.0
+    )?;
+    writeln!(
+        out,
+        "`trend_index` (one row per day): **{:.0} KiB per pair per year**.",
+        index_per_pair_year / 1024.0
     )?;
     writeln!(
         out,
