@@ -25,6 +25,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
+use crate::app::{exit, fatal};
 use crate::config::Settings;
 use crate::poller::Poller;
 
@@ -43,6 +44,11 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full("soundtrend_request_duration_seconds".into()),
             &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+        )
+        .context("cannot configure the metrics buckets")?
+        .set_buckets_for_metric(
+            Matcher::Full("soundtrend_quota_wait_seconds".into()),
+            &[0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0],
         )
         .context("cannot configure the metrics buckets")?
         .install_recorder()
@@ -70,13 +76,19 @@ pub async fn start(
     if settings.admin.listen.is_empty() {
         return Ok(None);
     }
-    let addr: SocketAddr = settings
-        .admin
-        .listen
-        .parse()
-        .context("config key `admin.listen`")?;
+    let addr: SocketAddr = settings.admin.listen.parse().map_err(|e| {
+        fatal(
+            exit::CONFIG,
+            format!(
+                "config key `admin.listen`: {:?} is not an address like 127.0.0.1:9187: {e}",
+                settings.admin.listen
+            ),
+        )
+    })?;
+    let handle = recorder()?;
+    crate::telemetry::metrics::register(poller.provider());
     let state = AdminState {
-        metrics: recorder()?,
+        metrics: handle,
         pool,
         poller,
         started: Utc::now(),
@@ -88,9 +100,13 @@ pub async fn start(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("config key `admin.listen`: cannot listen on {addr}"))?;
+    // A taken or forbidden address is the configuration's to fix: exit 2, naming the key.
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        fatal(
+            exit::CONFIG,
+            format!("config key `admin.listen`: cannot listen on {addr}: {e}; set another address, or \"\" to disable the endpoint"),
+        )
+    })?;
     let bound = listener.local_addr()?;
     tokio::spawn(serve(listener, app));
     Ok(Some(bound))

@@ -9,7 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{DatabaseSettings, Settings};
 use crate::poller::{PollOptions, Poller};
 use crate::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
 use crate::store::{self, quota::QuotaParams};
@@ -36,6 +36,18 @@ pub fn fatal(code: u8, message: impl Into<String>) -> anyhow::Error {
         message: message.into(),
     }
     .into()
+}
+
+/// A clip id given on the command line; a bad one exits 2 naming it.
+pub fn clip_arg(raw: &str) -> anyhow::Result<crate::domain::ClipId> {
+    crate::domain::ClipId::parse(raw).map_err(|e| fatal(exit::CONFIG, e.to_string()))
+}
+
+/// An optional region given on the command line; a bad one exits 2 naming it.
+pub fn region_arg(raw: Option<&str>) -> anyhow::Result<Option<crate::domain::Region>> {
+    raw.map(crate::domain::Region::parse)
+        .transpose()
+        .map_err(|e| fatal(exit::CONFIG, e.to_string()))
 }
 
 /// The database server did not answer (as opposed to refusing us).
@@ -117,6 +129,39 @@ async fn ensure_database(settings: &Settings) -> anyhow::Result<()> {
             settings.database.connect_timeout
         )))),
     }
+}
+
+/// Drops the database `db` points at, closing its connections first. `Ok(false)` when it did
+/// not exist. Used by `quickstart --reset` on the demo database only.
+pub async fn drop_database(db: &DatabaseSettings) -> anyhow::Result<bool> {
+    let url = db.redacted_url();
+    let options: PgConnectOptions = db
+        .url
+        .expose_secret()
+        .parse()
+        .context("config key `database.url` is not a valid Postgres URL")?;
+    let name = options
+        .get_database()
+        .context("the database URL names no database")?
+        .to_owned();
+    let mut conn = tokio::time::timeout(db.connect_timeout, options.database("postgres").connect())
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
+        .with_context(|| format!("cannot connect to {url}"))?;
+    let dropped = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await?
+        .is_some();
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        name.replace('"', "\"\"")
+    ))
+    .execute(&mut conn)
+    .await
+    .with_context(|| format!("cannot drop database {name:?}"))?;
+    let _ = conn.close().await;
+    Ok(dropped)
 }
 
 /// The provider client for `kind` at `base_url` with credentials from the environment.

@@ -41,7 +41,9 @@ pub enum Command {
     Poll(PollArgs),
     /// The long-lived worker: polls due entries on schedule until SIGTERM/SIGINT.
     Run,
-    /// End-to-end demo: local database, sample clip, local demo API unless credentials are set.
+    /// End-to-end demo: the sample clip from a local demo API into a database of its own
+    /// (`<database>_demo`), or from the real provider into the configured database when
+    /// credentials are set. `--reset` drops the demo database.
     Quickstart(crate::quickstart::QuickstartArgs),
     /// Entries, providers, credits, disabled entries and recent errors.
     Status {
@@ -49,6 +51,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One sound on the terminal from the database: title, trend sparkline per region, top
+    /// countries and interests, newest fetch. Calls no API.
+    Show(crate::show::ShowArgs),
+    /// A sound's stitched daily series as CSV or JSON lines. Calls no API.
+    Export(crate::export::ExportArgs),
     /// Manage the watchlist (SQL works just as well).
     #[command(subcommand)]
     Watch(crate::watch::WatchCommand),
@@ -119,6 +126,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Show(args) => crate::show::run(&settings, args).await,
+        Command::Export(args) => crate::export::run(&settings, args).await,
         Command::Watch(cmd) => {
             let pool = app::database(&settings).await?;
             crate::watch::run(&pool, cmd).await
@@ -157,8 +166,12 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
         let worker = Worker::new(poller, WorkerOptions::from_settings(settings));
         let summary = worker.drain(&cancel).await?;
         println!(
-            "polled due entries via {kind}: {} stored ({} rows), {} failed, {} skipped",
-            summary.stored, summary.rows, summary.failed, summary.skipped
+            "polled due entries via {kind}: {} stored ({} {}), {} failed, {} skipped",
+            summary.stored,
+            summary.rows,
+            crate::show::plural(summary.rows, "row", "rows"),
+            summary.failed,
+            summary.skipped
         );
         if summary.auth_rejected {
             return Err(fatal(
@@ -246,18 +259,8 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
         .map(parse_since)
         .transpose()
         .map_err(|e| fatal(exit::CONFIG, e))?;
-    let clip_id = args
-        .clip_id
-        .as_deref()
-        .map(ClipId::parse)
-        .transpose()
-        .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
-    let region = args
-        .region
-        .as_deref()
-        .map(Region::parse)
-        .transpose()
-        .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
+    let clip_id = args.clip_id.as_deref().map(app::clip_arg).transpose()?;
+    let region = app::region_arg(args.region.as_deref())?;
     if args.batch < 1 {
         return Err(fatal(exit::CONFIG, "--batch must be at least 1"));
     }
@@ -271,9 +274,11 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let summary = crate::replay::replay(&pool, &filter, args.batch, true).await?;
     println!(
-        "replayed {} fetches into {} rows in {:.1}s ({} skipped, {} now invalid, {} revived), no API called",
+        "replayed {} {} into {} {} in {:.1}s ({} skipped, {} now invalid, {} revived), no API called",
         summary.fetches,
+        crate::show::plural(summary.fetches, "fetch", "fetches"),
         summary.rows,
+        crate::show::plural(summary.rows, "row", "rows"),
         started.elapsed().as_secs_f64(),
         summary.skipped,
         summary.invalidated,

@@ -129,6 +129,14 @@ pub struct Poller {
     pub state: ProviderState,
 }
 
+/// Where a poll's time went: `wait` for the rate limit, the shared quota and retry backoff;
+/// `request` in the HTTP attempts themselves. The rest of `latency_ms` is the database.
+#[derive(Debug, Default, Clone, Copy)]
+struct Timings {
+    wait: Duration,
+    request: Duration,
+}
+
 impl Poller {
     pub fn new(
         pool: PgPool,
@@ -239,10 +247,11 @@ impl Poller {
             }
         };
         let period = period_override.unwrap_or_else(|| self.choose_period(entry));
+        let mut timings = Timings::default();
         let outcome = self
-            .poll_inner(entry, &clip_id, &region, period, cancel)
+            .poll_inner(entry, &clip_id, &region, period, &mut timings, cancel)
             .await?;
-        self.report(entry, period, &outcome, started.elapsed());
+        self.report(entry, period, &outcome, started.elapsed(), timings);
         Ok(outcome)
     }
 
@@ -252,13 +261,20 @@ impl Poller {
         clip_id: &ClipId,
         region: &Region,
         period: Period,
+        timings: &mut Timings,
         cancel: &CancellationToken,
     ) -> Result<PollOutcome, StoreError> {
         let lease = entry.lease_token;
         let provider = self.provider();
         for attempt_no in 1..=self.opts.max_attempts {
-            let booked = match self.acquire(entry, period, attempt_no, cancel).await? {
-                Ok(booked) => booked,
+            let asked = Instant::now();
+            let acquired = self.acquire(entry, period, attempt_no, cancel).await?;
+            timings.wait += asked.elapsed();
+            let booked = match acquired {
+                Ok(booked) => {
+                    m::quota_wait(provider, asked.elapsed());
+                    booked
+                }
                 // Not ours any more: nothing to give back, nothing was paid.
                 Err(SkipReason::LeaseLost) => {
                     return Ok(PollOutcome::Skipped(SkipReason::LeaseLost))
@@ -269,6 +285,7 @@ impl Poller {
                 }
             };
             let attempt = self.client.fetch(clip_id, region, period).await;
+            timings.request += attempt.duration;
             m::request(provider, &attempt);
             if attempt
                 .result
@@ -382,7 +399,10 @@ impl Poller {
                 })
                 .await?;
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue,
+                    _ = tokio::time::sleep(wait) => {
+                        timings.wait += wait;
+                        continue;
+                    }
                     _ = cancel.cancelled() => {
                         self.release(entry, &SkipReason::ShuttingDown).await?;
                         return Ok(PollOutcome::Skipped(SkipReason::ShuttingDown));
@@ -642,16 +662,25 @@ impl Poller {
         }
     }
 
-    fn report(&self, entry: &Claimed, period: Period, outcome: &PollOutcome, latency: Duration) {
+    fn report(
+        &self,
+        entry: &Claimed,
+        period: Period,
+        outcome: &PollOutcome,
+        latency: Duration,
+        timings: Timings,
+    ) {
         let provider = self.provider();
-        let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (latency_ms, wait_ms, request_ms) =
+            (ms(latency), ms(timings.wait), ms(timings.request));
         match outcome {
             PollOutcome::Stored {
                 written, attempts, ..
             } => {
                 m::poll(provider, "ok");
                 info!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(), outcome = "ok",
-                    latency_ms, attempts, rows = written.rows(), fetch_id = written.fetch_id, "Polled.");
+                    latency_ms, wait_ms, request_ms, attempts, rows = written.rows(), fetch_id = written.fetch_id, "Polled.");
             }
             PollOutcome::Failed {
                 error,
@@ -661,11 +690,11 @@ impl Poller {
             } => {
                 m::poll(provider, error.outcome().as_str());
                 warn!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(),
-                    outcome = error.outcome().as_str(), latency_ms, attempts, rows = 0, disabled, error = %error, "Poll failed.");
+                    outcome = error.outcome().as_str(), latency_ms, wait_ms, request_ms, attempts, rows = 0, disabled, error = %error, "Poll failed.");
             }
             PollOutcome::Skipped(reason) => {
                 info!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(), outcome = "skipped",
-                    latency_ms, rows = 0, reason = ?reason, "Poll skipped.");
+                    latency_ms, wait_ms, request_ms, rows = 0, reason = ?reason, "Poll skipped.");
             }
         }
     }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::app;
 use crate::clock::SystemClock;
-use crate::config::Settings;
+use crate::config::{DatabaseSettings, Settings};
 use crate::demo;
 use crate::domain::{ClipId, Region};
 use crate::poller::{PollOptions, PollOutcome, Poller};
@@ -27,9 +27,42 @@ pub struct QuickstartArgs {
     /// Its region (ISO 3166 alpha-2).
     #[arg(long, default_value = "US")]
     pub region: String,
+    /// Drop the demo database (the configured name plus `_demo`) with all its made-up data, then
+    /// exit. The configured database is never touched.
+    #[arg(long, conflicts_with_all = ["clip_id", "region"])]
+    pub reset: bool,
+}
+
+/// The demo's own database: the configured database's name plus `_demo` (`soundtrend` becomes
+/// `soundtrend_demo`) on the same server, so made-up data never sits beside real data and a
+/// later `soundtrend run` never polls the demo's entries for real.
+pub fn demo_database(db: &DatabaseSettings) -> anyhow::Result<DatabaseSettings> {
+    let mut url = url::Url::parse(db.url.expose_secret()).map_err(|_| {
+        app::fatal(
+            app::exit::CONFIG,
+            "config key `database.url` is not a valid Postgres URL",
+        )
+    })?;
+    let name = match url.path().trim_start_matches('/') {
+        "" => "soundtrend",
+        name => name,
+    };
+    let demo = if name.ends_with("_demo") {
+        name.to_owned()
+    } else {
+        format!("{name}_demo")
+    };
+    url.set_path(&format!("/{demo}"));
+    Ok(DatabaseSettings {
+        url: SecretString::from(url.to_string()),
+        ..db.clone()
+    })
 }
 
 pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()> {
+    if args.reset {
+        return reset(settings).await;
+    }
     let clip_id =
         ClipId::parse(&args.clip_id).map_err(|e| app::fatal(app::exit::CONFIG, e.to_string()))?;
     let region =
@@ -38,12 +71,32 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
     let live = Credentials::from_env(kind).map_err(|m| app::fatal(app::exit::CREDENTIALS, m))?;
 
     println!("soundtrend quickstart");
-    println!("  database: {}", settings.database.redacted_url());
+    let mut settings = settings.clone();
+    if live.is_some() {
+        println!(
+            "  database: {} (the configured database, from DATABASE_URL or database.url: real data)",
+            settings.database.redacted_url()
+        );
+    } else {
+        let configured = settings.database.redacted_url();
+        settings.database = demo_database(&settings.database)?;
+        let demo = settings.database.redacted_url();
+        let apart = if demo == configured {
+            "the configured database is itself a demo database".to_owned()
+        } else {
+            format!("the configured {configured} is not touched")
+        };
+        println!(
+            "  database: {demo} (the demo's own database; {apart}; `soundtrend quickstart --reset` drops it)"
+        );
+    }
+    let settings = &settings;
     let pool = app::database(settings).await?;
     println!("  migrations: applied");
 
     // (provider, base URL, credentials, credits per request, region) for each poll to make.
     let mut plans = Vec::new();
+    let demo_mode = live.is_none();
     match live {
         Some(credentials) => {
             println!(
@@ -111,10 +164,11 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             app::claim_for_one_poll(settings, &pool, "quickstart", &clip_id, &region).await?;
         match poller.poll(&entry, None, &CancellationToken::new()).await? {
             PollOutcome::Stored { period, written, .. } => println!(
-                "  poll: {clip_id}/{region} via {kind} ({} dialect), period {period} days: stored fetch {} with {} rows",
+                "  poll: {clip_id}/{region} via {kind} ({} dialect), period {period} days: stored fetch {} with {} {}",
                 kind,
                 written.fetch_id,
-                written.rows()
+                written.rows(),
+                crate::show::plural(written.rows(), "row", "rows")
             ),
             PollOutcome::Failed { error, .. } => {
                 failures += 1;
@@ -127,19 +181,41 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         }
     }
 
-    show(&pool, &clip_id).await?;
+    landed(&pool, &clip_id).await?;
+    let show = format!("soundtrend show {clip_id}");
+    if demo_mode {
+        println!("\n(`{show}` prints the above from the database alone; for the demo's data run it with DATABASE_URL={})", settings.database.redacted_url());
+    } else {
+        println!("\n(`{show}` prints the above any time, from the database alone)");
+    }
     if failures > 0 {
         return Err(app::fatal(
             app::exit::POLL_FAILED,
             format!("{failures} poll(s) did not store data; see above"),
         ));
     }
-    println!("\nNext: put your own sounds in the watchlist with SQL and run `soundtrend run` (see README.md).");
+    if demo_mode {
+        println!("\nThis was made-up data in {}. Next: set your provider's credentials and run `soundtrend quickstart` again (LIVE), or put your own sounds in the watchlist of the configured database and run `soundtrend run` (see README.md).", settings.database.redacted_url());
+    } else {
+        println!("\nNext: put your own sounds in the watchlist with SQL and run `soundtrend run` (see README.md).");
+    }
+    Ok(())
+}
+
+/// `quickstart --reset`: drops the demo database; the configured one is never touched.
+async fn reset(settings: &Settings) -> anyhow::Result<()> {
+    let demo = demo_database(&settings.database)?;
+    let url = demo.redacted_url();
+    if app::drop_database(&demo).await? {
+        println!("dropped the demo database {url} and its made-up data; `soundtrend quickstart` creates it afresh");
+    } else {
+        println!("no demo database to drop ({url} does not exist)");
+    }
     Ok(())
 }
 
 /// Prints what landed, the way an analyst would look at it.
-async fn show(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
+async fn landed(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     println!("\nWhat landed for clip {clip_id}:");
     let counts: Vec<(String, i64)> = sqlx::query_as(
         "SELECT 'sounds', count(*) FROM sounds WHERE clip_id = $1
@@ -153,85 +229,44 @@ async fn show(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     .fetch_all(pool)
     .await?;
     for (table, n) in counts {
-        println!("  {table:<20} {n:>6} rows");
-    }
-    let sound: Option<(Option<String>, Option<String>, Option<i32>)> =
-        sqlx::query_as("SELECT title, author, duration FROM sounds WHERE clip_id = $1")
-            .bind(clip_id.as_str())
-            .fetch_optional(pool)
-            .await?;
-    if let Some((title, author, duration)) = sound {
         println!(
-            "\n  sound: {:?} by {:?}, {} s",
-            title.unwrap_or_default(),
-            author.unwrap_or_default(),
-            duration.unwrap_or_default()
+            "  {table:<20} {n:>6} {}",
+            crate::show::plural(n, "row", "rows")
         );
     }
-    let trend: Vec<(String, String, f64)> = sqlx::query_as(
-        "SELECT region, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD'), value FROM trend_points
-         WHERE clip_id = $1
-           AND ts > (SELECT max(ts) FROM trend_points WHERE clip_id = $1) - interval '5 days'
-         ORDER BY region, ts",
-    )
-    .bind(clip_id.as_str())
-    .fetch_all(pool)
-    .await?;
-    println!("\n  last 5 days of the daily trend (relative: each window's maximum is 1):");
-    for (region, day, value) in trend {
-        println!("    {region} {day}  {value:>5.2}  {}", bar(value));
-    }
-    #[derive(sqlx::FromRow)]
-    struct Country {
-        position: i16,
-        country_code: Option<String>,
-        country_name: Option<String>,
-        score: Option<f64>,
-    }
-    let countries: Vec<Country> = sqlx::query_as(
-        "SELECT position, country_code, country_name, score FROM audience_countries
-         WHERE fetch_id = (SELECT max(fetch_id) FROM audience_countries WHERE clip_id = $1)
-         ORDER BY position LIMIT 5",
-    )
-    .bind(clip_id.as_str())
-    .fetch_all(pool)
-    .await?;
-    println!("\n  top audience countries (latest fetch):");
-    for c in countries {
-        println!(
-            "    {:>2}. {} {:<12} score {}",
-            c.position,
-            c.country_code.unwrap_or_default(),
-            c.country_name.unwrap_or_default(),
-            c.score.unwrap_or_default()
-        );
+    println!();
+    if let Some(text) = crate::show::render(pool, clip_id, None, 30).await? {
+        print!("{text}");
     }
     Ok(())
 }
 
-/// A bar of up to 30 `#` for a relative value; values outside [0, 1] (a provider's bad day) are
-/// clamped rather than trusted with the terminal's memory.
-fn bar(value: f64) -> String {
-    let width = if value.is_finite() {
-        (value.clamp(0.0, 1.0) * 30.0).round()
-    } else {
-        0.0
-    };
-    // In 0..=30 after the clamp, so the cast is exact.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    "#".repeat(width as usize)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::bar;
+    use secrecy::{ExposeSecret, SecretString};
+
+    use super::demo_database;
+    use crate::config::Settings;
+
+    fn demo_of(url: &str) -> String {
+        let mut db = Settings::default().database;
+        db.url = SecretString::from(url.to_owned());
+        demo_database(&db).unwrap().url.expose_secret().to_owned()
+    }
 
     #[test]
-    fn bars_stay_within_thirty_characters_whatever_the_value() {
-        assert_eq!(bar(1.0).len(), 30);
-        assert_eq!(bar(0.5).len(), 15);
-        assert_eq!(bar(1e300).len(), 30);
-        assert_eq!(bar(-5.0).len(), 0);
-        assert_eq!(bar(f64::NAN).len(), 0);
+    fn the_demo_database_is_the_configured_name_plus_demo_on_the_same_server() {
+        assert_eq!(
+            demo_of("postgres://u:pw@db:5433/soundtrend?sslmode=require"),
+            "postgres://u:pw@db:5433/soundtrend_demo?sslmode=require"
+        );
+        assert_eq!(
+            demo_of("postgres://u@db"),
+            "postgres://u@db/soundtrend_demo"
+        );
+        assert_eq!(
+            demo_of("postgres://u@db/trial_demo"),
+            "postgres://u@db/trial_demo"
+        );
     }
 }

@@ -72,9 +72,10 @@ pub fn render(s: &Status) -> String {
             }
         ));
         out.push_str(&format!(
-            "    credits today   {}{budget} in {} requests{}\n",
+            "    credits today   {}{budget} in {} {}{}\n",
             p.credits_used_today,
             p.requests_today,
+            crate::show::plural(p.requests_today, "request", "requests"),
             p.budget_exhausted_at
                 .map(|t| format!("; budget spent at {}", t.format("%H:%M:%S UTC")))
                 .unwrap_or_default()

@@ -1,12 +1,15 @@
 //! Logs (tracing) and metrics (the `metrics` facade). What gets measured is named in
 //! [`metrics`]; whether it is exported is up to the command (`soundtrend run` serves /metrics).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber: human-readable text or JSON lines, on stderr. `RUST_LOG`
-/// overrides the configured level.
+/// overrides the configured level. Text is coloured only when stderr is a terminal and
+/// `NO_COLOR` is unset or empty, so log files never carry escape codes.
 pub fn init(settings: &LogSettings) {
     // The scheduler and sqlx narrate their internals at INFO ("Job creator created", Postgres
     // NOTICEs); keep them to warnings unless RUST_LOG asks for more.
@@ -14,7 +17,13 @@ pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&quiet))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ));
     let _ = match settings.format {
         LogFormat::Json => builder
             .json()
@@ -25,12 +34,79 @@ pub fn init(settings: &LogSettings) {
     };
 }
 
+/// Whether log lines may carry colour: on a terminal, unless `NO_COLOR` is set to something.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Every metric soundtrend records. Labels are low-cardinality on purpose: never a clip id.
 pub mod metrics {
     use metrics::{counter, gauge, histogram};
 
-    use crate::provider::{Attempt, ProviderKind};
+    use crate::provider::{Attempt, Outcome, ProviderKind};
     use crate::store::ingest::Written;
+
+    /// The tables `soundtrend_rows_written_total` counts.
+    const TABLES: [&str; 6] = [
+        "fetches",
+        "sounds",
+        "sound_snapshots",
+        "trend_points",
+        "audience_countries",
+        "audience_interests",
+    ];
+
+    /// The rules of `src/normalize/rules.rs` (its table; a unit test keeps the two in step).
+    pub const VALIDATION_RULES: [&str; 10] = [
+        "wrong_clip",
+        "trend_value_out_of_range",
+        "trend_day_not_midnight",
+        "trend_day_conflict",
+        "trend_day_out_of_range",
+        "trend_outside_window",
+        "stale_window",
+        "negative_count",
+        "negative_score",
+        "list_too_long",
+    ];
+
+    /// Creates every documented series at zero for the labels known at start-up (the provider,
+    /// every outcome, table and rule), so a query or an alert on a series that has not moved yet
+    /// reads 0 instead of "no data".
+    pub fn register(provider: ProviderKind) {
+        let p = provider.as_str();
+        for outcome in Outcome::ALL.map(Outcome::as_str) {
+            counter!("soundtrend_polls_total", "provider" => p, "outcome" => outcome).increment(0);
+            counter!("soundtrend_requests_total", "provider" => p, "outcome" => outcome)
+                .increment(0);
+        }
+        // Registering a histogram is enough for the exporter to show it with a count of 0.
+        let _ = histogram!("soundtrend_request_duration_seconds", "provider" => p);
+        let _ = histogram!("soundtrend_quota_wait_seconds", "provider" => p);
+        for name in [
+            "soundtrend_rate_limited_total",
+            "soundtrend_retries_total",
+            "soundtrend_credits_spent_total",
+            "soundtrend_answers_after_lease_lost_total",
+        ] {
+            counter!(name, "provider" => p).increment(0);
+        }
+        gauge!("soundtrend_credits_spent_today", "provider" => p).increment(0.0);
+        for table in TABLES {
+            counter!("soundtrend_rows_written_total", "table" => table).increment(0);
+        }
+        for rule in VALIDATION_RULES {
+            counter!("soundtrend_validation_total", "rule" => rule).increment(0);
+        }
+        counter!("soundtrend_database_errors_total").increment(0);
+        for name in [
+            "soundtrend_entries_due",
+            "soundtrend_most_overdue_seconds",
+            "soundtrend_leases_held",
+        ] {
+            gauge!(name).increment(0.0);
+        }
+    }
 
     pub fn poll(provider: ProviderKind, outcome: &'static str) {
         counter!("soundtrend_polls_total", "provider" => provider.as_str(), "outcome" => outcome)
@@ -79,20 +155,45 @@ pub mod metrics {
     }
 
     pub fn rows_written(w: &Written) {
-        counter!("soundtrend_rows_written_total", "table" => "fetches").increment(1);
-        counter!("soundtrend_rows_written_total", "table" => "sounds").increment(1);
-        counter!("soundtrend_rows_written_total", "table" => "sound_snapshots").increment(1);
-        counter!("soundtrend_rows_written_total", "table" => "trend_points")
-            .increment(w.trend_points as u64);
-        counter!("soundtrend_rows_written_total", "table" => "audience_countries")
-            .increment(w.countries as u64);
-        counter!("soundtrend_rows_written_total", "table" => "audience_interests")
-            .increment(w.interests as u64);
+        let counts = [1, 1, 1, w.trend_points, w.countries, w.interests];
+        for (table, n) in TABLES.into_iter().zip(counts) {
+            counter!("soundtrend_rows_written_total", "table" => table).increment(n as u64);
+        }
+    }
+
+    /// How long one request waited for the rate limit and the shared quota before it was sent.
+    pub fn quota_wait(provider: ProviderKind, wait: std::time::Duration) {
+        histogram!("soundtrend_quota_wait_seconds", "provider" => provider.as_str())
+            .record(wait.as_secs_f64());
     }
 
     pub fn backlog(due_now: i64, most_overdue_secs: f64, leases_held: i64) {
         gauge!("soundtrend_entries_due").set(due_now as f64);
         gauge!("soundtrend_most_overdue_seconds").set(most_overdue_secs);
         gauge!("soundtrend_leases_held").set(leases_held as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color_set() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+    }
+
+    #[test]
+    fn every_validation_rule_of_the_normalizer_is_registered() {
+        let doc = include_str!("normalize/rules.rs");
+        let documented: Vec<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        assert_eq!(documented, super::metrics::VALIDATION_RULES);
     }
 }

@@ -137,7 +137,7 @@ pub async fn run(pool: &PgPool, cmd: WatchCommand) -> anyhow::Result<()> {
                     r.period
                         .map(|p| p.to_string())
                         .unwrap_or_else(|| "auto".into()),
-                    r.poll_interval,
+                    humane_interval(r.poll_interval_secs),
                     r.enabled,
                     r.next_due_at
                         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
@@ -265,8 +265,52 @@ pub fn parse_import(text: &str) -> (Vec<ImportRow>, Vec<(usize, String)>) {
     (rows.into_values().collect(), problems)
 }
 
+/// An interval the way `--interval` and `watch import` take it back: `1day`, `12h`,
+/// `1day 12h`, `90days`, `30m`; whole seconds only.
+pub fn humane_interval(secs: f64) -> String {
+    if !secs.is_finite() || secs < 1.0 {
+        return "0s".into();
+    }
+    // Bounded by the watchlist's 10-year ceiling, far below u64::MAX.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let mut left = secs.round() as u64;
+    let mut parts = Vec::new();
+    for (unit, one, many) in [
+        (86_400, "day", "days"),
+        (3_600, "h", "h"),
+        (60, "m", "m"),
+        (1, "s", "s"),
+    ] {
+        let n = left / unit;
+        left %= unit;
+        if n > 0 {
+            parts.push(format!("{n}{}", if n == 1 { one } else { many }));
+        }
+    }
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn intervals_read_one_humane_way_and_parse_back() {
+        for (secs, text) in [
+            (86_400.0, "1day"),
+            (43_200.0, "12h"),
+            (129_600.0, "1day 12h"),
+            (90.0 * 86_400.0, "90days"),
+            (1_800.0, "30m"),
+            (60.0, "1m"),
+        ] {
+            assert_eq!(super::humane_interval(secs), text);
+            assert_eq!(
+                humantime::parse_duration(text).unwrap().as_secs_f64(),
+                secs,
+                "{text}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

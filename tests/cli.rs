@@ -3,50 +3,13 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bin::*;
 use common::*;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-const BIN: &str = env!("CARGO_BIN_EXE_soundtrend");
-
-/// The binary with a clean environment: the test database, no credentials, no admin port.
-fn soundtrend(db: &TestDb, base: &str) -> Command {
-    let mut c = Command::new(BIN);
-    for var in [
-        "KEYAPI_API_KEY",
-        "ECHOTIK_USERNAME",
-        "ECHOTIK_PASSWORD",
-        "RUST_LOG",
-    ] {
-        c.env_remove(var);
-    }
-    c.env("DATABASE_URL", &db.url)
-        .env("SOUNDTREND__PROVIDER__BASE_URL", base)
-        .env("SOUNDTREND__ADMIN__LISTEN", "")
-        .env("SOUNDTREND__PROVIDER__RETRY_BASE_DELAY", "10ms")
-        .env("SOUNDTREND__PROVIDER__RETRY_MAX_DELAY", "20ms")
-        .env("SOUNDTREND__PROVIDER__REQUESTS_PER_SECOND", "100")
-        .env("SOUNDTREND__PROVIDER__BURST", "10")
-        .stdin(Stdio::null());
-    c
-}
-
-async fn output(mut c: Command) -> Output {
-    tokio::task::spawn_blocking(move || c.output().expect("binary runs"))
-        .await
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[tokio::test]
 async fn a_bad_config_value_fails_at_start_up_with_one_line_naming_the_key() {
@@ -410,5 +373,6 @@ async fn json_logs_carry_one_structured_line_per_poll() {
     assert_eq!(poll["outcome"], "ok");
     assert_eq!(poll["rows"], 24);
     assert!(poll["latency_ms"].is_u64());
+    assert!(poll["wait_ms"].is_u64() && poll["request_ms"].is_u64());
     assert_eq!(poll["level"], "INFO");
 }

@@ -391,6 +391,8 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
     s.provider.request_timeout = Duration::from_secs(1);
     s.provider.max_attempts = 3;
     s.poll.failure_backoff = Duration::from_secs(600);
+    // Clip 108's `Retry-After: 1e20` pauses the provider for everyone, clamped to this.
+    s.provider.max_retry_after = Duration::from_secs(2);
     for clip in &clips {
         db.watch(clip, "US").await;
     }
@@ -427,9 +429,14 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
     }
     for clip in &clips {
         let n = per_clip.get(*clip).copied().unwrap_or(0);
+        // A poison answer (a 200 whose body cannot be stored as data) is bought once, then the
+        // entry backs off (10 minutes here); a transient failure (503, 429) retries up to
+        // max_attempts (3) per poll, and a provider-wide pause may give the lease back once
+        // without counting a failure, so at most two polls' worth.
+        let bound = if matches!(*clip, "107" | "108") { 6 } else { 1 };
         assert!(
-            (1..=3).contains(&n),
-            "clip {clip}: {n} requests; at most max_attempts (3) per backoff step"
+            (1..=bound).contains(&n),
+            "clip {clip}: {n} requests; expected 1..={bound} in three lease periods"
         );
         let rows = db
             .count(&format!(

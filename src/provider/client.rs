@@ -172,8 +172,21 @@ impl ProviderClient {
         attempt
     }
 
+    /// The endpoint as errors show it: no user-info and no query, so nothing secret (the
+    /// credentials travel in a header anyway) and no clip id.
+    pub fn shown_endpoint(&self) -> String {
+        let mut url = self.endpoint.clone();
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        url.set_query(None);
+        url.set_fragment(None);
+        url.to_string()
+    }
+
     fn classify_transport(&self, e: &reqwest::Error) -> ProviderError {
-        // reqwest's Display names the URL; the cause chain is what explains the failure.
+        // reqwest's Display names the whole URL (with the query); the cause chain is what
+        // explains the failure, and the shown endpoint says where it happened.
+        let endpoint = self.shown_endpoint();
         let mut cause = String::new();
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
@@ -182,9 +195,9 @@ impl ProviderClient {
         }
         let with_cause = |what: &str| {
             if cause.is_empty() {
-                what.to_owned()
+                format!("{what} ({endpoint})")
             } else {
-                format!("{what}: {cause}")
+                format!("{what} ({endpoint}): {cause}")
             }
         };
         // Before the timeout check: a connect that timed out never sent the request either.
@@ -302,6 +315,30 @@ mod tests {
 
     fn env(body: &str) -> Result<Envelope, serde_json::Error> {
         serde_json::from_str(body)
+    }
+
+    #[test]
+    fn the_endpoint_errors_show_carries_no_user_info_and_no_query() {
+        let options = ClientOptions {
+            base_url: "https://proxy-user:proxy-pw@proxy.example/api/?token=t0k"
+                .parse()
+                .unwrap(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            user_agent: "test".into(),
+            max_body_bytes: 1024,
+        };
+        let key = Credentials::Bearer(secrecy::SecretString::from("k".to_owned()));
+        let client = ProviderClient::new(ProviderKind::KeyApi, key, &options).unwrap();
+
+        let shown = client.shown_endpoint();
+
+        assert!(shown.starts_with("https://proxy.example/api/"), "{shown}");
+        assert!(
+            !shown.contains("proxy-pw") && !shown.contains("proxy-user"),
+            "{shown}"
+        );
+        assert!(!shown.contains("t0k"), "{shown}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod fetches;
 pub mod ingest;
 pub mod quota;
 pub mod report;
+pub mod sound;
 pub mod trend;
 pub mod watchlist;
 

@@ -52,7 +52,8 @@ pub struct WatchRow {
     pub clip_id: String,
     pub region: String,
     pub period: Option<i16>,
-    pub poll_interval: String,
+    /// Seconds; months count as 30 days (how Postgres converts an interval to seconds).
+    pub poll_interval_secs: f64,
     pub enabled: bool,
     /// NULL when the stored value is outside what a timestamp here can hold (never a panic).
     pub next_due_at: Option<DateTime<Utc>>,
@@ -134,7 +135,8 @@ pub async fn watch_rows(
     limit: i64,
 ) -> Result<Vec<WatchRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT clip_id, region, period, poll_interval::text AS poll_interval, enabled,
+        "SELECT clip_id, region, period,
+                extract(epoch FROM poll_interval)::float8 AS poll_interval_secs, enabled,
                 CASE WHEN isfinite(next_due_at) AND next_due_at < '10000-01-01'
                      THEN next_due_at END AS next_due_at,
                 CASE WHEN isfinite(last_success_at) AND last_success_at < '10000-01-01'

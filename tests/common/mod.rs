@@ -2,6 +2,8 @@
 //! dialects, raw TCP fault servers, and a poller wired to them.
 #![allow(dead_code)]
 
+pub mod bin;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -495,4 +497,16 @@ pub async fn keyapi_worker(
         poller(settings, &db.pool, ProviderKind::KeyApi, base).await,
         worker_options(settings, owner),
     )
+}
+
+/// `/metrics`, `/healthz` and `/readyz` on a free loopback port, for a KeyAPI poller that
+/// never gets to poll (its base URL answers nothing).
+pub async fn start_admin(db: &TestDb) -> std::net::SocketAddr {
+    let mut s = settings(&db.url);
+    s.admin.listen = "127.0.0.1:0".into();
+    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
+    soundtrend::admin::start(&s, db.pool.clone(), poller)
+        .await
+        .expect("the admin endpoint starts")
+        .expect("listening")
 }
