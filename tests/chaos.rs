@@ -133,15 +133,7 @@ async fn three_instances_under_kills_and_a_database_cut_pay_twice_only_for_reque
             "clip {clip} was answered {n} times but only {killed_in_flight} of its requests died in flight"
         );
     }
-    assert_eq!(
-        db.count(
-            "SELECT COALESCE((SELECT sum(credits) FROM fetches), 0)
-                  - COALESCE((SELECT sum(credits_used) FROM credit_usage), 0)"
-        )
-        .await,
-        0,
-        "the credit ledger equals the archive"
-    );
+    assert_ledger_equals_archive(&db).await;
     assert_eq!(
         db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
             .await,

@@ -218,12 +218,7 @@ async fn a_run_killed_with_sigkill_mid_poll_leaves_no_rows_and_the_entry_is_poll
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 1);
     assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE last_success_at IS NOT NULL AND lease_token IS NULL").await, 1);
-    assert_eq!(
-        db.count("SELECT (SELECT sum(credits) FROM fetches) - (SELECT sum(credits_used) FROM credit_usage)")
-            .await,
-        0,
-        "the ledger equals the archive"
-    );
+    assert_ledger_equals_archive(&db).await;
 }
 
 #[tokio::test]

@@ -38,18 +38,6 @@ async fn poll_once(db: &TestDb, s: &soundtrend::config::Settings, base: &str) ->
         .unwrap()
 }
 
-async fn assert_ledger_equals_archive(db: &TestDb) {
-    assert_eq!(
-        db.count(
-            "SELECT COALESCE((SELECT sum(credits) FROM fetches), 0)
-                  - COALESCE((SELECT sum(credits_used) FROM credit_usage), 0)"
-        )
-        .await,
-        0,
-        "sum(fetches.credits) equals the credit ledger"
-    );
-}
-
 async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {

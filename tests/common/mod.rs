@@ -321,6 +321,19 @@ pub async fn raw_fault_server(fault: RawFault) -> String {
     format!("http://{addr}/")
 }
 
+/// Every credit booked has its archived attempt: sum(fetches.credits) equals the ledger.
+pub async fn assert_ledger_equals_archive(db: &TestDb) {
+    assert_eq!(
+        db.count(
+            "SELECT COALESCE((SELECT sum(credits) FROM fetches), 0)
+                  - COALESCE((SELECT sum(credits_used) FROM credit_usage), 0)"
+        )
+        .await,
+        0,
+        "sum(fetches.credits) equals the credit ledger"
+    );
+}
+
 /// Rows in the data tables (everything but fetches and watchlist).
 pub async fn data_rows(db: &TestDb) -> i64 {
     db.count(
