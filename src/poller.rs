@@ -269,10 +269,11 @@ impl Poller {
         for attempt_no in 1..=self.opts.max_attempts {
             let asked = Instant::now();
             let acquired = self.acquire(entry, period, attempt_no, cancel).await?;
-            timings.wait += asked.elapsed();
+            let waited = asked.elapsed();
+            timings.wait += waited;
             let booked = match acquired {
                 Ok(booked) => {
-                    m::quota_wait(provider, asked.elapsed());
+                    m::quota_wait(provider, waited);
                     booked
                 }
                 // Not ours any more: nothing to give back, nothing was paid.

@@ -202,27 +202,14 @@ fn rows_of(a: &Archived) -> Result<(Observation, crate::normalize::Normalized), 
 }
 
 fn record_of<'a>(a: &'a Archived, obs: &Observation) -> FetchRecord<'a> {
-    FetchRecord {
-        clip_id: &a.clip_id,
-        region: &a.region,
-        period: obs.period.days(),
-        provider: a
-            .provider
+    FetchRecord::new(
+        &a.clip_id,
+        &a.region,
+        obs.period.days(),
+        a.provider
             .parse::<ProviderKind>()
             .unwrap_or(ProviderKind::KeyApi),
-        requested_at: a.requested_at,
-        duration_ms: 0,
-        http_status: None,
-        outcome: Outcome::Ok,
-        error: None,
-        api_code: None,
-        api_message: None,
-        request_id: None,
-        attempt: 1,
-        credits: 0,
-        body_json: None,
-        body_text: None,
-        warnings: Vec::new(),
-        booked: None,
-    }
+        a.requested_at,
+        Outcome::Ok,
+    )
 }

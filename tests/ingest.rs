@@ -622,24 +622,11 @@ async fn sounds_keep_the_newest_metadata_and_the_earliest_first_seen_whatever_th
         let mut rows = normalize(&detail, &obs).unwrap();
         rows.sound.title = Some(title.into());
         let record = FetchRecord {
-            clip_id: CLIP,
-            region,
-            period: 7,
-            provider: ProviderKind::KeyApi,
-            requested_at: at,
             duration_ms: 1,
             http_status: Some(200),
-            outcome: Outcome::Ok,
-            error: None,
             api_code: Some(0),
-            api_message: None,
-            request_id: None,
-            attempt: 1,
             credits: 2,
-            body_json: None,
-            body_text: None,
-            warnings: Vec::new(),
-            booked: None,
+            ..FetchRecord::new(CLIP, region, 7, ProviderKind::KeyApi, at, Outcome::Ok)
         };
         record_success(&db.pool, &record, &rows, None, 0.0)
             .await

@@ -369,24 +369,19 @@ async fn write_windows(db: &TestDb, order: &[(i64, Period)]) {
             };
             let rows = normalize(&detail, &obs).unwrap();
             let record = FetchRecord {
-                clip_id: &clip,
-                region,
-                period: period.days(),
-                provider: ProviderKind::KeyApi,
-                requested_at: at,
                 duration_ms: 1,
                 http_status: Some(200),
-                outcome: Outcome::Ok,
-                error: None,
                 api_code: Some(0),
-                api_message: None,
-                request_id: None,
-                attempt: 1,
                 credits: 2,
                 body_json: Some(&raw),
-                body_text: None,
-                warnings: Vec::new(),
-                booked: None,
+                ..FetchRecord::new(
+                    &clip,
+                    region,
+                    period.days(),
+                    ProviderKind::KeyApi,
+                    at,
+                    Outcome::Ok,
+                )
             };
             record_success(&db.pool, &record, &rows, None, 0.0)
                 .await

@@ -20,7 +20,7 @@ pub async fn maintain(
     // A pending attempt older than this cannot still be in flight (the lease and the request
     // timeout are far shorter): its process died.
     let abandoned =
-        store::quota::abandon_orphans(pool, ORPHANED_AFTER.max(poller.lease_ttl() * 2)).await?;
+        fetches::abandon_orphans(pool, ORPHANED_AFTER.max(poller.lease_ttl() * 2)).await?;
     if abandoned > 0 {
         tracing::warn!(
             abandoned,

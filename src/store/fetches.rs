@@ -61,6 +61,38 @@ pub struct AttemptContext<'a> {
 }
 
 impl<'a> FetchRecord<'a> {
+    /// A row with only what identifies the attempt; everything else empty (first try, no status,
+    /// no body, no credits). Callers set the rest with struct-update syntax.
+    pub fn new(
+        clip_id: &'a str,
+        region: &'a str,
+        period: i16,
+        provider: ProviderKind,
+        requested_at: DateTime<Utc>,
+        outcome: Outcome,
+    ) -> Self {
+        FetchRecord {
+            clip_id,
+            region,
+            period,
+            provider,
+            requested_at,
+            duration_ms: 0,
+            http_status: None,
+            outcome,
+            error: None,
+            api_code: None,
+            api_message: None,
+            request_id: None,
+            attempt: 1,
+            credits: 0,
+            body_json: None,
+            body_text: None,
+            warnings: Vec::new(),
+            booked: None,
+        }
+    }
+
     /// The row for `attempt`; `error` overrides the attempt's own classification (a body that
     /// parsed but did not normalize is an invalid payload; one the database refused a store
     /// error, whose body is then kept as text so that this row at least can be written).
@@ -117,7 +149,7 @@ impl<'a> FetchRecord<'a> {
 /// JSON bodies go to `body_json` as they came; anything else to `body_text`. Postgres' jsonb
 /// refuses `\u0000` and lone UTF-16 surrogates (`\ud800`), which JSON parsers accept, and text
 /// refuses NUL bytes, so such bodies are kept as sanitized text.
-pub fn split_body(body: Option<&[u8]>) -> (Option<&str>, Option<String>) {
+fn split_body(body: Option<&[u8]>) -> (Option<&str>, Option<String>) {
     let Some(body) = body.filter(|b| !b.is_empty()) else {
         return (None, None);
     };
@@ -131,7 +163,7 @@ pub fn split_body(body: Option<&[u8]>) -> (Option<&str>, Option<String>) {
 }
 
 /// Any bytes as text Postgres accepts: invalid UTF-8 and NUL become U+FFFD.
-pub fn body_as_text(body: &[u8]) -> String {
+fn body_as_text(body: &[u8]) -> String {
     String::from_utf8_lossy(body).replace('\0', "\u{FFFD}")
 }
 
@@ -248,6 +280,23 @@ FROM (SELECT id FROM done UNION ALL SELECT id FROM fresh) f"#,
         fetch_id: row.try_get(0)?,
         lease_held: row.try_get(1)?,
     })
+}
+
+/// Turns `pending` attempts older than `older_than` into `abandoned`: their process died with the
+/// request in flight. Their credits stay booked (the provider may have answered and billed).
+pub async fn abandon_orphans(
+    db: impl PgExecutor<'_>,
+    older_than: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE fetches SET outcome = 'abandoned',
+             error = 'the process ended with the request in flight; the provider may have answered'
+         WHERE outcome = 'pending' AND requested_at < now() - make_interval(secs => $1)",
+    )
+    .bind(older_than.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Retention: drops raw bodies older than `days` days in batches; fetch rows and derived data

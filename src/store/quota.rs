@@ -182,23 +182,6 @@ FROM d"#,
     )))
 }
 
-/// Turns `pending` attempts older than `older_than` into `abandoned`: their process died with the
-/// request in flight. Their credits stay booked (the provider may have answered and billed).
-pub async fn abandon_orphans(
-    db: impl PgExecutor<'_>,
-    older_than: Duration,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE fetches SET outcome = 'abandoned',
-             error = 'the process ended with the request in flight; the provider may have answered'
-         WHERE outcome = 'pending' AND requested_at < now() - make_interval(secs => $1)",
-    )
-    .bind(older_than.as_secs_f64())
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
-}
-
 /// Marks the day's budget as spent (once; later calls keep the first time). Returns true the
 /// first time, so the caller logs it once across all instances.
 pub async fn mark_exhausted(

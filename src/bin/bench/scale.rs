@@ -121,24 +121,18 @@ async fn failure_write(
     use soundtrend::store::fetches::FetchRecord;
     use soundtrend::store::ingest::{record_failure, FailureBookkeeping};
     let record = FetchRecord {
-        clip_id: &c.clip_id,
-        region: &c.region,
-        period: 7,
-        provider: ProviderKind::KeyApi,
-        requested_at: chrono::Utc::now(),
         duration_ms: 5,
         http_status: Some(503),
-        outcome: Outcome::HttpError,
         error: Some("unexpected HTTP 503 from the provider".into()),
-        api_code: None,
-        api_message: None,
-        request_id: None,
-        attempt: 1,
         credits: 2,
-        body_json: None,
-        body_text: None,
-        warnings: Vec::new(),
-        booked: None,
+        ..FetchRecord::new(
+            &c.clip_id,
+            &c.region,
+            7,
+            ProviderKind::KeyApi,
+            chrono::Utc::now(),
+            Outcome::HttpError,
+        )
     };
     let book = FailureBookkeeping {
         failure_backoff: Duration::from_secs(60),
