@@ -10,7 +10,7 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::clock::Clock;
 use crate::config::{DatabaseSettings, Settings};
-use crate::poller::{PollOptions, Poller};
+use crate::poll::{PollOptions, Poller};
 use crate::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
 use crate::store::{self, quota::QuotaParams};
 
@@ -239,7 +239,7 @@ pub async fn claim_for_one_poll(
     use crate::store::watchlist;
     let owner = format!(
         "{}-{purpose}",
-        crate::scheduler::instance_name(&settings.daemon.instance_name)
+        crate::poll::instance_name(&settings.daemon.instance_name)
     );
     match watchlist::claim_one(
         pool,
@@ -265,4 +265,25 @@ pub async fn claim_for_one_poll(
             format!("{clip_id}/{region} is being polled by {holder} right now; try again shortly"),
         )),
     }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM, so commands drain and release their leases.
+pub fn spawn_signal_handler(token: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("Received a shutdown signal.");
+        token.cancel();
+    });
 }

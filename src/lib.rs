@@ -4,27 +4,19 @@
 //! - [`provider`]: the paid API in both dialects (client, wire types, classified errors);
 //! - [`normalize`]: the pure step from a response to rows;
 //! - [`store`]: all SQL (watchlist leases, the shared quota, one-statement ingest);
-//! - [`poller`]: one poll of one entry (quota → fetch → normalize → write, with retries);
-//! - [`scheduler`]: claiming due entries and running polls (`poll --due`, `run`).
+//! - [`poll`]: one poll of one entry (quota → fetch → normalize → write, with retries), and the
+//!   worker that claims due entries and runs polls (`poll --due`, `run`);
+//! - [`web`]: the admin listener;
+//! - [`cli`]: one file per command; [`app`] wires the pieces together.
 
-pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod daemon;
-pub mod demo;
 pub mod domain;
-pub mod export;
 pub mod normalize;
-pub mod poller;
+pub mod poll;
 pub mod provider;
-pub mod quickstart;
-pub mod replay;
-pub mod scheduler;
-pub mod show;
-pub mod status;
-pub mod stitch;
 pub mod store;
 pub mod telemetry;
-pub mod watch;
+pub mod web;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use soundtrend::clock::OffsetClock;
+use soundtrend::poll::Worker;
 use soundtrend::provider::ProviderKind;
-use soundtrend::scheduler::Worker;
 use tokio_util::sync::CancellationToken;
 
 async fn wait_for(db: &TestDb, sql: &str, expected: i64, within: Duration) {
@@ -320,7 +320,7 @@ async fn a_poll_whose_lease_was_lost_before_sending_pays_nothing() {
     assert!(
         matches!(
             late,
-            soundtrend::poller::PollOutcome::Skipped(soundtrend::poller::SkipReason::LeaseLost)
+            soundtrend::poll::PollOutcome::Skipped(soundtrend::poll::SkipReason::LeaseLost)
         ),
         "{late:?}"
     );
@@ -335,7 +335,7 @@ async fn a_poll_whose_lease_was_lost_before_sending_pays_nothing() {
         .await
         .unwrap();
     assert!(
-        matches!(on_time, soundtrend::poller::PollOutcome::Stored { .. }),
+        matches!(on_time, soundtrend::poll::PollOutcome::Stored { .. }),
         "{on_time:?}"
     );
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use soundtrend::domain::Period;
-use soundtrend::poller::{PollOutcome, Poller};
+use soundtrend::poll::{PollOutcome, Poller};
 use soundtrend::provider::{ProviderError, ProviderKind};
 use soundtrend::store::watchlist;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -458,7 +458,7 @@ async fn the_admin_listener_drops_a_client_that_never_finishes_its_request() {
     let mut s = settings(&db.url);
     s.admin.listen = "127.0.0.1:0".into();
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
-    let addr = soundtrend::admin::start(&s, db.pool.clone(), poller)
+    let addr = soundtrend::web::admin::start(&s, db.pool.clone(), poller)
         .await
         .unwrap()
         .expect("listening");
@@ -479,7 +479,7 @@ async fn the_admin_listener_drops_a_client_that_never_finishes_its_request() {
         "closed or timed out: {read:?}"
     );
     assert!(
-        waited <= soundtrend::admin::HEADER_READ_TIMEOUT + Duration::from_secs(2),
+        waited <= soundtrend::web::admin::HEADER_READ_TIMEOUT + Duration::from_secs(2),
         "dropped after {waited:?}"
     );
     // The listener still serves others.
@@ -513,10 +513,10 @@ async fn readiness_probes_the_database_once_per_few_seconds_whatever_the_request
         pool.clone(),
         client(&s, ProviderKind::KeyApi, "http://127.0.0.1:9/"),
         quota(&s, ProviderKind::KeyApi),
-        soundtrend::poller::PollOptions::from_settings(&s),
+        soundtrend::poll::PollOptions::from_settings(&s),
         std::sync::Arc::new(soundtrend::clock::SystemClock),
     ));
-    let addr = soundtrend::admin::start(&s, pool, poller)
+    let addr = soundtrend::web::admin::start(&s, pool, poller)
         .await
         .unwrap()
         .expect("listening");

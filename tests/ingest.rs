@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use common::*;
 use soundtrend::domain::Period;
-use soundtrend::poller::{PollOutcome, Poller, SkipReason};
+use soundtrend::poll::{PollOutcome, Poller, SkipReason};
 use soundtrend::provider::ProviderKind;
 use soundtrend::store::watchlist;
 use tokio_util::sync::CancellationToken;
@@ -132,8 +132,13 @@ async fn repolling_an_overlapping_window_adds_no_duplicate_points_and_updates_th
 
     // The next day's window overlaps six days, with other relative values, and a renamed sound.
     let second = MockServer::start().await;
-    let mut body =
-        soundtrend::demo::response(ProviderKind::KeyApi, CLIP, "US", 7, day.succ_opt().unwrap());
+    let mut body = soundtrend::cli::demo::response(
+        ProviderKind::KeyApi,
+        CLIP,
+        "US",
+        7,
+        day.succ_opt().unwrap(),
+    );
     body["data"]["sound"]["title"] = serde_json::json!("New Sun (Remastered)");
     for p in body["data"]["sound"]["trend"].as_array_mut().unwrap() {
         p["value"] = serde_json::json!(0.42);

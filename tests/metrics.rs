@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use soundtrend::poll::Worker;
 use soundtrend::provider::ProviderKind;
-use soundtrend::scheduler::Worker;
 use tokio_util::sync::CancellationToken;
 
 fn value(scrape: &str, series: &str) -> f64 {
@@ -31,7 +31,7 @@ async fn a_scrape_after_some_polls_shows_the_counters_moved_by_the_right_amounts
     s.admin.listen = "127.0.0.1:0".into();
     watch_many(&db, 4).await;
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
-    let addr = soundtrend::admin::start(&s, db.pool.clone(), poller.clone())
+    let addr = soundtrend::web::admin::start(&s, db.pool.clone(), poller.clone())
         .await
         .unwrap()
         .unwrap();
@@ -41,7 +41,7 @@ async fn a_scrape_after_some_polls_shows_the_counters_moved_by_the_right_amounts
         .drain(&CancellationToken::new())
         .await
         .unwrap();
-    soundtrend::scheduler::maintain(&db.pool, &poller, 0)
+    soundtrend::poll::maintain(&db.pool, &poller, 0)
         .await
         .unwrap();
     let scrape = http

@@ -4,9 +4,9 @@ mod common;
 
 use chrono::NaiveDate;
 use common::*;
+use soundtrend::cli::replay::{replay, ReplayFilter};
+use soundtrend::poll::Worker;
 use soundtrend::provider::ProviderKind;
-use soundtrend::replay::{replay, ReplayFilter};
-use soundtrend::scheduler::Worker;
 use soundtrend::store::fetches::prune_bodies;
 use tokio_util::sync::CancellationToken;
 use wiremock::MockServer;
@@ -180,7 +180,9 @@ async fn status_reports_entries_credits_disabled_entries_and_errors() {
         .await
         .unwrap();
 
-    let status = soundtrend::status::collect(&db.pool, &s).await.unwrap();
+    let status = soundtrend::cli::status::collect(&db.pool, &s)
+        .await
+        .unwrap();
 
     assert_eq!(status.entries.total, 4);
     assert_eq!(status.entries.enabled, 3);
@@ -195,7 +197,7 @@ async fn status_reports_entries_credits_disabled_entries_and_errors() {
     assert!(keyapi.last_success_at.is_some());
     assert!(keyapi.last_failure.as_deref().unwrap().contains("timeout"));
     assert_eq!(status.recent_errors.len(), 1);
-    let text = soundtrend::status::render(&status);
+    let text = soundtrend::cli::status::render(&status);
     assert!(text.contains("6 of 100"), "{text}");
     assert!(
         text.contains("9/US  the provider said the clip does not exist"),

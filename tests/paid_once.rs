@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use soundtrend::poller::PollOutcome;
+use soundtrend::cli::replay::{replay, ReplayFilter};
+use soundtrend::poll::PollOutcome;
 use soundtrend::provider::ProviderKind;
-use soundtrend::replay::{replay, ReplayFilter};
 use soundtrend::store::watchlist;
 use tokio_util::sync::CancellationToken;
 

@@ -93,7 +93,7 @@ async fn export_writes_the_stitched_daily_series_as_csv_and_as_json_lines() {
     let csv = std::fs::read_to_string(&file).unwrap();
     std::fs::remove_file(&file).ok();
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some(soundtrend::export::COLUMNS));
+    assert_eq!(lines.next(), Some(soundtrend::cli::export::COLUMNS));
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len() as i64, days, "{csv}");
     assert!(rows.iter().all(|r| r.starts_with(&format!("{CLIP},US,"))));

@@ -15,7 +15,7 @@ use common::*;
 use serde_json::{json, Value};
 use soundtrend::clock::OffsetClock;
 use soundtrend::domain::Period;
-use soundtrend::poller::PollOutcome;
+use soundtrend::poll::PollOutcome;
 use soundtrend::provider::ProviderKind;
 use soundtrend::store::watchlist::Claimed;
 use tokio_util::sync::CancellationToken;
@@ -109,7 +109,7 @@ impl Synthetic {
                         let period: i64 = q.get("period").and_then(|v| v.parse().ok()).unwrap_or(7);
                         let p = index[&clip];
                         let last_day = *last.lock().unwrap();
-                        let mut body = soundtrend::demo::response(
+                        let mut body = soundtrend::cli::demo::response(
                             ProviderKind::KeyApi,
                             &clip,
                             &region,
@@ -325,7 +325,7 @@ async fn replay_after_truncating_the_derived_tables_rebuilds_the_very_same_index
     .execute(&db.pool)
     .await
     .unwrap();
-    soundtrend::replay::replay(&db.pool, &Default::default(), 37, false)
+    soundtrend::cli::replay::replay(&db.pool, &Default::default(), 37, false)
         .await
         .unwrap();
 
@@ -348,7 +348,7 @@ async fn write_windows(db: &TestDb, order: &[(i64, Period)]) {
     for (n, &(last_day, period)) in order.iter().enumerate() {
         for p in 0..3 {
             let (clip, region) = pair(p);
-            let mut body = soundtrend::demo::response(
+            let mut body = soundtrend::cli::demo::response(
                 ProviderKind::KeyApi,
                 &clip,
                 region,
@@ -499,7 +499,7 @@ async fn index_series(db: &TestDb, clip: &str, values: &[f64], fetch_id: i64) {
         &days
             .iter()
             .zip(values)
-            .map(|(d, &v)| soundtrend::stitch::IndexDay {
+            .map(|(d, &v)| soundtrend::normalize::stitch::IndexDay {
                 day: (*d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32,
                 index_value: v,
                 index_low: v,
@@ -733,7 +733,7 @@ async fn a_window_that_replay_no_longer_accepts_leaves_the_index() {
     .await
     .unwrap();
 
-    let summary = soundtrend::replay::replay(&db.pool, &Default::default(), 4, false)
+    let summary = soundtrend::cli::replay::replay(&db.pool, &Default::default(), 4, false)
         .await
         .unwrap();
 

@@ -8,6 +8,7 @@ use crate::domain::{ClipId, Period, Region};
 use crate::provider::wire::{LabelledId, MusicDetail, TrendPoint};
 
 pub mod rules;
+pub mod stitch;
 
 use rules::{Findings, Warning, EARLIEST_TREND_SECS, FUTURE_SLACK_SECS, MAX_AUDIENCE_ENTRIES};
 

@@ -9,8 +9,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
+use crate::normalize::stitch::{stitch, IndexDay, Window};
 use crate::normalize::TrendRow;
-use crate::stitch::{stitch, IndexDay, Window};
 
 /// The advisory-lock key of a (clip, region) pair (FNV-1a of `clip/region`).
 pub fn pair_lock_key(clip_id: &str, region: &str) -> i64 {

@@ -17,7 +17,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use soundtrend::clock::{Clock, SystemClock};
 use soundtrend::config::Settings;
-use soundtrend::poller::{PollOptions, Poller};
+use soundtrend::poll::{PollOptions, Poller};
 use soundtrend::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
 use soundtrend::store::{self, quota::QuotaParams};
 
@@ -263,7 +263,7 @@ pub async fn mount_sample(server: &MockServer, kind: ProviderKind) {
     mount_body(server, kind, 200, sample_with(kind, |_| {})).await;
 }
 
-/// Answers the given clip with a generated window (see `soundtrend::demo::response`).
+/// Answers the given clip with a generated window (see `soundtrend::cli::demo::response`).
 pub async fn mount_generated(
     server: &MockServer,
     kind: ProviderKind,
@@ -272,7 +272,7 @@ pub async fn mount_generated(
     period: i64,
     last_day: chrono::NaiveDate,
 ) {
-    let body = soundtrend::demo::response(kind, clip, region, period, last_day);
+    let body = soundtrend::cli::demo::response(kind, clip, region, period, last_day);
     Mock::given(method("GET"))
         .and(path(kind.path()))
         .and(query_param("clip_id", clip))
@@ -429,7 +429,7 @@ impl RecordingServer {
             }
             let period: i64 = hit.period.parse().unwrap_or(7);
             let yesterday = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
-            axum::Json(soundtrend::demo::response(
+            axum::Json(soundtrend::cli::demo::response(
                 kind,
                 &hit.clip_id,
                 &hit.region,
@@ -493,8 +493,8 @@ pub async fn watch_many(db: &TestDb, n: usize) {
         .expect("insert watchlist rows");
 }
 
-pub fn worker_options(settings: &Settings, owner: &str) -> soundtrend::scheduler::WorkerOptions {
-    let mut o = soundtrend::scheduler::WorkerOptions::from_settings(settings);
+pub fn worker_options(settings: &Settings, owner: &str) -> soundtrend::poll::WorkerOptions {
+    let mut o = soundtrend::poll::WorkerOptions::from_settings(settings);
     o.owner = owner.to_owned();
     o
 }
@@ -505,8 +505,8 @@ pub async fn keyapi_worker(
     db: &TestDb,
     base: &str,
     owner: &str,
-) -> soundtrend::scheduler::Worker {
-    soundtrend::scheduler::Worker::new(
+) -> soundtrend::poll::Worker {
+    soundtrend::poll::Worker::new(
         poller(settings, &db.pool, ProviderKind::KeyApi, base).await,
         worker_options(settings, owner),
     )
@@ -518,7 +518,7 @@ pub async fn start_admin(db: &TestDb) -> std::net::SocketAddr {
     let mut s = settings(&db.url);
     s.admin.listen = "127.0.0.1:0".into();
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
-    soundtrend::admin::start(&s, db.pool.clone(), poller)
+    soundtrend::web::admin::start(&s, db.pool.clone(), poller)
         .await
         .expect("the admin endpoint starts")
         .expect("listening")

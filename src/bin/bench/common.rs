@@ -141,7 +141,9 @@ async fn answer(
             let region = q.get("region").map(String::as_str).unwrap_or("US");
             let period: i64 = q.get("period").and_then(|p| p.parse().ok()).unwrap_or(7);
             let day = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
-            Bytes::from(soundtrend::demo::response(kind, clip, region, period, day).to_string())
+            Bytes::from(
+                soundtrend::cli::demo::response(kind, clip, region, period, day).to_string(),
+            )
         }
     };
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()

@@ -14,10 +14,10 @@ use soundtrend::clock::SystemClock;
 use soundtrend::config::Settings;
 use soundtrend::domain::{ClipId, Period, Region};
 use soundtrend::normalize::{normalize, Normalized, Observation};
-use soundtrend::poller::{PollOptions, Poller};
+use soundtrend::poll::{PollOptions, Poller};
+use soundtrend::poll::{Worker, WorkerOptions};
 use soundtrend::provider::wire::{Envelope, MusicDetail};
 use soundtrend::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
-use soundtrend::scheduler::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{ms, percentile, postgres_cpu_s, proc_stats, BenchDb, FastServer};
@@ -63,8 +63,13 @@ fn cases(n: usize, period: i16) -> Vec<Case> {
             } else {
                 ProviderKind::EchoTik
             };
-            let mut body =
-                soundtrend::demo::response(kind, &clip_id, region, i64::from(period), last_day);
+            let mut body = soundtrend::cli::demo::response(
+                kind,
+                &clip_id,
+                region,
+                i64::from(period),
+                last_day,
+            );
             let sound = &mut body["data"]["sound"];
             sound["title"] = json!(format!("{} #{i}", TITLES[i % TITLES.len()]));
             sound["rank"] = if i % 3 == 0 {

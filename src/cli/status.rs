@@ -75,7 +75,7 @@ pub fn render(s: &Status) -> String {
             "    credits today   {}{budget} in {} {}{}\n",
             p.credits_used_today,
             p.requests_today,
-            crate::show::plural(p.requests_today, "request", "requests"),
+            crate::cli::show::plural(p.requests_today, "request", "requests"),
             p.budget_exhausted_at
                 .map(|t| format!("; budget spent at {}", t.format("%H:%M:%S UTC")))
                 .unwrap_or_default()

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::WATCHLIST_CHANNEL;
+use super::scheduler::WATCHLIST_CHANNEL;
 
 /// Wakes the worker when a row is inserted into (or re-enabled in) the watchlist. Only a hint:
 /// notifications are lost while disconnected, which the tick covers.

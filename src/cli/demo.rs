@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::provider::ProviderKind;
 
 /// The documented sample response (KeyAPI's; EchoTik's differs only in `message`).
-pub const SAMPLE_RESPONSE: &str = include_str!("../tests/fixtures/keyapi_sample.json");
+pub const SAMPLE_RESPONSE: &str = include_str!("../../tests/fixtures/keyapi_sample.json");
 /// The clip of the documented sample.
 pub const SAMPLE_CLIP_ID: &str = "6703723351497508865";
 

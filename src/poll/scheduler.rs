@@ -17,14 +17,11 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-mod maintenance;
-mod wake;
-
-pub use maintenance::{create_partitions, maintain};
-use wake::listen_for_inserts;
+use super::maintenance::{self, create_partitions, maintain};
+use super::wake::listen_for_inserts;
 
 use crate::config::Settings;
-use crate::poller::{PollOutcome, Poller, SkipReason};
+use crate::poll::{PollOutcome, Poller, SkipReason};
 use crate::store::{watchlist, StoreError};
 use crate::telemetry::metrics as m;
 

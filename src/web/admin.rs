@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::app::{exit, fatal};
 use crate::config::Settings;
-use crate::poller::Poller;
+use crate::poll::Poller;
 
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);

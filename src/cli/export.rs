@@ -72,7 +72,7 @@ pub async fn run(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
     eprintln!(
         "exported {} {} of clip {clip_id} ({}) to {}",
         days.len(),
-        crate::show::plural(days.len(), "day", "days"),
+        crate::cli::show::plural(days.len(), "day", "days"),
         regions.join(", "),
         args.out
             .as_ref()

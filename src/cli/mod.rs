@@ -1,5 +1,14 @@
 //! The command line: parses arguments, loads config, hands over to the library.
 
+pub mod demo;
+pub mod export;
+pub mod quickstart;
+pub mod replay;
+pub mod run;
+pub mod show;
+pub mod status;
+pub mod watch;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,8 +20,8 @@ use crate::app::{self, exit, fatal};
 use crate::clock::SystemClock;
 use crate::config::Settings;
 use crate::domain::{ClipId, Period, Region};
-use crate::poller::{PollOutcome, SkipReason};
-use crate::scheduler::{Worker, WorkerOptions};
+use crate::poll::{PollOutcome, SkipReason};
+use crate::poll::{Worker, WorkerOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,7 +53,7 @@ pub enum Command {
     /// End-to-end demo: the sample clip from a local demo API into a database of its own
     /// (`<database>_demo`), or from the real provider into the configured database when
     /// credentials are set. `--reset` drops the demo database.
-    Quickstart(crate::quickstart::QuickstartArgs),
+    Quickstart(crate::cli::quickstart::QuickstartArgs),
     /// Entries, providers, credits, disabled entries and recent errors.
     Status {
         /// Machine-readable output.
@@ -53,12 +62,12 @@ pub enum Command {
     },
     /// One sound on the terminal from the database: title, trend sparkline per region, top
     /// countries and interests, newest fetch. Calls no API.
-    Show(crate::show::ShowArgs),
+    Show(crate::cli::show::ShowArgs),
     /// A sound's stitched daily series as CSV or JSON lines. Calls no API.
-    Export(crate::export::ExportArgs),
+    Export(crate::cli::export::ExportArgs),
     /// Manage the watchlist (SQL works just as well).
     #[command(subcommand)]
-    Watch(crate::watch::WatchCommand),
+    Watch(crate::cli::watch::WatchCommand),
     /// Rebuild the derived tables from the raw bodies in `fetches`; calls no API.
     Replay(ReplayArgs),
     /// Serve the local demo API (both dialects, any clip) until Ctrl-C: point
@@ -114,32 +123,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Poll(args) => poll(&settings, args).await,
-        Command::Run => crate::daemon::run(settings).await,
-        Command::Quickstart(args) => crate::quickstart::run(&settings, args).await,
+        Command::Run => crate::cli::run::run(settings).await,
+        Command::Quickstart(args) => crate::cli::quickstart::run(&settings, args).await,
         Command::Status { json } => {
             let pool = app::database(&settings).await?;
-            let status = crate::status::collect(&pool, &settings).await?;
+            let status = crate::cli::status::collect(&pool, &settings).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", crate::status::render(&status));
+                print!("{}", crate::cli::status::render(&status));
             }
             Ok(())
         }
-        Command::Show(args) => crate::show::run(&settings, args).await,
-        Command::Export(args) => crate::export::run(&settings, args).await,
+        Command::Show(args) => crate::cli::show::run(&settings, args).await,
+        Command::Export(args) => crate::cli::export::run(&settings, args).await,
         Command::Watch(cmd) => {
             let pool = app::database(&settings).await?;
-            crate::watch::run(&pool, cmd).await
+            crate::cli::watch::run(&pool, cmd).await
         }
         Command::Replay(args) => replay(&settings, args).await,
         Command::DemoServer { listen } => {
-            let (addr, server) = crate::demo::serve(listen)
+            let (addr, server) = crate::cli::demo::serve(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             println!("demo API on http://{addr}/ (KeyAPI and EchoTik dialects; any key is accepted); Ctrl-C stops it");
             let cancel = CancellationToken::new();
-            spawn_signal_handler(cancel.clone());
+            app::spawn_signal_handler(cancel.clone());
             cancel.cancelled().await;
             server.abort();
             Ok(())
@@ -160,7 +169,7 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
     let pool = app::database(settings).await?;
     let poller = app::poller(settings, pool.clone(), client, Arc::new(SystemClock)).await?;
     let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
+    app::spawn_signal_handler(cancel.clone());
 
     if args.due {
         let worker = Worker::new(poller, WorkerOptions::from_settings(settings));
@@ -169,7 +178,7 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
             "polled due entries via {kind}: {} stored ({} {}), {} failed, {} skipped",
             summary.stored,
             summary.rows,
-            crate::show::plural(summary.rows, "row", "rows"),
+            crate::cli::show::plural(summary.rows, "row", "rows"),
             summary.failed,
             summary.skipped
         );
@@ -232,26 +241,6 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
-pub fn spawn_signal_handler(token: CancellationToken) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("Received a shutdown signal.");
-        token.cancel();
-    });
-}
-
 async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     let since = args
         .since
@@ -265,20 +254,20 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
         return Err(fatal(exit::CONFIG, "--batch must be at least 1"));
     }
     let pool = app::database(settings).await?;
-    let filter = crate::replay::ReplayFilter {
+    let filter = crate::cli::replay::ReplayFilter {
         since,
         clip_id: clip_id.map(|c| c.to_string()),
         region: region.map(|r| r.to_string()),
         retry_invalid: args.retry_invalid,
     };
     let started = std::time::Instant::now();
-    let summary = crate::replay::replay(&pool, &filter, args.batch, true).await?;
+    let summary = crate::cli::replay::replay(&pool, &filter, args.batch, true).await?;
     println!(
         "replayed {} {} into {} {} in {:.1}s ({} skipped, {} now invalid, {} revived), no API called",
         summary.fetches,
-        crate::show::plural(summary.fetches, "fetch", "fetches"),
+        crate::cli::show::plural(summary.fetches, "fetch", "fetches"),
         summary.rows,
-        crate::show::plural(summary.rows, "row", "rows"),
+        crate::cli::show::plural(summary.rows, "row", "rows"),
         started.elapsed().as_secs_f64(),
         summary.skipped,
         summary.invalidated,

@@ -11,11 +11,11 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::app;
+use crate::cli::demo;
 use crate::clock::SystemClock;
 use crate::config::{DatabaseSettings, Settings};
-use crate::demo;
 use crate::domain::{ClipId, Region};
-use crate::poller::{PollOptions, PollOutcome, Poller};
+use crate::poll::{PollOptions, PollOutcome, Poller};
 use crate::provider::{Credentials, ProviderKind};
 use crate::store::watchlist;
 
@@ -168,7 +168,7 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
                 kind,
                 written.fetch_id,
                 written.rows(),
-                crate::show::plural(written.rows(), "row", "rows")
+                crate::cli::show::plural(written.rows(), "row", "rows")
             ),
             PollOutcome::Failed { error, .. } => {
                 failures += 1;
@@ -231,11 +231,11 @@ async fn landed(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     for (table, n) in counts {
         println!(
             "  {table:<20} {n:>6} {}",
-            crate::show::plural(n, "row", "rows")
+            crate::cli::show::plural(n, "row", "rows")
         );
     }
     println!();
-    if let Some(text) = crate::show::render(pool, clip_id, None, 30).await? {
+    if let Some(text) = crate::cli::show::render(pool, clip_id, None, 30).await? {
         print!("{text}");
     }
     Ok(())

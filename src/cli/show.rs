@@ -45,7 +45,7 @@ pub async fn run(settings: &Settings, args: ShowArgs) -> anyhow::Result<()> {
                 region.map(|r| format!(" in region {r}")).unwrap_or_default(),
                 settings.database.redacted_url(),
                 region.unwrap_or("US"),
-                crate::quickstart::demo_database(&settings.database)?.redacted_url(),
+                crate::cli::quickstart::demo_database(&settings.database)?.redacted_url(),
             ),
         )),
     }

@@ -8,20 +8,20 @@ use tracing::info;
 use crate::app;
 use crate::clock::SystemClock;
 use crate::config::Settings;
-use crate::scheduler::{Worker, WorkerOptions};
+use crate::poll::{Worker, WorkerOptions};
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let kind = settings.provider.name;
     let credentials = app::credentials(kind)?;
     let client = app::client(&settings, kind, settings.base_url(), credentials)?;
     let cancel = CancellationToken::new();
-    crate::cli::spawn_signal_handler(cancel.clone());
+    app::spawn_signal_handler(cancel.clone());
     let pool = tokio::select! {
         pool = app::database_when_reachable(&settings) => pool?,
         _ = cancel.cancelled() => return Ok(()),
     };
     let poller = app::poller(&settings, pool.clone(), client, Arc::new(SystemClock)).await?;
-    let admin = crate::admin::start(&settings, pool.clone(), poller.clone()).await?;
+    let admin = crate::web::admin::start(&settings, pool.clone(), poller.clone()).await?;
     info!(provider = %kind, endpoint = %settings.base_url(), database = %settings.database.redacted_url(),
         admin = admin.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()), "soundtrend is running.");
     if let Some(w) = crate::config::database_tls_warning(secrecy::ExposeSecret::expose_secret(

@@ -4,7 +4,7 @@
 use sqlx::PgPool;
 use tracing::info;
 
-use crate::poller::Poller;
+use crate::poll::Poller;
 use crate::store::{self, fetches, watchlist};
 use crate::telemetry::metrics as m;
 

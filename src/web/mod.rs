@@ -1,0 +1,5 @@
+//! The admin listener: health, readiness and Prometheus metrics.
+
+pub mod admin;
+
+pub use admin::start;
