@@ -108,15 +108,13 @@ async fn ensure_database(settings: &Settings) -> anyhow::Result<()> {
         }
         Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("3D000") => {
             let name = options.get_database().unwrap_or("soundtrend").to_owned();
-            let admin = options.clone().database("postgres");
-            let mut conn = connect(admin)
-                .await
-                .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
-                .with_context(|| format!("database {name:?} does not exist and cannot connect to create it"))?;
-            sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")))
-                .execute(&mut conn)
-                .await
-                .with_context(|| format!("cannot create database {name:?}"))?;
+            tokio::time::timeout(
+                settings.database.connect_timeout,
+                store::create_database(settings.database.url.expose_secret()),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
+            .with_context(|| format!("database {name:?} does not exist and cannot be created"))?;
             tracing::info!(database = %name, "Created the database.");
             Ok(())
         }
@@ -144,24 +142,13 @@ pub async fn drop_database(db: &DatabaseSettings) -> anyhow::Result<bool> {
         .get_database()
         .context("the database URL names no database")?
         .to_owned();
-    let mut conn = tokio::time::timeout(db.connect_timeout, options.database("postgres").connect())
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
-        .with_context(|| format!("cannot connect to {url}"))?;
-    let dropped = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(&name)
-        .fetch_optional(&mut conn)
-        .await?
-        .is_some();
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-        name.replace('"', "\"\"")
-    ))
-    .execute(&mut conn)
+    tokio::time::timeout(
+        db.connect_timeout,
+        store::drop_database(db.url.expose_secret()),
+    )
     .await
-    .with_context(|| format!("cannot drop database {name:?}"))?;
-    let _ = conn.close().await;
-    Ok(dropped)
+    .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
+    .with_context(|| format!("cannot drop database {name:?}"))
 }
 
 /// The provider client for `kind` at `base_url` with credentials from the environment.

@@ -30,7 +30,10 @@ async fn database_exists(db: &TestDb, name: &str) -> bool {
 
 async fn count_in(url: &str, sql: &str) -> i64 {
     let mut conn = PgConnection::connect(url).await.unwrap();
-    let n = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+    let n = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.ok();
     n
 }

@@ -306,10 +306,12 @@ async fn the_database_refuses_watchlist_values_the_daemon_cannot_hold() {
             "watchlist_not_found_count_between_0_and_1000000",
         ),
     ] {
-        let err = sqlx::query(&format!("UPDATE watchlist SET {update}"))
-            .execute(&db.pool)
-            .await
-            .expect_err(update);
+        let err = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE watchlist SET {update}"
+        )))
+        .execute(&db.pool)
+        .await
+        .expect_err(update);
         assert!(
             err.to_string().contains(constraint),
             "{update}: {err} names {constraint}"

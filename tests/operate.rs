@@ -21,11 +21,12 @@ async fn dump(db: &TestDb) -> Vec<String> {
         "audience_countries",
         "audience_interests",
     ] {
-        let rows: Vec<String> =
-            sqlx::query_scalar(&format!("SELECT t::text FROM {table} t ORDER BY t::text"))
-                .fetch_all(&db.pool)
-                .await
-                .unwrap();
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT t::text FROM {table} t ORDER BY t::text"
+        )))
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
         all.extend(rows.into_iter().map(|r| format!("{table} {r}")));
     }
     all

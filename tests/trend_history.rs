@@ -54,7 +54,7 @@ fn truth(p: usize, d: i64) -> f64 {
         return 0.0;
     }
     // A flat spell.
-    if p % 3 == 0 && (135..150).contains(&d) {
+    if p.is_multiple_of(3) && (135..150).contains(&d) {
         return 3.0 + pf / 10.0;
     }
     let bump = |at: f64, height: f64, width: f64| height * (-((x - at) / width).powi(2)).exp();
@@ -185,7 +185,7 @@ async fn poll_history(db: &TestDb) {
 /// (day number since day0, value) of a table's series for pair p.
 async fn series(db: &TestDb, sql: &str, p: usize) -> Vec<(i64, f64, i32)> {
     let (clip, region) = pair(p);
-    sqlx::query_as(sql)
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(clip)
         .bind(region)
         .bind(day0())
@@ -677,13 +677,14 @@ async fn audience_shares_are_of_the_listed_total_and_change_against_the_previous
     }
 
     for view in ["audience_country_share", "audience_interest_share"] {
-        let rows: Vec<(i64, f64, Option<i64>, Option<f64>)> = sqlx::query_as(&format!(
-            "SELECT fetch_id, share, previous_fetch_id, share_change FROM {view}
+        let rows: Vec<(i64, f64, Option<i64>, Option<f64>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT fetch_id, share, previous_fetch_id, share_change FROM {view}
              ORDER BY observed_at, position"
-        ))
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
+            )))
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
         let r = |x: f64| (x * 1e9).round() / 1e9;
         let rounded: Vec<_> = rows
             .iter()

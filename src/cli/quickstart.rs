@@ -217,17 +217,7 @@ async fn reset(settings: &Settings) -> anyhow::Result<()> {
 /// Prints what landed, the way an analyst would look at it.
 async fn landed(pool: &PgPool, clip_id: &ClipId) -> anyhow::Result<()> {
     println!("\nWhat landed for clip {clip_id}:");
-    let counts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT 'sounds', count(*) FROM sounds WHERE clip_id = $1
-         UNION ALL SELECT 'sound_snapshots', count(*) FROM sound_snapshots WHERE clip_id = $1
-         UNION ALL SELECT 'trend_points', count(*) FROM trend_points WHERE clip_id = $1
-         UNION ALL SELECT 'audience_countries', count(*) FROM audience_countries WHERE clip_id = $1
-         UNION ALL SELECT 'audience_interests', count(*) FROM audience_interests WHERE clip_id = $1
-         UNION ALL SELECT 'fetches', count(*) FROM fetches WHERE clip_id = $1",
-    )
-    .bind(clip_id.as_str())
-    .fetch_all(pool)
-    .await?;
+    let counts = crate::store::report::rows_per_table(pool, clip_id.as_str()).await?;
     for (table, n) in counts {
         println!(
             "  {table:<20} {n:>6} {}",

@@ -16,6 +16,7 @@ use crate::domain::{ClipId, Period, Region};
 use crate::normalize::{normalize, Observation};
 use crate::provider::wire::{Envelope, MusicDetail};
 use crate::provider::{Outcome, ProviderKind};
+use crate::store::archive::{self, ArchiveFilter, Archived};
 use crate::store::fetches::FetchRecord;
 use crate::store::{ingest, trend};
 
@@ -40,37 +41,19 @@ pub struct ReplaySummary {
     pub revived: u64,
 }
 
-#[derive(sqlx::FromRow)]
-struct Archived {
-    id: i64,
-    clip_id: String,
-    region: String,
-    period: i16,
-    provider: String,
-    requested_at: DateTime<Utc>,
-    outcome: String,
-    body_json: serde_json::Value,
-}
-
-const FILTER: &str = "(outcome = 'ok' OR ($4 AND outcome = 'invalid_payload'))
-    AND body_json IS NOT NULL
-    AND ($1::timestamptz IS NULL OR requested_at >= $1)
-    AND ($2::text IS NULL OR clip_id = $2)
-    AND ($3::text IS NULL OR region = $3)";
-
 pub async fn replay(
     pool: &PgPool,
     filter: &ReplayFilter,
     batch_size: i64,
     progress: bool,
 ) -> anyhow::Result<ReplaySummary> {
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM fetches WHERE {FILTER}"))
-        .bind(filter.since)
-        .bind(filter.clip_id.as_deref())
-        .bind(filter.region.as_deref())
-        .bind(filter.retry_invalid)
-        .fetch_one(pool)
-        .await?;
+    let archive = ArchiveFilter {
+        since: filter.since,
+        clip_id: filter.clip_id.as_deref(),
+        region: filter.region.as_deref(),
+        retry_invalid: filter.retry_invalid,
+    };
+    let total = archive::count(pool, &archive).await?;
     let bar = if progress && std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
@@ -88,47 +71,12 @@ pub async fn replay(
     let mut summary = ReplaySummary::default();
     let mut after = 0i64;
     loop {
-        let batch: Vec<Archived> = sqlx::query_as(&format!(
-            "SELECT id, clip_id, region, period, provider, requested_at, outcome, body_json
-             FROM fetches WHERE {FILTER} AND id > $5 ORDER BY id LIMIT $6"
-        ))
-        .bind(filter.since)
-        .bind(filter.clip_id.as_deref())
-        .bind(filter.region.as_deref())
-        .bind(filter.retry_invalid)
-        .bind(after)
-        .bind(batch_size)
-        .fetch_all(pool)
-        .await?;
+        let batch = archive::batch(pool, &archive, after, batch_size).await?;
         let Some(last) = batch.last() else { break };
         after = last.id;
 
         let mut tx = pool.begin().await?;
-        let ids: Vec<i64> = batch.iter().map(|a| a.id).collect();
-        // Rows a fetch no longer produces must go too, so the result equals a fresh ingest.
-        for table in [
-            "sound_snapshots",
-            "audience_countries",
-            "audience_interests",
-            "trend_points",
-            "trend_observations",
-        ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE fetch_id = ANY($1)"))
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
-        }
-        // trend_windows is keyed by pair first: delete by the whole key.
-        sqlx::query(
-            "DELETE FROM trend_windows w
-             USING UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, clip_id, region)
-             WHERE w.clip_id = u.clip_id AND w.region = u.region AND w.fetch_id = u.id",
-        )
-        .bind(&ids)
-        .bind(batch.iter().map(|a| a.clip_id.as_str()).collect::<Vec<_>>())
-        .bind(batch.iter().map(|a| a.region.as_str()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
+        archive::clear_derived(&mut tx, &batch).await?;
         for archived in &batch {
             match rows_of(archived) {
                 Ok((obs, rows)) => {
@@ -138,7 +86,7 @@ pub async fn replay(
                     summary.rows += written.rows();
                     summary.fetches += 1;
                     if archived.outcome != "ok" {
-                        set_outcome(&mut tx, archived.id, Outcome::Ok, None).await?;
+                        archive::set_outcome(&mut *tx, archived.id, Outcome::Ok, None).await?;
                         summary.revived += 1;
                     }
                 }
@@ -146,8 +94,13 @@ pub async fn replay(
                     summary.skipped += 1;
                     if archived.outcome == "ok" {
                         let why = format!("invalid payload (re-validated by replay): {reason}");
-                        set_outcome(&mut tx, archived.id, Outcome::InvalidPayload, Some(&why))
-                            .await?;
+                        archive::set_outcome(
+                            &mut *tx,
+                            archived.id,
+                            Outcome::InvalidPayload,
+                            Some(&why),
+                        )
+                        .await?;
                         summary.invalidated += 1;
                     }
                     // Its window is gone: the pair's index is stitched again without it.
@@ -169,22 +122,6 @@ pub async fn replay(
     }
     bar.finish_and_clear();
     Ok(summary)
-}
-
-/// Re-labels an archived attempt after re-validation; its body and credits stay as they were.
-async fn set_outcome(
-    conn: &mut sqlx::PgConnection,
-    fetch_id: i64,
-    outcome: Outcome,
-    error: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE fetches SET outcome = $2, error = $3 WHERE id = $1")
-        .bind(fetch_id)
-        .bind(outcome.as_str())
-        .bind(error)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 fn rows_of(a: &Archived) -> Result<(Observation, crate::normalize::Normalized), String> {

@@ -43,14 +43,11 @@ pub async fn maintain(
             );
         }
     }
-    let (due, overdue, leased): (i64, f64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE next_due_at <= now() AND lease_token IS NULL),
-                COALESCE(EXTRACT(epoch FROM now() - min(next_due_at) FILTER (WHERE lease_token IS NULL)), 0)::float8,
-                count(*) FILTER (WHERE lease_token IS NOT NULL AND lease_expires_at > now())
-         FROM watchlist WHERE enabled AND (next_due_at <= now() OR lease_token IS NOT NULL)",
-    )
-    .fetch_one(pool)
-    .await?;
+    let store::watchlist::Backlog {
+        due,
+        overdue_secs: overdue,
+        leased,
+    } = store::watchlist::backlog(pool).await?;
     m::backlog(due, overdue.max(0.0), leased);
     let (used, _) = store::quota::usage(pool, poller.provider(), poller.clock().today()).await?;
     m::credits_today(poller.provider(), used);

@@ -1,7 +1,7 @@
 //! The `fetches` table: one row per API attempt with its raw body.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{PgExecutor, Row};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::provider::{Attempt, Outcome, ProviderError, ProviderKind};
@@ -213,7 +213,7 @@ pub async fn record(
     r: &FetchRecord<'_>,
     lease: Option<Uuid>,
 ) -> Result<Recorded, sqlx::Error> {
-    let row = sqlx::query(
+    let row = sqlx::query!(
         r#"WITH lease AS (
     SELECT 1 FROM watchlist WHERE clip_id = $1 AND region = $2 AND lease_token = $17
     FOR UPDATE
@@ -228,7 +228,7 @@ done AS (
     UPDATE fetches SET
         requested_at = $5, duration_ms = $6, http_status = $7, outcome = $8, error = $9,
         api_code = $10, api_message = $11, request_id = $12, attempt = $13, credits = $14,
-        body_json = $15::jsonb, body_text = $16, warnings = $20,
+        body_json = $15::text::jsonb, body_text = $16, warnings = $20,
         lease_lost = NOT (SELECT held FROM held)
     WHERE id = $18 AND outcome IN ('pending', 'abandoned')
     RETURNING id
@@ -246,39 +246,39 @@ fresh AS (
     INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms,
                          http_status, outcome, error, api_code, api_message, request_id,
                          attempt, credits, body_json, body_text, warnings, lease_lost)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $20,
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::text::jsonb, $16, $20,
            NOT held
     FROM held WHERE $18::int8 IS NULL
     RETURNING id
 )
-SELECT f.id, (SELECT held FROM held) AS held
+SELECT f.id AS "id!", (SELECT held FROM held) AS "held!"
 FROM (SELECT id FROM done UNION ALL SELECT id FROM fresh) f"#,
+        r.clip_id,
+        r.region,
+        r.period,
+        r.provider.as_str(),
+        r.requested_at,
+        r.duration_ms,
+        r.http_status,
+        r.outcome.as_str(),
+        r.error.as_deref(),
+        r.api_code,
+        r.api_message,
+        r.request_id,
+        r.attempt,
+        r.credits,
+        r.body_json,
+        r.body_text.as_deref(),
+        lease,
+        r.booked.map(|b| b.fetch_id),
+        r.booked.map(|b| b.day),
+        (!r.warnings.is_empty()).then_some(r.warnings.as_slice()) as _,
     )
-    .bind(r.clip_id)
-    .bind(r.region)
-    .bind(r.period)
-    .bind(r.provider.as_str())
-    .bind(r.requested_at)
-    .bind(r.duration_ms)
-    .bind(r.http_status)
-    .bind(r.outcome.as_str())
-    .bind(r.error.as_deref())
-    .bind(r.api_code)
-    .bind(r.api_message)
-    .bind(r.request_id)
-    .bind(r.attempt)
-    .bind(r.credits)
-    .bind(r.body_json)
-    .bind(r.body_text.as_deref())
-    .bind(lease)
-    .bind(r.booked.map(|b| b.fetch_id))
-    .bind(r.booked.map(|b| b.day))
-    .bind((!r.warnings.is_empty()).then_some(&r.warnings))
     .fetch_one(db)
     .await?;
     Ok(Recorded {
-        fetch_id: row.try_get(0)?,
-        lease_held: row.try_get(1)?,
+        fetch_id: row.id,
+        lease_held: row.held,
     })
 }
 
@@ -288,12 +288,12 @@ pub async fn abandon_orphans(
     db: impl PgExecutor<'_>,
     older_than: std::time::Duration,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE fetches SET outcome = 'abandoned',
              error = 'the process ended with the request in flight; the provider may have answered'
          WHERE outcome = 'pending' AND requested_at < now() - make_interval(secs => $1)",
+        older_than.as_secs_f64(),
     )
-    .bind(older_than.as_secs_f64())
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -304,7 +304,7 @@ pub async fn abandon_orphans(
 pub async fn prune_bodies(pool: &sqlx::PgPool, days: u32) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
-        let done = sqlx::query(
+        let done = sqlx::query!(
             "UPDATE fetches SET body_json = NULL, body_text = NULL, body_pruned_at = now()
              WHERE id IN (
                  SELECT id FROM fetches
@@ -312,8 +312,8 @@ pub async fn prune_bodies(pool: &sqlx::PgPool, days: u32) -> Result<u64, sqlx::E
                    AND body_pruned_at IS NULL
                    AND (body_json IS NOT NULL OR body_text IS NOT NULL)
                  LIMIT 5000)",
+            i32::try_from(days).unwrap_or(i32::MAX),
         )
-        .bind(i32::try_from(days).unwrap_or(i32::MAX))
         .execute(pool)
         .await?;
         total += done.rows_affected();

@@ -8,17 +8,16 @@
 //! Bookkeeping is fenced on the lease: when the entry's `lease_token` is no longer ours, the data
 //! is still stored (a paid answer is never thrown away) but the watchlist row is left alone.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::query::Query;
-use sqlx::{PgConnection, PgPool, Postgres, Row};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::fetches::{self, FetchRecord};
 use super::{trend, StoreError};
-use crate::normalize::Normalized;
+use crate::normalize::stitch::Window;
+use crate::normalize::{AudienceRow, Normalized};
 
 /// What a successful write stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,167 +37,6 @@ impl Written {
     }
 }
 
-/// The derived-table CTEs shared by a live poll and a replay. They read the fetch id from a CTE
-/// named `f` and the observation from $1 clip_id, $2 region, $3 period, $5 observed_at.
-static DERIVED_CTES: LazyLock<String> = LazyLock::new(|| {
-    DERIVED_CTES_TEMPLATE.replace("{sound_metadata_update}", &sound_metadata_update())
-});
-
-/// `col = CASE WHEN <the excluded row is the newer observation> THEN EXCLUDED.col ELSE cur.col END`
-/// for every metadata column of `sounds`.
-fn sound_metadata_update() -> String {
-    const COLUMNS: [&str; 13] = [
-        "song_id",
-        "title",
-        "author",
-        "url_title",
-        "duration",
-        "cover",
-        "link",
-        "music_url",
-        "if_cml",
-        "is_search",
-        "promoted",
-        "last_seen_at",
-        "last_fetch_id",
-    ];
-    const NEWER: &str =
-        "(cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)";
-    COLUMNS
-        .iter()
-        .map(|c| format!("        {c} = CASE WHEN {NEWER} THEN EXCLUDED.{c} ELSE cur.{c} END"))
-        .collect::<Vec<_>>()
-        .join(",\n")
-}
-
-const DERIVED_CTES_TEMPLATE: &str = r#"
-s AS (
-    INSERT INTO sounds AS cur (clip_id, song_id, title, author, url_title, duration, cover, link,
-                               music_url, if_cml, is_search, promoted, first_seen_at,
-                               last_seen_at, last_fetch_id)
-    SELECT $1, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $5, $5, f.id FROM f
-    -- The newest observation's metadata wins and first_seen_at is the earliest, whatever order
-    -- concurrent polls and replays arrive in, so a replay rebuilds exactly what live polls wrote.
-    ON CONFLICT (clip_id) DO UPDATE SET
-        first_seen_at = LEAST(cur.first_seen_at, EXCLUDED.first_seen_at),
-{sound_metadata_update}
-    RETURNING 1
-),
-snap AS (
-    INSERT INTO sound_snapshots AS cur (fetch_id, clip_id, region, period, observed_at,
-        country_code, rank, rank_diff, on_list_times, popular_days, current_popularity,
-        like_count, liked, disliked, trend_points, audience_ages, related_items)
-    SELECT f.id, $1, $2, $3, $5, $28, $29, $30, $31, $32, $33, $34, $35, $36,
-           cardinality($39::timestamptz[]), $37, $38
-    FROM f
-    ON CONFLICT (fetch_id) DO UPDATE SET
-        country_code = EXCLUDED.country_code, rank = EXCLUDED.rank,
-        rank_diff = EXCLUDED.rank_diff, on_list_times = EXCLUDED.on_list_times,
-        popular_days = EXCLUDED.popular_days, current_popularity = EXCLUDED.current_popularity,
-        like_count = EXCLUDED.like_count, liked = EXCLUDED.liked, disliked = EXCLUDED.disliked,
-        trend_points = EXCLUDED.trend_points, audience_ages = EXCLUDED.audience_ages,
-        related_items = EXCLUDED.related_items
-    RETURNING 1
-),
-t AS (
-    INSERT INTO trend_points AS cur (clip_id, region, ts, value, fetch_id, period, observed_at)
-    SELECT $1, $2, u.ts, u.value, f.id, $3, $5
-    FROM f, UNNEST($39::timestamptz[], $40::float8[]) AS u(ts, value)
-    ON CONFLICT (clip_id, region, ts) DO UPDATE SET
-        value = EXCLUDED.value, fetch_id = EXCLUDED.fetch_id,
-        period = EXCLUDED.period, observed_at = EXCLUDED.observed_at
-    -- The newest window wins the days it covers; an older one never overwrites a newer one.
-    WHERE (cur.observed_at, cur.fetch_id) <= (EXCLUDED.observed_at, EXCLUDED.fetch_id)
-    RETURNING 1
-),
-tw AS (
-    -- The window as one row: what trend_index is stitched from.
-    INSERT INTO trend_windows AS cur (fetch_id, clip_id, region, period, observed_at, days, vals)
-    SELECT f.id, $1, $2, $3, $5, $51::int4[], $52::float8[] FROM f
-    ON CONFLICT (clip_id, region, fetch_id) DO UPDATE SET
-        observed_at = EXCLUDED.observed_at, days = EXCLUDED.days, vals = EXCLUDED.vals
-    RETURNING 1
-),
-o AS (
-    -- Every point of the window, append-only: the history trend_index is stitched from.
-    INSERT INTO trend_observations (fetch_id, clip_id, region, period, ts, value, observed_at)
-    SELECT f.id, $1, $2, $3, u.ts, u.value, $5
-    FROM f, UNNEST($39::timestamptz[], $40::float8[]) AS u(ts, value)
-    ON CONFLICT DO NOTHING
-    RETURNING 1
-),
-ac AS (
-    INSERT INTO audience_countries AS cur (fetch_id, position, clip_id, region, observed_at,
-                                           country_code, country_name, provider_id, score)
-    SELECT f.id, u.position, $1, $2, $5, u.code, u.name, u.pid, u.score
-    FROM f, UNNEST($41::int2[], $42::text[], $43::text[], $44::text[], $45::float8[])
-         AS u(position, pid, code, name, score)
-    ON CONFLICT (fetch_id, position) DO UPDATE SET
-        country_code = EXCLUDED.country_code, country_name = EXCLUDED.country_name,
-        provider_id = EXCLUDED.provider_id, score = EXCLUDED.score
-    RETURNING 1
-),
-ai AS (
-    INSERT INTO audience_interests AS cur (fetch_id, position, clip_id, region, observed_at,
-                                           interest_id, label, name, score)
-    SELECT f.id, u.position, $1, $2, $5, u.iid, u.label, u.name, u.score
-    FROM f, UNNEST($46::int2[], $47::text[], $48::text[], $49::text[], $50::float8[])
-         AS u(position, iid, label, name, score)
-    ON CONFLICT (fetch_id, position) DO UPDATE SET
-        interest_id = EXCLUDED.interest_id, label = EXCLUDED.label, name = EXCLUDED.name,
-        score = EXCLUDED.score
-    RETURNING 1
-)"#;
-
-const DERIVED_SELECT: &str = r#"
-SELECT f.id, (SELECT count(*) FROM t), (SELECT count(*) FROM ac), (SELECT count(*) FROM ai)
-FROM f"#;
-
-/// The live poll's result row also carries the pair's stored windows as of the statement's start
-/// (so without this fetch's own), read under the pair's lock taken with `BEGIN`: one round trip
-/// less than reading them apart.
-const SUCCESS_SELECT: &str = r#"
-SELECT f.id, (SELECT count(*) FROM t), (SELECT count(*) FROM ac), (SELECT count(*) FROM ai),
-       h.fetch_ids, h.observed, h.days, h.vals
-FROM f LEFT JOIN LATERAL (
-    SELECT array_agg(w.fetch_id) AS fetch_ids, array_agg(w.observed_at) AS observed,
-           array_agg(d.day) AS days, array_agg(d.val) AS vals
-    FROM (SELECT fetch_id, observed_at, days, vals FROM trend_windows
-          WHERE clip_id = $1 AND region = $2 ORDER BY fetch_id) w,
-         LATERAL unnest(w.days, w.vals) AS d(day, val)
-) h ON true"#;
-
-/// A live poll's data: the fetch row was written just before in the same transaction ($53); the
-/// watchlist bookkeeping applies only while the lease ($15) is still ours.
-static SUCCESS_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        r#"WITH f AS (SELECT $53::bigint AS id),
-w AS (
-    UPDATE watchlist SET
-        last_polled_at = $5, last_success_at = $5, consecutive_failures = 0,
-        not_found_count = 0, last_error = NULL,
-        next_due_at = now() + poll_interval * (1 + $16::float8 * (2 * random() - 1)),
-        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-    WHERE clip_id = $1 AND region = $2 AND lease_token = $15
-    RETURNING 1
-),
-pq AS (
-    UPDATE provider_quota SET auth_failed_at = NULL, auth_error = NULL
-    WHERE provider = $4 AND auth_failed_at IS NOT NULL
-    RETURNING 1
-),{derived}{SUCCESS_SELECT}"#,
-        derived = DERIVED_CTES.as_str()
-    )
-});
-
-/// Replay: the fetch row exists ($53); only the derived tables are written.
-static REPLAY_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        r#"WITH f AS (SELECT $53::bigint AS id),{derived}{DERIVED_SELECT}"#,
-        derived = DERIVED_CTES.as_str()
-    )
-});
-
 /// Writes a successful poll and re-stitches the pair's `trend_index`, in one transaction. `lease`
 /// is the claim's token (None for a clip not on the watchlist). A paid answer is never thrown
 /// away: when the lease was lost meanwhile, the data is stored all the same (every write is an
@@ -215,20 +53,17 @@ pub async fn record_success(
         .begin_with(trend::begin_locked(fetch.clip_id, fetch.region))
         .await?;
     let recorded = fetches::record(&mut *tx, fetch, lease).await?;
-    let query =
-        bind_all(sqlx::query(&SUCCESS_SQL), fetch, rows, lease, jitter).bind(recorded.fetch_id);
-    let row = query.fetch_one(&mut *tx).await?;
-    let mut written = written(&row)?;
-    written.lease_lost = !recorded.lease_held;
-    let mut windows = trend::assemble(
-        row.try_get::<Option<Vec<i64>>, _>(4)?.unwrap_or_default(),
-        row.try_get::<Option<Vec<chrono::DateTime<chrono::Utc>>>, _>(5)?
-            .unwrap_or_default(),
-        row.try_get::<Option<Vec<i32>>, _>(6)?.unwrap_or_default(),
-        row.try_get::<Option<Vec<f64>>, _>(7)?.unwrap_or_default(),
-    );
+    let data = write_data(
+        &mut tx,
+        recorded.fetch_id,
+        fetch,
+        rows,
+        Some(Live { lease, jitter }),
+    )
+    .await?;
+    let mut windows = data.earlier_windows;
     windows.push(trend::new_window(
-        written.fetch_id,
+        recorded.fetch_id,
         fetch.requested_at,
         &rows.trend,
     ));
@@ -237,9 +72,13 @@ pub async fn record_success(
         fetch.clip_id,
         fetch.region,
         &windows,
-        written.fetch_id,
+        recorded.fetch_id,
     )
     .await?;
+    let written = Written {
+        lease_lost: !recorded.lease_held,
+        ..data.written
+    };
     tx.commit().await?;
     Ok(written)
 }
@@ -253,20 +92,9 @@ pub async fn replay_derived(
     rows: &Normalized,
 ) -> Result<Written, sqlx::Error> {
     trend::lock_pair(&mut *conn, fetch.clip_id, fetch.region).await?;
-    let query = bind_all(sqlx::query(&REPLAY_SQL), fetch, rows, None, 0.0).bind(fetch_id);
-    let written = written(&query.fetch_one(&mut *conn).await?)?;
+    let written = write_data(conn, fetch_id, fetch, rows, None).await?.written;
     trend::restitch(conn, fetch.clip_id, fetch.region, Some(fetch_id), fetch_id).await?;
     Ok(written)
-}
-
-fn written(row: &PgRow) -> Result<Written, sqlx::Error> {
-    Ok(Written {
-        fetch_id: row.try_get(0)?,
-        trend_points: row.try_get(1)?,
-        countries: row.try_get(2)?,
-        interests: row.try_get(3)?,
-        lease_lost: false,
-    })
 }
 
 /// How a failed poll moves its watchlist entry.
@@ -293,12 +121,12 @@ pub async fn record_failure(
 ) -> Result<bool, sqlx::Error> {
     let mut tx = db.begin().await?;
     fetches::record(&mut *tx, fetch, lease).await?;
-    let disabled: Option<bool> = sqlx::query_scalar(
+    let disabled = sqlx::query_scalar!(
         r#"UPDATE watchlist SET
     last_polled_at = $3,
     -- Bounded by watchlist_consecutive_failures_at_most_1000000: never overflows.
     consecutive_failures = LEAST(consecutive_failures + 1, 1000000),
-    last_error = $4,
+    last_error = $4::text,
     next_due_at = now() + GREATEST(
         LEAST(poll_interval,
               make_interval(secs => $6::float8 * power(2, LEAST(consecutive_failures, 30)))),
@@ -311,99 +139,273 @@ pub async fn record_failure(
         ELSE disabled_reason END,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
 WHERE clip_id = $1 AND region = $2 AND lease_token = $5
-RETURNING NOT enabled"#,
+RETURNING NOT enabled AS "disabled!""#,
+        fetch.clip_id,
+        fetch.region,
+        fetch.requested_at,
+        fetch.error.as_deref(),
+        lease,
+        book.failure_backoff.as_secs_f64(),
+        book.not_found,
+        i32::try_from(book.disable_after_not_found).unwrap_or(i32::MAX),
+        book.not_before.as_secs_f64(),
     )
-    .bind(fetch.clip_id)
-    .bind(fetch.region)
-    .bind(fetch.requested_at)
-    .bind(fetch.error.as_deref())
-    .bind(lease)
-    .bind(book.failure_backoff.as_secs_f64())
-    .bind(book.not_found)
-    .bind(i32::try_from(book.disable_after_not_found).unwrap_or(i32::MAX))
-    .bind(book.not_before.as_secs_f64())
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(disabled.unwrap_or(false))
 }
 
-fn bind_all<'q>(
-    q: Query<'q, Postgres, PgArguments>,
-    fetch: &'q FetchRecord<'q>,
-    rows: &'q Normalized,
+/// A live poll's extras: its lease fences the watchlist bookkeeping; `jitter` spreads the next due.
+struct Live {
     lease: Option<Uuid>,
     jitter: f64,
-) -> Query<'q, Postgres, PgArguments> {
-    let s = &rows.sound;
-    let n = &rows.snapshot;
-    let trend_ts: Vec<_> = rows.trend.iter().map(|t| t.ts).collect();
+}
+
+/// What [`write_data`] stored, and the pair's windows stored before it (live polls only).
+struct DataWritten {
+    written: Written,
+    earlier_windows: Vec<Window>,
+}
+
+/// The one statement behind every stored answer, readable top to bottom: the sound upsert, the
+/// snapshot, the trend upserts, the window (`trend_windows`, `trend_observations`), both audience
+/// lists, and, for a live poll, the watchlist bookkeeping (fenced on the lease) and the provider's
+/// auth flag. Every list is bound as an array and expanded by `UNNEST`. A live poll's result also
+/// carries the pair's stored windows as of the statement's start (so without this fetch's own),
+/// read under the pair's lock taken with `BEGIN`: one round trip less than reading them apart.
+/// Every write is an idempotent upsert keyed on the fetch, so a replay rebuilds exactly what the
+/// live poll wrote.
+async fn write_data(
+    conn: &mut PgConnection,
+    fetch_id: i64,
+    fetch: &FetchRecord<'_>,
+    rows: &Normalized,
+    live: Option<Live>,
+) -> Result<DataWritten, sqlx::Error> {
+    let (s, n) = (&rows.sound, &rows.snapshot);
+    let trend_ts: Vec<DateTime<Utc>> = rows.trend.iter().map(|t| t.ts).collect();
     let trend_values: Vec<f64> = rows.trend.iter().map(|t| t.value).collect();
-    let col = |list: &'q [crate::normalize::AudienceRow]| {
-        (
-            list.iter().map(|r| r.position).collect::<Vec<i16>>(),
-            list.iter()
-                .map(|r| r.provider_id.as_deref())
-                .collect::<Vec<_>>(),
-            list.iter().map(|r| r.code.as_deref()).collect::<Vec<_>>(),
-            list.iter().map(|r| r.name.as_deref()).collect::<Vec<_>>(),
-            list.iter().map(|r| r.score).collect::<Vec<Option<f64>>>(),
-        )
-    };
-    let (c_pos, c_id, c_code, c_name, c_score) = col(&rows.countries);
-    let (i_pos, i_id, i_label, i_name, i_score) = col(&rows.interests);
+    let countries = AudienceColumns::of(&rows.countries);
+    let interests = AudienceColumns::of(&rows.interests);
     let window = trend::new_window(0, fetch.requested_at, &rows.trend);
     let (window_days, window_values): (Vec<i32>, Vec<f64>) = window.points.into_iter().unzip();
-    q.bind(fetch.clip_id)
-        .bind(fetch.region)
-        .bind(fetch.period)
-        .bind(fetch.provider.as_str())
-        .bind(fetch.requested_at)
-        .bind(fetch.duration_ms)
-        .bind(fetch.http_status)
-        .bind(fetch.api_code)
-        .bind(fetch.api_message)
-        .bind(fetch.request_id)
-        .bind(fetch.attempt)
-        .bind(fetch.credits)
-        .bind(fetch.body_json)
-        .bind(fetch.body_text.as_deref())
-        .bind(lease)
-        .bind(jitter)
-        .bind(s.song_id.as_deref())
-        .bind(s.title.as_deref())
-        .bind(s.author.as_deref())
-        .bind(s.url_title.as_deref())
-        .bind(s.duration)
-        .bind(s.cover.as_deref())
-        .bind(s.link.as_deref())
-        .bind(s.music_url.as_deref())
-        .bind(s.if_cml)
-        .bind(s.is_search)
-        .bind(s.promoted)
-        .bind(n.country_code.as_deref())
-        .bind(n.rank)
-        .bind(n.rank_diff)
-        .bind(n.on_list_times)
-        .bind(n.popular_days)
-        .bind(n.current_popularity)
-        .bind(n.like_count)
-        .bind(n.liked.as_ref())
-        .bind(n.disliked.as_ref())
-        .bind(n.audience_ages.as_ref())
-        .bind(n.related_items.as_ref())
-        .bind(trend_ts)
-        .bind(trend_values)
-        .bind(c_pos)
-        .bind(c_id)
-        .bind(c_code)
-        .bind(c_name)
-        .bind(c_score)
-        .bind(i_pos)
-        .bind(i_id)
-        .bind(i_label)
-        .bind(i_name)
-        .bind(i_score)
-        .bind(window_days)
-        .bind(window_values)
+    let (is_live, lease, jitter) = live.map_or((false, None, 0.0), |l| (true, l.lease, l.jitter));
+    let r = sqlx::query!(
+        r#"
+WITH w AS (
+    -- Bookkeeping only while the lease ($8) is still ours: a late answer is stored all the same
+    -- (a paid answer is never thrown away), its entry is left to the lease holder.
+    UPDATE watchlist SET
+        last_polled_at = $5, last_success_at = $5, consecutive_failures = 0,
+        not_found_count = 0, last_error = NULL,
+        next_due_at = now() + poll_interval * (1 + $9::float8 * (2 * random() - 1)),
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    WHERE $7 AND clip_id = $1 AND region = $2 AND lease_token = $8
+    RETURNING 1
+),
+pq AS (
+    -- A provider that answers has working credentials again.
+    UPDATE provider_quota SET auth_failed_at = NULL, auth_error = NULL
+    WHERE $7 AND provider = $4 AND auth_failed_at IS NOT NULL
+    RETURNING 1
+),
+s AS (
+    INSERT INTO sounds AS cur (clip_id, song_id, title, author, url_title, duration, cover, link,
+                               music_url, if_cml, is_search, promoted, first_seen_at,
+                               last_seen_at, last_fetch_id)
+    VALUES ($1, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $5, $5, $6)
+    -- The newest observation's metadata wins and first_seen_at is the earliest, whatever order
+    -- concurrent polls and replays arrive in, so a replay rebuilds exactly what live polls wrote:
+    -- each column takes the new value when this observation ($5, $6) is not older than the stored.
+    ON CONFLICT (clip_id) DO UPDATE SET
+        first_seen_at = LEAST(cur.first_seen_at, EXCLUDED.first_seen_at),
+        song_id = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.song_id ELSE cur.song_id END,
+        title = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.title ELSE cur.title END,
+        author = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.author ELSE cur.author END,
+        url_title = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.url_title ELSE cur.url_title END,
+        duration = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.duration ELSE cur.duration END,
+        cover = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.cover ELSE cur.cover END,
+        link = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.link ELSE cur.link END,
+        music_url = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.music_url ELSE cur.music_url END,
+        if_cml = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.if_cml ELSE cur.if_cml END,
+        is_search = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.is_search ELSE cur.is_search END,
+        promoted = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.promoted ELSE cur.promoted END,
+        last_seen_at = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.last_seen_at ELSE cur.last_seen_at END,
+        last_fetch_id = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= ($5, $6)
+            THEN EXCLUDED.last_fetch_id ELSE cur.last_fetch_id END
+    RETURNING 1
+),
+snap AS (
+    INSERT INTO sound_snapshots AS cur (fetch_id, clip_id, region, period, observed_at,
+        country_code, rank, rank_diff, on_list_times, popular_days, current_popularity,
+        like_count, liked, disliked, trend_points, audience_ages, related_items)
+    VALUES ($6, $1, $2, $3, $5, $21, $22, $23, $24, $25, $26, $27, $28, $29,
+            cardinality($32::timestamptz[]), $30, $31)
+    ON CONFLICT (fetch_id) DO UPDATE SET
+        country_code = EXCLUDED.country_code, rank = EXCLUDED.rank,
+        rank_diff = EXCLUDED.rank_diff, on_list_times = EXCLUDED.on_list_times,
+        popular_days = EXCLUDED.popular_days, current_popularity = EXCLUDED.current_popularity,
+        like_count = EXCLUDED.like_count, liked = EXCLUDED.liked, disliked = EXCLUDED.disliked,
+        trend_points = EXCLUDED.trend_points, audience_ages = EXCLUDED.audience_ages,
+        related_items = EXCLUDED.related_items
+    RETURNING 1
+),
+t AS (
+    INSERT INTO trend_points AS cur (clip_id, region, ts, value, fetch_id, period, observed_at)
+    SELECT $1, $2, u.ts, u.value, $6, $3, $5
+    FROM UNNEST($32::timestamptz[], $33::float8[]) AS u(ts, value)
+    ON CONFLICT (clip_id, region, ts) DO UPDATE SET
+        value = EXCLUDED.value, fetch_id = EXCLUDED.fetch_id,
+        period = EXCLUDED.period, observed_at = EXCLUDED.observed_at
+    -- The newest window wins the days it covers; an older one never overwrites a newer one.
+    WHERE (cur.observed_at, cur.fetch_id) <= (EXCLUDED.observed_at, EXCLUDED.fetch_id)
+    RETURNING 1
+),
+tw AS (
+    -- The window as one row: what trend_index is stitched from.
+    INSERT INTO trend_windows AS cur (fetch_id, clip_id, region, period, observed_at, days, vals)
+    VALUES ($6, $1, $2, $3, $5, $44::int4[], $45::float8[])
+    ON CONFLICT (clip_id, region, fetch_id) DO UPDATE SET
+        observed_at = EXCLUDED.observed_at, days = EXCLUDED.days, vals = EXCLUDED.vals
+    RETURNING 1
+),
+o AS (
+    -- Every point of the window, append-only: the history analysts read trend_index against.
+    INSERT INTO trend_observations (fetch_id, clip_id, region, period, ts, value, observed_at)
+    SELECT $6, $1, $2, $3, u.ts, u.value, $5
+    FROM UNNEST($32::timestamptz[], $33::float8[]) AS u(ts, value)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+),
+ac AS (
+    INSERT INTO audience_countries AS cur (fetch_id, position, clip_id, region, observed_at,
+                                           country_code, country_name, provider_id, score)
+    SELECT $6, u.position, $1, $2, $5, u.code, u.name, u.pid, u.score
+    FROM UNNEST($34::int2[], $35::text[], $36::text[], $37::text[], $38::float8[])
+         AS u(position, pid, code, name, score)
+    ON CONFLICT (fetch_id, position) DO UPDATE SET
+        country_code = EXCLUDED.country_code, country_name = EXCLUDED.country_name,
+        provider_id = EXCLUDED.provider_id, score = EXCLUDED.score
+    RETURNING 1
+),
+ai AS (
+    INSERT INTO audience_interests AS cur (fetch_id, position, clip_id, region, observed_at,
+                                           interest_id, label, name, score)
+    SELECT $6, u.position, $1, $2, $5, u.iid, u.label, u.name, u.score
+    FROM UNNEST($39::int2[], $40::text[], $41::text[], $42::text[], $43::float8[])
+         AS u(position, iid, label, name, score)
+    ON CONFLICT (fetch_id, position) DO UPDATE SET
+        interest_id = EXCLUDED.interest_id, label = EXCLUDED.label, name = EXCLUDED.name,
+        score = EXCLUDED.score
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM t) AS "trend_points!",
+       (SELECT count(*) FROM ac) AS "countries!",
+       (SELECT count(*) FROM ai) AS "interests!",
+       h.fetch_ids, h.observed, h.days, h.vals
+FROM (SELECT 1) one LEFT JOIN LATERAL (
+    SELECT array_agg(w.fetch_id) AS fetch_ids, array_agg(w.observed_at) AS observed,
+           array_agg(d.day) AS days, array_agg(d.val) AS vals
+    FROM (SELECT fetch_id, observed_at, days, vals FROM trend_windows
+          WHERE $7 AND clip_id = $1 AND region = $2 ORDER BY fetch_id) w,
+         LATERAL unnest(w.days, w.vals) AS d(day, val)
+) h ON true
+"#,
+        fetch.clip_id,
+        fetch.region,
+        fetch.period,
+        fetch.provider.as_str(),
+        fetch.requested_at,
+        fetch_id,
+        is_live,
+        lease,
+        jitter,
+        s.song_id,
+        s.title,
+        s.author,
+        s.url_title,
+        s.duration,
+        s.cover,
+        s.link,
+        s.music_url,
+        s.if_cml,
+        s.is_search,
+        s.promoted,
+        n.country_code,
+        n.rank,
+        n.rank_diff,
+        n.on_list_times,
+        n.popular_days,
+        n.current_popularity,
+        n.like_count,
+        n.liked,
+        n.disliked,
+        n.audience_ages,
+        n.related_items,
+        &trend_ts,
+        &trend_values,
+        &countries.position,
+        &countries.provider_id as _,
+        &countries.code as _,
+        &countries.name as _,
+        &countries.score as _,
+        &interests.position,
+        &interests.provider_id as _,
+        &interests.code as _,
+        &interests.name as _,
+        &interests.score as _,
+        &window_days,
+        &window_values,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(DataWritten {
+        written: Written {
+            fetch_id,
+            trend_points: r.trend_points,
+            countries: r.countries,
+            interests: r.interests,
+            lease_lost: false,
+        },
+        earlier_windows: trend::assemble(
+            r.fetch_ids.unwrap_or_default(),
+            r.observed.unwrap_or_default(),
+            r.days.unwrap_or_default(),
+            r.vals.unwrap_or_default(),
+        ),
+    })
+}
+
+/// An audience list as one array per column, for `UNNEST`.
+struct AudienceColumns<'a> {
+    position: Vec<i16>,
+    provider_id: Vec<Option<&'a str>>,
+    code: Vec<Option<&'a str>>,
+    name: Vec<Option<&'a str>>,
+    score: Vec<Option<f64>>,
+}
+
+impl<'a> AudienceColumns<'a> {
+    fn of(list: &'a [AudienceRow]) -> Self {
+        Self {
+            position: list.iter().map(|r| r.position).collect(),
+            provider_id: list.iter().map(|r| r.provider_id.as_deref()).collect(),
+            code: list.iter().map(|r| r.code.as_deref()).collect(),
+            name: list.iter().map(|r| r.name.as_deref()).collect(),
+            score: list.iter().map(|r| r.score).collect(),
+        }
+    }
 }

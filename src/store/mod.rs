@@ -1,6 +1,7 @@
 //! Everything that speaks SQL. Each file owns one group of tables; the rest of the crate calls
 //! typed functions and never writes SQL of its own.
 
+pub mod archive;
 pub mod fetches;
 pub mod ingest;
 pub mod quota;
@@ -12,6 +13,7 @@ pub mod watchlist;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
@@ -57,6 +59,27 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
         .acquire_timeout(settings.connect_timeout)
         .idle_timeout(Some(Duration::from_secs(300)))
         .connect_lazy_with(options))
+}
+
+/// One round trip to the database (the readiness probe).
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT 1 AS one").fetch_one(pool).await?;
+    Ok(())
+}
+
+/// Creates the database `url` names (connecting to the server's maintenance database).
+pub async fn create_database(url: &str) -> Result<(), sqlx::Error> {
+    sqlx::Postgres::create_database(url).await
+}
+
+/// Drops the database `url` names, closing its connections first. `Ok(false)` when it did not
+/// exist.
+pub async fn drop_database(url: &str) -> Result<bool, sqlx::Error> {
+    if !sqlx::Postgres::database_exists(url).await? {
+        return Ok(false);
+    }
+    sqlx::Postgres::force_drop_database(url).await?;
+    Ok(true)
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {

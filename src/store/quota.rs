@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use sqlx::{PgExecutor, Row};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::provider::ProviderKind;
@@ -57,10 +57,12 @@ pub async fn ensure_provider(
     db: impl PgExecutor<'_>,
     provider: ProviderKind,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO provider_quota (provider) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(provider.as_str())
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO provider_quota (provider) VALUES ($1) ON CONFLICT DO NOTHING",
+        provider.as_str()
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -73,7 +75,7 @@ pub async fn take(
     day: NaiveDate,
     a: &Attempt<'_>,
 ) -> Result<Grant, sqlx::Error> {
-    let row = sqlx::query(
+    let row = sqlx::query!(
         r#"WITH l AS (
     -- The lease must still be ours: a paid request is only sent for an entry we hold, and
     -- only while it is enabled.
@@ -127,56 +129,51 @@ pending AS (
     WHERE EXISTS (SELECT 1 FROM c)
     RETURNING id
 )
-SELECT d.rate_ok, d.lease_ok, d.enabled,
+SELECT d.rate_ok AS "rate_ok!", d.lease_ok AS "lease_ok!", d.enabled AS "enabled!",
        (SELECT credits_used FROM c)::int8 AS granted_used,
        (SELECT id FROM pending) AS fetch_id,
        (SELECT credits_used FROM credit_usage WHERE provider = $1 AND day = $4)::int8 AS used,
        EXTRACT(epoch FROM GREATEST(d.paused_until - d.now,
            d.new_tat - make_interval(secs => $2 * $3) - d.now))::float8 AS wait_secs
 FROM d"#,
+        p.provider.as_str(),
+        p.emission_interval.as_secs_f64(),
+        f64::from(p.burst),
+        day,
+        i32::try_from(p.credits_per_request).unwrap_or(i32::MAX),
+        p.daily_budget.map(|b| i32::try_from(b).unwrap_or(i32::MAX)),
+        a.clip_id,
+        a.region,
+        a.lease,
+        a.period,
+        a.attempt,
+        a.lease_ttl.as_secs_f64(),
     )
-    .bind(p.provider.as_str())
-    .bind(p.emission_interval.as_secs_f64())
-    .bind(f64::from(p.burst))
-    .bind(day)
-    .bind(i32::try_from(p.credits_per_request).unwrap_or(i32::MAX))
-    .bind(p.daily_budget.map(|b| i32::try_from(b).unwrap_or(i32::MAX)))
-    .bind(a.clip_id)
-    .bind(a.region)
-    .bind(a.lease)
-    .bind(a.period)
-    .bind(a.attempt)
-    .bind(a.lease_ttl.as_secs_f64())
     .fetch_optional(db)
     .await?;
     let Some(row) = row else {
         // The provider row is missing (a fresh database that skipped ensure_provider).
         return Ok(Grant::Wait(Duration::from_millis(100)));
     };
-    if !row.try_get::<bool, _>("lease_ok")? {
+    if !row.lease_ok {
         return Ok(Grant::LeaseLost);
     }
-    if !row.try_get::<bool, _>("enabled")? {
+    if !row.enabled {
         return Ok(Grant::EntryPaused);
     }
-    let rate_ok: bool = row.try_get("rate_ok")?;
-    if let (Some(used), Some(fetch_id)) = (
-        row.try_get::<Option<i64>, _>("granted_used")?,
-        row.try_get::<Option<i64>, _>("fetch_id")?,
-    ) {
+    if let (Some(used), Some(fetch_id)) = (row.granted_used, row.fetch_id) {
         return Ok(Grant::Granted {
             credits_used_today: used,
             fetch_id,
         });
     }
-    if rate_ok {
-        let used: Option<i64> = row.try_get("used")?;
+    if row.rate_ok {
         return Ok(Grant::BudgetExhausted {
-            used: used.unwrap_or(0),
+            used: row.used.unwrap_or(0),
             budget: i64::from(p.daily_budget.unwrap_or(0)),
         });
     }
-    let wait: f64 = row.try_get::<Option<f64>, _>("wait_secs")?.unwrap_or(0.0);
+    let wait = row.wait_secs.unwrap_or(0.0);
     Ok(Grant::Wait(Duration::from_secs_f64(
         if wait.is_finite() { wait } else { 0.0 }.clamp(0.001, 3600.0),
     )))
@@ -189,13 +186,13 @@ pub async fn mark_exhausted(
     provider: ProviderKind,
     day: NaiveDate,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "INSERT INTO credit_usage AS cu (provider, day, exhausted_at) VALUES ($1, $2, now())
          ON CONFLICT (provider, day) DO UPDATE SET exhausted_at = now()
          WHERE cu.exhausted_at IS NULL",
+        provider.as_str(),
+        day,
     )
-    .bind(provider.as_str())
-    .bind(day)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -207,13 +204,13 @@ pub async fn pause(
     provider: ProviderKind,
     retry_after: Duration,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE provider_quota
          SET paused_until = GREATEST(paused_until, clock_timestamp() + make_interval(secs => $2))
          WHERE provider = $1",
+        provider.as_str(),
+        retry_after.as_secs_f64(),
     )
-    .bind(provider.as_str())
-    .bind(retry_after.as_secs_f64())
     .execute(db)
     .await?;
     Ok(())
@@ -224,11 +221,11 @@ pub async fn mark_auth_failed(
     provider: ProviderKind,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE provider_quota SET auth_failed_at = now(), auth_error = $2 WHERE provider = $1",
+        provider.as_str(),
+        error,
     )
-    .bind(provider.as_str())
-    .bind(error)
     .execute(db)
     .await?;
     Ok(())
@@ -240,14 +237,14 @@ pub async fn usage(
     provider: ProviderKind,
     day: NaiveDate,
 ) -> Result<(i64, i64), sqlx::Error> {
-    let row: Option<(i32, i32)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT credits_used, requests FROM credit_usage WHERE provider = $1 AND day = $2",
+        provider.as_str(),
+        day,
     )
-    .bind(provider.as_str())
-    .bind(day)
     .fetch_optional(db)
     .await?;
     Ok(row
-        .map(|(c, r)| (i64::from(c), i64::from(r)))
+        .map(|r| (i64::from(r.credits_used), i64::from(r.requests)))
         .unwrap_or((0, 0)))
 }

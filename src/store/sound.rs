@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Sound {
     pub title: Option<String>,
     pub author: Option<String>,
@@ -15,7 +15,7 @@ pub struct Sound {
 }
 
 /// One day of the stitched series, with the raw value of the newest window that covered it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Day {
     pub clip_id: String,
     pub region: String,
@@ -33,7 +33,7 @@ pub struct Day {
 }
 
 /// One entry of an audience list (a country or an interest) of one fetch.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct AudienceEntry {
     pub position: i16,
     pub code: Option<String>,
@@ -42,7 +42,7 @@ pub struct AudienceEntry {
 }
 
 /// The newest successful fetch behind what is shown, and how many there are.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Provenance {
     pub fetch_id: i64,
     pub provider: String,
@@ -53,10 +53,13 @@ pub struct Provenance {
 }
 
 pub async fn sound(pool: &PgPool, clip_id: &str) -> Result<Option<Sound>, sqlx::Error> {
-    sqlx::query_as("SELECT title, author, duration, link FROM sounds WHERE clip_id = $1")
-        .bind(clip_id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        Sound,
+        "SELECT title, author, duration, link FROM sounds WHERE clip_id = $1",
+        clip_id
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// The stitched daily series of a clip, per region (all regions when `region` is None), oldest
@@ -67,19 +70,22 @@ pub async fn daily(
     region: Option<&str>,
     last_days: Option<i32>,
 ) -> Result<Vec<Day>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT d.clip_id, d.region, d.day, d.index_value, d.index_low, d.index_high, d.segment,
-                d.windows, d.window_value, d.window_period::int2 AS window_period, d.fetch_id
+    sqlx::query_as!(
+        Day,
+        r#"SELECT d.clip_id AS "clip_id!", d.region AS "region!", d.day AS "day!",
+                d.index_value AS "index_value!", d.index_low AS "index_low!",
+                d.index_high AS "index_high!", d.segment AS "segment!", d.windows AS "windows!",
+                d.window_value, d.window_period::int2 AS window_period, d.fetch_id AS "fetch_id!"
          FROM sound_daily d
          JOIN trend_pairs p USING (clip_id, region)
          WHERE d.clip_id = $1
            AND ($2::text IS NULL OR d.region = $2)
            AND ($3::int IS NULL OR d.day > p.last_day - $3)
-         ORDER BY d.region, d.day",
+         ORDER BY d.region, d.day"#,
+        clip_id,
+        region,
+        last_days,
     )
-    .bind(clip_id)
-    .bind(region)
-    .bind(last_days)
     .fetch_all(pool)
     .await
 }
@@ -90,16 +96,17 @@ pub async fn provenance(
     clip_id: &str,
     region: Option<&str>,
 ) -> Result<Option<Provenance>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id AS fetch_id, provider, requested_at, region, period,
-                count(*) OVER () AS ok_fetches
+    sqlx::query_as!(
+        Provenance,
+        r#"SELECT id AS fetch_id, provider, requested_at, region, period,
+                count(*) OVER () AS "ok_fetches!"
          FROM fetches
          WHERE clip_id = $1 AND outcome = 'ok' AND ($2::text IS NULL OR region = $2)
          ORDER BY requested_at DESC, id DESC
-         LIMIT 1",
+         LIMIT 1"#,
+        clip_id,
+        region,
     )
-    .bind(clip_id)
-    .bind(region)
     .fetch_optional(pool)
     .await
 }
@@ -110,12 +117,13 @@ pub async fn countries(
     fetch_id: i64,
     limit: i64,
 ) -> Result<Vec<AudienceEntry>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AudienceEntry,
         "SELECT position, country_code AS code, country_name AS name, score
          FROM audience_countries WHERE fetch_id = $1 ORDER BY position LIMIT $2",
+        fetch_id,
+        limit,
     )
-    .bind(fetch_id)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -126,12 +134,13 @@ pub async fn interests(
     fetch_id: i64,
     limit: i64,
 ) -> Result<Vec<AudienceEntry>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AudienceEntry,
         "SELECT position, interest_id AS code, name, score
          FROM audience_interests WHERE fetch_id = $1 ORDER BY position LIMIT $2",
+        fetch_id,
+        limit,
     )
-    .bind(fetch_id)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }

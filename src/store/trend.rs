@@ -23,19 +23,22 @@ pub fn pair_lock_key(clip_id: &str, region: &str) -> i64 {
 }
 
 /// The statement that opens a poll's transaction already holding the pair's lock (one round trip).
-pub fn begin_locked(clip_id: &str, region: &str) -> String {
-    format!(
+/// The only SQL built at run time: the key is an `i64` formatted by Rust, nothing from outside.
+pub fn begin_locked(clip_id: &str, region: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!(
         "BEGIN; SELECT pg_advisory_xact_lock({})",
         pair_lock_key(clip_id, region)
-    )
+    ))
 }
 
 /// Takes the pair's advisory lock until the end of the current transaction.
 pub async fn lock_pair(conn: &mut PgConnection, clip_id: &str, region: &str) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(pair_lock_key(clip_id, region))
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock($1)",
+        pair_lock_key(clip_id, region)
+    )
+    .fetch_one(conn)
+    .await?;
     Ok(())
 }
 
@@ -71,24 +74,23 @@ pub async fn windows(
     region: &str,
     up_to: Option<i64>,
 ) -> sqlx::Result<Vec<Window>> {
-    let (fetch_ids, observed, days, values): StoredPoints = sqlx::query_as(
-        "SELECT COALESCE(array_agg(w.fetch_id), '{}'), COALESCE(array_agg(w.observed_at), '{}'),
-                COALESCE(array_agg(d.day), '{}'), COALESCE(array_agg(d.val), '{}')
+    let r = sqlx::query!(
+        r#"SELECT COALESCE(array_agg(w.fetch_id), '{}') AS "fetch_ids!",
+                COALESCE(array_agg(w.observed_at), '{}') AS "observed!",
+                COALESCE(array_agg(d.day), '{}') AS "days!",
+                COALESCE(array_agg(d.val), '{}') AS "vals!"
          FROM (SELECT fetch_id, observed_at, days, vals FROM trend_windows
                WHERE clip_id = $1 AND region = $2 AND ($3::int8 IS NULL OR fetch_id <= $3)
                ORDER BY fetch_id) w,
-              LATERAL unnest(w.days, w.vals) AS d(day, val)",
+              LATERAL unnest(w.days, w.vals) AS d(day, val)"#,
+        clip_id,
+        region,
+        up_to,
     )
-    .bind(clip_id)
-    .bind(region)
-    .bind(up_to)
     .fetch_one(db)
     .await?;
-    Ok(assemble(fetch_ids, observed, days, values))
+    Ok(assemble(r.fetch_ids, r.observed, r.days, r.vals))
 }
-
-/// fetch_id, observed_at, day number and value of every stored point.
-type StoredPoints = (Vec<i64>, Vec<DateTime<Utc>>, Vec<i32>, Vec<f64>);
 
 /// Windows from stored points ordered by fetch_id, then day, as [`windows`] reads them.
 pub fn assemble(
@@ -151,8 +153,8 @@ pub async fn write_index(
 ) -> sqlx::Result<u64> {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("the epoch is a date");
     let date = |d: i32| epoch + chrono::Duration::days(i64::from(d));
-    let changed: i64 = sqlx::query_scalar(
-        "WITH new AS (
+    let changed = sqlx::query_scalar!(
+        r#"WITH new AS (
              SELECT * FROM UNNEST($3::date[], $4::float8[], $5::float8[], $6::float8[], $7::int4[],
                                   $8::int4[], $9::int8[])
                  AS u(day, index_value, index_low, index_high, segment, windows, fetch_id)
@@ -195,18 +197,18 @@ pub async fn write_index(
              WHERE clip_id = $1 AND region = $2 AND cardinality($3::date[]) = 0
              RETURNING 1
          )
-         SELECT (SELECT count(*) FROM up) + (SELECT count(*) FROM gone)",
+         SELECT (SELECT count(*) FROM up) + (SELECT count(*) FROM gone) AS "changed!""#,
+        clip_id,
+        region,
+        &days.iter().map(|d| date(d.day)).collect::<Vec<_>>(),
+        &days.iter().map(|d| d.index_value).collect::<Vec<_>>(),
+        &days.iter().map(|d| d.index_low).collect::<Vec<_>>(),
+        &days.iter().map(|d| d.index_high).collect::<Vec<_>>(),
+        &days.iter().map(|d| d.segment).collect::<Vec<_>>(),
+        &days.iter().map(|d| d.windows).collect::<Vec<_>>(),
+        &days.iter().map(|d| d.fetch_id).collect::<Vec<_>>(),
+        changed_by,
     )
-    .bind(clip_id)
-    .bind(region)
-    .bind(days.iter().map(|d| date(d.day)).collect::<Vec<_>>())
-    .bind(days.iter().map(|d| d.index_value).collect::<Vec<_>>())
-    .bind(days.iter().map(|d| d.index_low).collect::<Vec<_>>())
-    .bind(days.iter().map(|d| d.index_high).collect::<Vec<_>>())
-    .bind(days.iter().map(|d| d.segment).collect::<Vec<_>>())
-    .bind(days.iter().map(|d| d.windows).collect::<Vec<_>>())
-    .bind(days.iter().map(|d| d.fetch_id).collect::<Vec<_>>())
-    .bind(changed_by)
     .fetch_one(db)
     .await?;
     Ok(changed as u64)
@@ -215,11 +217,11 @@ pub async fn write_index(
 /// Creates the monthly partitions of `trend_observations` from last month to `months_ahead`
 /// months after this one (UTC) that do not exist yet; returns how many it created.
 pub async fn ensure_partitions(db: impl PgExecutor<'_>, months_ahead: i32) -> sqlx::Result<i32> {
-    sqlx::query_scalar(
-        "SELECT trend_observations_ensure_partitions(
-             ((now() AT TIME ZONE 'UTC')::date - 31), $1 + 2)",
+    sqlx::query_scalar!(
+        r#"SELECT trend_observations_ensure_partitions(
+             ((now() AT TIME ZONE 'UTC')::date - 31), $1 + 2) AS "created!""#,
+        months_ahead,
     )
-    .bind(months_ahead)
     .fetch_one(db)
     .await
 }

@@ -1,7 +1,6 @@
 //! The `watchlist` table: claiming due entries under a lease, releasing them, and the
 //! conveniences behind `soundtrend watch`.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,15 +21,6 @@ pub struct Claimed {
     pub lease_token: Option<Uuid>,
 }
 
-/// Analysts write these columns by hand, so nothing read here may be able to make the decode fail
-/// or panic: timestamps outside what chrono holds read as NULL (the constraints of migration 0005
-/// already refuse them; this is the second line of defence for a row written before it).
-const CLAIM_COLUMNS: &str = "w.clip_id, w.region, w.period, \
-     extract(epoch FROM w.poll_interval)::float8 AS poll_interval_secs, \
-     CASE WHEN isfinite(w.last_success_at) AND w.last_success_at < '10000-01-01' \
-          THEN w.last_success_at END AS last_success_at, \
-     w.consecutive_failures, w.lease_token";
-
 /// Claims up to `limit` due entries, oldest due first, in one short statement committed before
 /// any HTTP call. A claimed entry's `next_due_at` moves to the lease expiry, so an entry whose
 /// worker died becomes due again by itself when the lease runs out; the new claim gets a new
@@ -41,36 +31,20 @@ pub async fn claim_due(
     limit: u32,
     lease_ttl: Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(&CLAIM_DUE_SQL)
-        .bind(i64::from(limit))
-        .bind(owner)
-        .bind(lease_ttl.as_secs_f64())
-        .fetch_all(db)
-        .await
+    sqlx::query_file_as!(
+        Claimed,
+        "src/store/sql/claim_due.sql",
+        i64::from(limit),
+        owner,
+        lease_ttl.as_secs_f64()
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// The claim statement ($1 limit, $2 owner, $3 lease seconds), public so the benchmark can
 /// `EXPLAIN` exactly what the worker runs.
-pub static CLAIM_DUE_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH due AS (
-            SELECT clip_id, region FROM watchlist
-            WHERE enabled AND next_due_at <= now()
-              -- A live lease is never taken over, even when an analyst made the entry due
-              -- (resume, an UPDATE of next_due_at): its holder may be mid-request.
-              AND (lease_token IS NULL OR lease_expires_at <= now())
-            ORDER BY next_due_at
-            LIMIT $1
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE watchlist w SET
-            lease_owner = $2, lease_token = gen_random_uuid(),
-            lease_expires_at = now() + make_interval(secs => $3),
-            next_due_at = now() + make_interval(secs => $3)
-        FROM due WHERE w.clip_id = due.clip_id AND w.region = due.region
-        RETURNING {CLAIM_COLUMNS}"
-    )
-});
+pub const CLAIM_DUE_SQL: &str = include_str!("sql/claim_due.sql");
 
 /// Claims one entry whatever its due time (`soundtrend poll --clip-id`). `Ok(None)` when the
 /// pair is not on the watchlist; `Err(owner)` when another worker holds a live lease on it.
@@ -81,31 +55,37 @@ pub async fn claim_one(
     region: &str,
     lease_ttl: Duration,
 ) -> Result<Result<Option<Claimed>, String>, sqlx::Error> {
-    let sql = format!(
-        "UPDATE watchlist w SET
+    let claimed = sqlx::query_as!(
+        Claimed,
+        r#"UPDATE watchlist w SET
             lease_owner = $3, lease_token = gen_random_uuid(),
             lease_expires_at = now() + make_interval(secs => $4),
             next_due_at = GREATEST(next_due_at, now() + make_interval(secs => $4))
         WHERE clip_id = $1 AND region = $2
           AND (lease_token IS NULL OR lease_expires_at <= now())
-        RETURNING {CLAIM_COLUMNS}"
-    );
-    let claimed: Option<Claimed> = sqlx::query_as(&sql)
-        .bind(clip_id)
-        .bind(region)
-        .bind(owner)
-        .bind(lease_ttl.as_secs_f64())
-        .fetch_optional(pool)
-        .await?;
+        -- The same columns, and the same guards, as claim_due.sql.
+        RETURNING w.clip_id, w.region, w.period,
+            extract(epoch FROM w.poll_interval)::float8 AS "poll_interval_secs!",
+            CASE WHEN isfinite(w.last_success_at) AND w.last_success_at < '10000-01-01'
+                 THEN w.last_success_at END AS last_success_at,
+            w.consecutive_failures, w.lease_token AS "lease_token?""#,
+        clip_id,
+        region,
+        owner,
+        lease_ttl.as_secs_f64(),
+    )
+    .fetch_optional(pool)
+    .await?;
     if let Some(c) = claimed {
         return Ok(Ok(Some(c)));
     }
-    let holder: Option<Option<String>> =
-        sqlx::query_scalar("SELECT lease_owner FROM watchlist WHERE clip_id = $1 AND region = $2")
-            .bind(clip_id)
-            .bind(region)
-            .fetch_optional(pool)
-            .await?;
+    let holder = sqlx::query_scalar!(
+        "SELECT lease_owner FROM watchlist WHERE clip_id = $1 AND region = $2",
+        clip_id,
+        region,
+    )
+    .fetch_optional(pool)
+    .await?;
     Ok(match holder {
         None => Ok(None),
         Some(owner) => Err(owner.unwrap_or_else(|| "another worker".into())),
@@ -121,15 +101,15 @@ pub async fn release(
     token: Uuid,
     due_at: Option<DateTime<Utc>>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE watchlist SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
              next_due_at = COALESCE($4, now())
          WHERE clip_id = $1 AND region = $2 AND lease_token = $3",
+        clip_id,
+        region,
+        token,
+        due_at,
     )
-    .bind(clip_id)
-    .bind(region)
-    .bind(token)
-    .bind(due_at)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -137,12 +117,12 @@ pub async fn release(
 
 /// Releases every lease `owner` still holds (the end of a graceful shutdown).
 pub async fn release_owner(db: impl PgExecutor<'_>, owner: &str) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE watchlist SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
              next_due_at = now()
          WHERE lease_owner = $1 AND lease_token IS NOT NULL",
+        owner,
     )
-    .bind(owner)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -151,7 +131,7 @@ pub async fn release_owner(db: impl PgExecutor<'_>, owner: &str) -> Result<u64, 
 /// Clears the lease columns of entries whose lease expired. Correctness does not depend on it
 /// (an expired entry is due anyway); it keeps `lease_owner` truthful for people reading the table.
 pub async fn clear_expired_leases(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE watchlist SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
          WHERE lease_token IS NOT NULL AND lease_expires_at < now()",
     )
@@ -169,16 +149,16 @@ pub async fn disable_with_error(
     token: Uuid,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE watchlist SET enabled = false, disabled_reason = $4, last_error = $4,
              consecutive_failures = LEAST(consecutive_failures + 1, 1000000),
              lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
          WHERE clip_id = $1 AND region = $2 AND lease_token = $3",
+        clip_id,
+        region,
+        token,
+        reason,
     )
-    .bind(clip_id)
-    .bind(region)
-    .bind(token)
-    .bind(reason)
     .execute(db)
     .await?;
     Ok(())
@@ -197,18 +177,18 @@ pub async fn upsert(
         days: 0,
         microseconds: i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
     });
-    let inserted: bool = sqlx::query_scalar(
-        "INSERT INTO watchlist (clip_id, region, period, poll_interval)
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO watchlist (clip_id, region, period, poll_interval)
          VALUES ($1, $2, $3, COALESCE($4, interval '1 day'))
          ON CONFLICT (clip_id, region) DO UPDATE SET
              period = EXCLUDED.period,
              poll_interval = COALESCE($4, watchlist.poll_interval)
-         RETURNING (xmax = 0)",
+         RETURNING (xmax = 0) AS "inserted!""#,
+        clip_id,
+        region,
+        period,
+        interval,
     )
-    .bind(clip_id)
-    .bind(region)
-    .bind(period)
-    .bind(interval)
     .fetch_one(db)
     .await?;
     Ok(inserted)
@@ -221,16 +201,16 @@ pub async fn set_enabled(
     region: &str,
     enabled: bool,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE watchlist SET enabled = $3,
              disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END,
              not_found_count = CASE WHEN $3 THEN 0 ELSE not_found_count END,
              next_due_at = CASE WHEN $3 THEN LEAST(next_due_at, now()) ELSE next_due_at END
          WHERE clip_id = $1 AND region = $2",
+        clip_id,
+        region,
+        enabled,
     )
-    .bind(clip_id)
-    .bind(region)
-    .bind(enabled)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -242,10 +222,41 @@ pub async fn remove(
     clip_id: &str,
     region: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM watchlist WHERE clip_id = $1 AND region = $2")
-        .bind(clip_id)
-        .bind(region)
-        .execute(db)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM watchlist WHERE clip_id = $1 AND region = $2",
+        clip_id,
+        region,
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The watchlist's backlog, for the metrics operators watch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Enabled entries due now and not leased.
+    pub due: i64,
+    /// How long the oldest of them has been due, in seconds (0 when none is).
+    pub overdue_secs: f64,
+    /// Entries under a live lease.
+    pub leased: i64,
+}
+
+pub async fn backlog(db: impl PgExecutor<'_>) -> Result<Backlog, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE next_due_at <= now() AND lease_token IS NULL) AS "due!",
+                COALESCE(EXTRACT(epoch FROM now() - min(next_due_at)
+                    FILTER (WHERE lease_token IS NULL)), 0)::float8 AS "overdue!",
+                count(*) FILTER (WHERE lease_token IS NOT NULL AND lease_expires_at > now())
+                    AS "leased!"
+         FROM watchlist WHERE enabled AND (next_due_at <= now() OR lease_token IS NOT NULL)"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(Backlog {
+        due: row.due,
+        overdue_secs: row.overdue.max(0.0),
+        leased: row.leased,
+    })
 }

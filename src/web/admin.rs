@@ -150,11 +150,7 @@ async fn database_answers(s: &AdminState) -> bool {
         }
     }
     let ok = matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&s.pool),
-        )
-        .await,
+        tokio::time::timeout(Duration::from_secs(2), crate::store::ping(&s.pool),).await,
         Ok(Ok(_))
     );
     *last = Some((std::time::Instant::now(), ok));

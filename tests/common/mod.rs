@@ -47,7 +47,7 @@ impl TestDb {
         let mut admin = PgConnection::connect(&admin_url)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to the test Postgres at {admin_url}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
             .expect("create test database");
@@ -68,7 +68,7 @@ impl TestDb {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql)
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_one(&self.pool)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -96,9 +96,11 @@ impl Drop for TestDb {
                 .expect("runtime");
             rt.block_on(async move {
                 if let Ok(mut c) = PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut c)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
                 }
             });
         })

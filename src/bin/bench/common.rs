@@ -41,10 +41,12 @@ impl BenchDb {
         let server = server_url();
         let name = format!("soundtrend_bench_{tag}_{}", std::process::id());
         let mut admin = PgConnection::connect(&with_database(&server, "postgres")).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await?;
         let url = with_database(&server, &name);
@@ -59,10 +61,10 @@ impl BenchDb {
     pub async fn drop_now(self) -> anyhow::Result<()> {
         self.pool.close().await;
         let mut admin = PgConnection::connect(&with_database(&server_url(), "postgres")).await?;
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
-        ))
+        )))
         .execute(&mut admin)
         .await?;
         Ok(())

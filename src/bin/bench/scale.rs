@@ -63,11 +63,8 @@ pub async fn run(args: &ScaleArgs) -> anyhow::Result<String> {
 
         if n == *args.sizes.iter().max().unwrap_or(&n) {
             let mut tx = db.pool.begin().await?;
-            let explain = format!(
-                "EXPLAIN (ANALYZE, BUFFERS) {}",
-                watchlist::CLAIM_DUE_SQL.as_str()
-            );
-            let lines: Vec<String> = sqlx::query_scalar(&explain)
+            let explain = format!("EXPLAIN (ANALYZE, BUFFERS) {}", watchlist::CLAIM_DUE_SQL);
+            let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
                 .bind(100i64)
                 .bind("bench")
                 .bind(300.0f64)

@@ -164,7 +164,7 @@ async fn load_history(db: &BenchDb, pairs: i32, days: i32) -> anyhow::Result<()>
         ),
     ];
     for sql in &statements {
-        sqlx::query(sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(pairs)
             .bind(days)
             .execute(&mut *tx)

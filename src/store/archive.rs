@@ -1,0 +1,121 @@
+//! Reading the raw-body archive back (`soundtrend replay`): which archived answers a replay
+//! covers, in id order, and clearing what a batch of them derived before it is rebuilt.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::provider::Outcome;
+
+/// Which archived answers a replay covers.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveFilter<'a> {
+    pub since: Option<DateTime<Utc>>,
+    pub clip_id: Option<&'a str>,
+    pub region: Option<&'a str>,
+    /// Also bodies stored as `invalid_payload` (after a rule change).
+    pub retry_invalid: bool,
+}
+
+/// One archived answer with its JSON body.
+#[derive(Debug)]
+pub struct Archived {
+    pub id: i64,
+    pub clip_id: String,
+    pub region: String,
+    pub period: i16,
+    pub provider: String,
+    pub requested_at: DateTime<Utc>,
+    pub outcome: String,
+    pub body_json: serde_json::Value,
+}
+
+/// How many archived answers `filter` covers (for the progress bar).
+pub async fn count(db: impl PgExecutor<'_>, f: &ArchiveFilter<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM fetches
+        WHERE (outcome = 'ok' OR ($4 AND outcome = 'invalid_payload'))
+          AND body_json IS NOT NULL
+          AND ($1::timestamptz IS NULL OR requested_at >= $1)
+          AND ($2::text IS NULL OR clip_id = $2)
+          AND ($3::text IS NULL OR region = $3)"#,
+        f.since,
+        f.clip_id,
+        f.region,
+        f.retry_invalid,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// The next `limit` archived answers after fetch id `after`, in id order.
+pub async fn batch(
+    db: impl PgExecutor<'_>,
+    f: &ArchiveFilter<'_>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Archived>, sqlx::Error> {
+    sqlx::query_as!(
+        Archived,
+        r#"SELECT id, clip_id, region, period, provider, requested_at, outcome,
+                  body_json AS "body_json!"
+        FROM fetches
+        WHERE (outcome = 'ok' OR ($4 AND outcome = 'invalid_payload'))
+          AND body_json IS NOT NULL
+          AND ($1::timestamptz IS NULL OR requested_at >= $1)
+          AND ($2::text IS NULL OR clip_id = $2)
+          AND ($3::text IS NULL OR region = $3)
+          AND id > $5
+        ORDER BY id LIMIT $6"#,
+        f.since,
+        f.clip_id,
+        f.region,
+        f.retry_invalid,
+        after,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes every derived row of these fetches, so rows a fetch no longer produces go too and a
+/// replay equals a fresh ingest.
+pub async fn clear_derived(conn: &mut PgConnection, batch: &[Archived]) -> Result<(), sqlx::Error> {
+    let ids: Vec<i64> = batch.iter().map(|a| a.id).collect();
+    let clips: Vec<String> = batch.iter().map(|a| a.clip_id.clone()).collect();
+    let regions: Vec<String> = batch.iter().map(|a| a.region.clone()).collect();
+    sqlx::query!(
+        "WITH s AS (DELETE FROM sound_snapshots WHERE fetch_id = ANY($1)),
+              ac AS (DELETE FROM audience_countries WHERE fetch_id = ANY($1)),
+              ai AS (DELETE FROM audience_interests WHERE fetch_id = ANY($1)),
+              t AS (DELETE FROM trend_points WHERE fetch_id = ANY($1)),
+              o AS (DELETE FROM trend_observations WHERE fetch_id = ANY($1))
+         -- trend_windows is keyed by pair first: delete by the whole key.
+         DELETE FROM trend_windows w
+         USING UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, clip_id, region)
+         WHERE w.clip_id = u.clip_id AND w.region = u.region AND w.fetch_id = u.id",
+        &ids,
+        &clips,
+        &regions,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Re-labels an archived attempt after re-validation; its body and credits stay as they were.
+pub async fn set_outcome(
+    db: impl PgExecutor<'_>,
+    fetch_id: i64,
+    outcome: Outcome,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE fetches SET outcome = $2, error = $3 WHERE id = $1",
+        fetch_id,
+        outcome.as_str(),
+        error,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
