@@ -6,7 +6,8 @@
 #   scripts/sqlx-prepare.sh --check   in CI: fails when `.sqlx/` is stale
 #
 # It migrates a scratch database `soundtrend_sqlx` on the server $DATABASE_URL points at (or the
-# one scripts/pg-up.sh finds or starts) and runs `cargo sqlx prepare` against it. sqlx-cli is
+# one scripts/pg-up.sh finds or starts) and runs `cargo sqlx prepare` against it; the database stays,
+# so `SQLX_OFFLINE=false DATABASE_URL=…/soundtrend_sqlx cargo build` can check queries live. sqlx-cli is
 # installed, pinned, when missing.
 set -euo pipefail
 
@@ -29,4 +30,4 @@ cargo sqlx database drop -y >/dev/null 2>&1 || true
 cargo sqlx database create
 cargo sqlx migrate run --source migrations >/dev/null
 SQLX_OFFLINE=false cargo sqlx prepare "$@" -- --all-targets
-cargo sqlx database drop -y >/dev/null
+

@@ -708,3 +708,35 @@ fn every_accepted_payload_yields_rows_that_satisfy_the_validation_rules() {
         "the strategy reaches the normalizer: {accepted}"
     );
 }
+
+/// The region list lives twice, as the watchlist's CHECK (what analysts' INSERTs meet) and as
+/// `Region::parse` (what the CLI and the store's decoding use): they must accept the same codes.
+#[tokio::test]
+async fn the_watchlist_check_and_region_parse_accept_exactly_the_same_codes() {
+    let db = TestDb::new().await;
+    let mut disagreements = Vec::new();
+    let mut accepted = 0;
+    for a in b'A'..=b'Z' {
+        for b in b'A'..=b'Z' {
+            let code = String::from_utf8(vec![a, b]).unwrap();
+            let mut tx = db.pool.begin().await.unwrap();
+            let by_database =
+                sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES ('1', $1)")
+                    .bind(&code)
+                    .execute(&mut *tx)
+                    .await
+                    .is_ok();
+            tx.rollback().await.unwrap();
+            let by_rust = soundtrend::domain::Region::parse(&code).is_ok();
+            accepted += usize::from(by_database);
+            if by_database != by_rust {
+                disagreements.push((code, by_database, by_rust));
+            }
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "database vs Rust: {disagreements:?}"
+    );
+    assert_eq!(accepted, soundtrend::domain::ISO_3166_ALPHA2.len());
+}

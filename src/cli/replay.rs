@@ -12,10 +12,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 use tracing::warn;
 
-use crate::domain::{ClipId, Period, Region};
+use crate::domain::{ClipId, Region};
 use crate::normalize::{normalize, Observation};
 use crate::provider::wire::{Envelope, MusicDetail};
-use crate::provider::{Outcome, ProviderKind};
+use crate::provider::Outcome;
 use crate::store::archive::{self, ArchiveFilter, Archived};
 use crate::store::fetches::FetchRecord;
 use crate::store::{ingest, trend};
@@ -128,7 +128,7 @@ fn rows_of(a: &Archived) -> Result<(Observation, crate::normalize::Normalized), 
     let obs = Observation {
         clip_id: ClipId::parse(&a.clip_id).map_err(|e| e.to_string())?,
         region: Region::parse(&a.region).map_err(|e| e.to_string())?,
-        period: Period::from_days(a.period.into()).map_err(|e| e.to_string())?,
+        period: a.period,
         observed_at: a.requested_at,
     };
     let env: Envelope = serde_json::from_value(a.body_json.clone()).map_err(|e| e.to_string())?;
@@ -143,9 +143,7 @@ fn record_of<'a>(a: &'a Archived, obs: &Observation) -> FetchRecord<'a> {
         &a.clip_id,
         &a.region,
         obs.period.days(),
-        a.provider
-            .parse::<ProviderKind>()
-            .unwrap_or(ProviderKind::KeyApi),
+        a.provider,
         a.requested_at,
         Outcome::Ok,
     )

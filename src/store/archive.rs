@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
-use crate::provider::Outcome;
+use crate::domain::Period;
+use crate::provider::{Outcome, ProviderKind};
 
 /// Which archived answers a replay covers.
 #[derive(Debug, Clone, Default)]
@@ -16,14 +17,16 @@ pub struct ArchiveFilter<'a> {
     pub retry_invalid: bool,
 }
 
-/// One archived answer with its JSON body.
+/// One archived answer with its JSON body. `clip_id` and `region` stay text: unlike the
+/// watchlist's, the archive's columns carry no CHECK, and replay reports a row it cannot parse
+/// instead of stopping on it.
 #[derive(Debug)]
 pub struct Archived {
     pub id: i64,
     pub clip_id: String,
     pub region: String,
-    pub period: i16,
-    pub provider: String,
+    pub period: Period,
+    pub provider: ProviderKind,
     pub requested_at: DateTime<Utc>,
     pub outcome: String,
     pub body_json: serde_json::Value,
@@ -56,7 +59,8 @@ pub async fn batch(
 ) -> Result<Vec<Archived>, sqlx::Error> {
     sqlx::query_as!(
         Archived,
-        r#"SELECT id, clip_id, region, period, provider, requested_at, outcome,
+        r#"SELECT id, clip_id, region, period AS "period: Period", provider AS "provider: ProviderKind",
+                  requested_at, outcome,
                   body_json AS "body_json!"
         FROM fetches
         WHERE (outcome = 'ok' OR ($4 AND outcome = 'invalid_payload'))

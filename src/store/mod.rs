@@ -8,6 +8,7 @@ pub mod quota;
 pub mod report;
 pub mod sound;
 pub mod trend;
+mod types;
 pub mod watchlist;
 
 use std::time::Duration;

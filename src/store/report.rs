@@ -4,6 +4,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::domain::{ClipId, Period, Region};
+
 #[derive(Debug, Serialize)]
 pub struct EntryCounts {
     pub total: i64,
@@ -49,9 +51,9 @@ pub struct RecentError {
 
 #[derive(Debug, Serialize)]
 pub struct WatchRow {
-    pub clip_id: String,
-    pub region: String,
-    pub period: Option<i16>,
+    pub clip_id: ClipId,
+    pub region: Region,
+    pub period: Option<Period>,
     /// Seconds; months count as 30 days (how Postgres converts an interval to seconds).
     pub poll_interval_secs: f64,
     pub enabled: bool,
@@ -142,7 +144,8 @@ pub async fn watch_rows(
 ) -> Result<Vec<WatchRow>, sqlx::Error> {
     sqlx::query_as!(
         WatchRow,
-        r#"SELECT clip_id, region, period,
+        r#"SELECT clip_id AS "clip_id: ClipId", region AS "region: Region",
+                period AS "period: Period",
                 extract(epoch FROM poll_interval)::float8 AS "poll_interval_secs!", enabled,
                 CASE WHEN isfinite(next_due_at) AND next_due_at < '10000-01-01'
                      THEN next_due_at END AS next_due_at,
