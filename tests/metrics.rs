@@ -23,6 +23,13 @@ fn value(scrape: &str, series: &str) -> f64 {
         .unwrap_or_else(|e| panic!("{series}: {v:?} is not a number: {e}"))
 }
 
+#[test]
+#[should_panic(expected = "no series soundtrend_polls_total")]
+fn a_series_missing_from_the_scrape_fails_the_check_instead_of_reading_zero() {
+    let scrape = "# TYPE soundtrend_polls_total_x counter\nsoundtrend_polls_total_x 0\n";
+    value(scrape, "soundtrend_polls_total");
+}
+
 #[tokio::test]
 async fn a_scrape_after_some_polls_shows_the_counters_moved_by_the_right_amounts() {
     let app = TestApp::spawn().await;
