@@ -7,7 +7,9 @@
 //! - [`poll`]: one poll of one entry (quota → fetch → normalize → write, with retries), and the
 //!   worker that claims due entries and runs polls (`poll --due`, `run`);
 //! - [`web`]: the admin listener;
-//! - [`cli`]: one file per command; [`app`] wires the pieces together.
+//! - [`cli`]: one file per command; [`app`] wires the pieces together;
+//! - [`testkit`]: throwaway databases for the tests and benchmarks (the fake provider is
+//!   [`provider::fake`]).
 
 pub mod app;
 pub mod cli;
@@ -19,4 +21,5 @@ pub mod poll;
 pub mod provider;
 pub mod store;
 pub mod telemetry;
+pub mod testkit;
 pub mod web;

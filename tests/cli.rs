@@ -13,8 +13,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 #[tokio::test]
 async fn a_bad_config_value_fails_at_start_up_with_one_line_naming_the_key() {
-    let db = TestDb::new().await;
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let app = TestApp::spawn().await;
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.env("SOUNDTREND__PROVIDER__BURST", "0").arg("migrate");
 
     let out = output(c).await;
@@ -27,8 +27,8 @@ async fn a_bad_config_value_fails_at_start_up_with_one_line_naming_the_key() {
 
 #[tokio::test]
 async fn polling_without_credentials_says_which_variable_to_set() {
-    let db = TestDb::new().await;
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let app = TestApp::spawn().await;
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.args(["poll", "--clip-id", CLIP, "--region", "US"]);
 
     let out = output(c).await;
@@ -39,10 +39,10 @@ async fn polling_without_credentials_says_which_variable_to_set() {
 
 #[tokio::test]
 async fn poll_prints_a_one_line_summary_and_its_exit_code_tells_the_outcome() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let ok = MockServer::start().await;
     mount_sample(&ok, soundtrend::provider::ProviderKind::KeyApi).await;
-    let mut c = soundtrend(&db, &ok.uri());
+    let mut c = soundtrend(&app, &ok.uri());
     c.env("KEYAPI_API_KEY", API_KEY).args([
         "poll",
         "--clip-id",
@@ -69,7 +69,7 @@ async fn poll_prints_a_one_line_summary_and_its_exit_code_tells_the_outcome() {
         .respond_with(ResponseTemplate::new(500))
         .mount(&broken)
         .await;
-    let mut c = soundtrend(&db, &broken.uri());
+    let mut c = soundtrend(&app, &broken.uri());
     c.env("KEYAPI_API_KEY", API_KEY)
         .args(["poll", "--clip-id", CLIP, "--region", "US"]);
     let out = output(c).await;
@@ -83,7 +83,7 @@ async fn poll_prints_a_one_line_summary_and_its_exit_code_tells_the_outcome() {
 
 #[tokio::test]
 async fn secrets_never_appear_in_any_output() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let key = "sk-live-9f8e7d6c5b4a39281706";
     let basic_pw = "pw-0a1b2c3d4e5f6a7b8c9d"; // fake, and distinctive enough to grep for
     let mut seen = String::new();
@@ -98,7 +98,7 @@ async fn secrets_never_appear_in_any_output() {
             .mount(&server)
             .await;
         for provider in ["keyapi", "echotik"] {
-            let mut c = soundtrend(&db, &server.uri());
+            let mut c = soundtrend(&app, &server.uri());
             c.env("KEYAPI_API_KEY", key)
                 .env("ECHOTIK_USERNAME", "ana")
                 .env("ECHOTIK_PASSWORD", basic_pw)
@@ -115,7 +115,7 @@ async fn secrets_never_appear_in_any_output() {
     assert!(!seen.contains(key), "the API key leaked");
     assert!(!seen.contains(basic_pw), "the password leaked");
     assert!(!seen.contains("YW5hOnB3LTBh"), "the Basic header leaked");
-    let archived = db.count(&format!("SELECT count(*) FROM fetches WHERE body_json::text LIKE '%{key}%' OR error LIKE '%{basic_pw}%'")).await;
+    let archived = app.count(&format!("SELECT count(*) FROM fetches WHERE body_json::text LIKE '%{key}%' OR error LIKE '%{basic_pw}%'")).await;
     assert_eq!(archived, 0);
 }
 
@@ -142,53 +142,45 @@ async fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::pr
     }
 }
 
-async fn wait_hits(server: &RecordingServer, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.hits().len() < n {
-        assert!(Instant::now() < deadline, "the daemon made no request");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_hits(server: &FakeProvider, n: usize) {
+    let what = format!("the daemon made {n} request(s)");
+    eventually(&what, Duration::from_secs(20), async || {
+        server.hit_count() >= n
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn run_exits_zero_on_sigterm_after_finishing_in_flight_polls() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    server.set(|b| b.delay = Duration::from_millis(1_500));
-    watch_many(&db, 3).await;
-    let mut c = soundtrend(&db, &server.base);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    server.set_faults(|b| b.delay = Duration::from_millis(1_500));
+    app.watch_many(3).await;
+    let mut c = soundtrend(&app, &server.base);
     c.env("KEYAPI_API_KEY", API_KEY)
         .env("SOUNDTREND__POLL__CONCURRENCY", "1")
         .arg("run")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
-    wait_hits(&server, 1).await;
+    wait_hits(server, 1).await;
 
     signal(child.id(), "-TERM");
     let status = wait_exit(&mut child, Duration::from_secs(15)).await;
 
     assert_eq!(status.code(), Some(0));
     assert_eq!(server.hits().len(), 1);
-    assert_eq!(
-        db.count("SELECT count(*) FROM sound_snapshots").await,
-        1,
-        "the in-flight poll was finished"
-    );
-    assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
-            .await,
-        0
-    );
+    assert_eq!(app.snapshots().await, 1, "the in-flight poll was finished");
+    assert_eq!(app.leases_held().await, 0);
 }
 
 #[tokio::test]
 async fn a_run_killed_with_sigkill_mid_poll_leaves_no_rows_and_the_entry_is_polled_later() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    server.set(|b| b.delay = Duration::from_millis(900));
-    db.watch(CLIP, "US").await;
-    let mut c = soundtrend(&db, &server.base);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    server.set_faults(|b| b.delay = Duration::from_millis(900));
+    app.watch(CLIP, "US").await;
+    let mut c = soundtrend(&app, &server.base);
     c.env("KEYAPI_API_KEY", API_KEY)
         .env("SOUNDTREND__PROVIDER__REQUEST_TIMEOUT", "1s")
         .env("SOUNDTREND__POLL__LEASE_TTL", "2s")
@@ -196,34 +188,39 @@ async fn a_run_killed_with_sigkill_mid_poll_leaves_no_rows_and_the_entry_is_poll
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
-    wait_hits(&server, 1).await;
+    wait_hits(server, 1).await;
 
     signal(child.id(), "-KILL");
     wait_exit(&mut child, Duration::from_secs(5)).await;
-    assert_eq!(data_rows(&db).await, 0, "nothing half-written");
+    assert_eq!(app.data_rows().await, 0, "nothing half-written");
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'pending' AND credits = 2")
+        app.count("SELECT count(*) FROM fetches WHERE outcome = 'pending' AND credits = 2")
             .await,
         1,
         "the booked credits keep their archived attempt"
     );
-    assert_eq!(db.count("SELECT count(*) FROM fetches").await, 1);
+    assert_eq!(app.fetches().await, 1);
 
-    server.set(|b| b.delay = Duration::ZERO);
-    tokio::time::sleep(Duration::from_millis(2_200)).await;
-    let mut c = soundtrend(&db, &server.base);
+    server.set_faults(|b| b.delay = Duration::ZERO);
+    eventually(
+        "the killed run's lease expires",
+        Duration::from_secs(5),
+        async || app.all_leases_expired().await,
+    )
+    .await;
+    let mut c = soundtrend(&app, &server.base);
     c.env("KEYAPI_API_KEY", API_KEY).args(["poll", "--due"]);
     let out = output(c).await;
 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE last_success_at IS NOT NULL AND lease_token IS NULL").await, 1);
-    assert_ledger_equals_archive(&db).await;
+    assert_eq!(app.snapshots().await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE last_success_at IS NOT NULL AND lease_token IS NULL").await, 1);
+    app.assert_ledger_equals_archive().await;
 }
 
 #[tokio::test]
 async fn watch_import_reports_bad_lines_by_number_and_is_idempotent() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let dir = std::env::temp_dir().join(format!(
         "soundtrend-import-{}",
         uuid::Uuid::new_v4().simple()
@@ -233,7 +230,7 @@ async fn watch_import_reports_bad_lines_by_number_and_is_idempotent() {
     std::fs::write(&file, "clip_id,region,period,poll_interval\n6703723351497508865,US\nnot-a-clip,US\n6703723351497508865,gb,30,12h\n1,ZZ\n").unwrap();
 
     for round in 0..2 {
-        let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+        let mut c = soundtrend(&app, "http://127.0.0.1:9/");
         c.args(["watch", "import"]).arg(&file);
         let out = output(c).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -248,18 +245,18 @@ async fn watch_import_reports_bad_lines_by_number_and_is_idempotent() {
         };
         assert!(stdout.contains(expected), "{stdout}");
     }
-    assert_eq!(db.count("SELECT count(*) FROM watchlist").await, 2);
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE region = 'GB' AND period = 30 AND poll_interval = '12 hours'").await, 1);
+    assert_eq!(app.watched().await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE region = 'GB' AND period = 30 AND poll_interval = '12 hours'").await, 1);
 
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.args(["watch", "pause", CLIP, "GB"]);
     assert_eq!(output(c).await.status.code(), Some(0));
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE NOT enabled")
+        app.count("SELECT count(*) FROM watchlist WHERE NOT enabled")
             .await,
         1
     );
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.args(["status", "--json"]);
     let out = output(c).await;
     let status: serde_json::Value =
@@ -283,6 +280,7 @@ async fn late_database_proxy(db_url: &str, after: Duration) -> u16 {
         .unwrap()
         .port();
     tokio::spawn(async move {
+        // Nothing listens until `after`: a database that is late is what this proxy is for.
         tokio::time::sleep(after).await;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -304,13 +302,13 @@ async fn late_database_proxy(db_url: &str, after: Duration) -> u16 {
 
 #[tokio::test]
 async fn run_waits_for_a_database_that_is_not_up_yet_and_then_polls() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    db.watch(CLIP, "US").await;
-    let port = late_database_proxy(&db.url, Duration::from_secs(3)).await;
-    let mut late_url = url::Url::parse(&db.url).unwrap();
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    app.watch(CLIP, "US").await;
+    let port = late_database_proxy(&app.url, Duration::from_secs(3)).await;
+    let mut late_url = url::Url::parse(&app.url).unwrap();
     late_url.set_port(Some(port)).unwrap();
-    let mut c = soundtrend(&db, &server.base);
+    let mut c = soundtrend(&app, &server.base);
     c.env("KEYAPI_API_KEY", API_KEY)
         .env("DATABASE_URL", late_url.as_str())
         .env("SOUNDTREND__DATABASE__CONNECT_TIMEOUT", "1s")
@@ -320,15 +318,13 @@ async fn run_waits_for_a_database_that_is_not_up_yet_and_then_polls() {
         .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
 
-    wait_hits(&server, 1).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while db.count("SELECT count(*) FROM sound_snapshots").await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "nothing stored after the database came up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_hits(server, 1).await;
+    eventually(
+        "something is stored after the database came up",
+        Duration::from_secs(10),
+        async || app.snapshots().await > 0,
+    )
+    .await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "the daemon kept running"
@@ -342,10 +338,10 @@ async fn run_waits_for_a_database_that_is_not_up_yet_and_then_polls() {
 
 #[tokio::test]
 async fn json_logs_carry_one_structured_line_per_poll() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_sample(&server, soundtrend::provider::ProviderKind::KeyApi).await;
-    let mut c = soundtrend(&db, &server.uri());
+    let mut c = soundtrend(&app, &server.uri());
     c.env("KEYAPI_API_KEY", API_KEY)
         .env("SOUNDTREND__LOG__FORMAT", "json")
         .args(["poll", "--clip-id", CLIP, "--region", "US", "--period", "7"]);

@@ -14,32 +14,17 @@ use soundtrend::poll::Worker;
 use soundtrend::provider::ProviderKind;
 use tokio_util::sync::CancellationToken;
 
-async fn wait_for(db: &TestDb, sql: &str, expected: i64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = db.count(sql).await;
-        if got == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}: still {got}, expected {expected} after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn two_workers_never_double_poll_and_together_respect_the_quota() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let mut s = settings(&app.url);
     s.provider.requests_per_second = 10.0;
     s.provider.burst = 2;
     s.poll.concurrency = 4;
-    watch_many(&db, 40).await;
-    let a = keyapi_worker(&s, &db, &server.base, "a").await;
-    let b = keyapi_worker(&s, &db, &server.base, "b").await;
+    app.watch_many(40).await;
+    let a = keyapi_worker(&s, &app, &server.base, "a").await;
+    let b = keyapi_worker(&s, &app, &server.base, "b").await;
     let cancel = CancellationToken::new();
 
     let started = Instant::now();
@@ -73,33 +58,25 @@ async fn two_workers_never_double_poll_and_together_respect_the_quota() {
         elapsed >= Duration::from_millis(3_500),
         "40 requests at 10/s (burst 2) cannot finish in {elapsed:?}"
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
-            .await,
-        40
-    );
-    assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
-            .await,
-        0
-    );
+    assert_eq!(app.fetches_with_outcome("ok").await, 40);
+    assert_eq!(app.leases_held().await, 0);
 }
 
 #[tokio::test]
 async fn retry_after_is_respected_by_every_instance() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    server.set(|b| {
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    server.set_faults(|b| {
         b.rate_limit_next = 1;
         b.retry_after_secs = 2;
     });
-    let mut s = settings(&db.url);
+    let mut s = settings(&app.url);
     // 200 ms between grants: the 429 is recorded in the shared quota long before the next grant.
     s.provider.requests_per_second = 5.0;
     s.provider.burst = 1;
-    watch_many(&db, 10).await;
-    let a = keyapi_worker(&s, &db, &server.base, "a").await;
-    let b = keyapi_worker(&s, &db, &server.base, "b").await;
+    app.watch_many(10).await;
+    let a = keyapi_worker(&s, &app, &server.base, "a").await;
+    let b = keyapi_worker(&s, &app, &server.base, "b").await;
     let cancel = CancellationToken::new();
 
     let (ra, rb) = tokio::join!(a.drain(&cancel), b.drain(&cancel));
@@ -119,24 +96,20 @@ async fn retry_after_is_respected_by_every_instance() {
         next.duration_since(limited_at)
     );
     assert_eq!(hits.len(), 11);
-    assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'rate_limited'")
-            .await,
-        1
-    );
+    assert_eq!(app.fetches_with_outcome("rate_limited").await, 1);
 }
 
 #[tokio::test]
 async fn an_exhausted_credit_budget_stops_polling_until_the_next_utc_day() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let mut s = settings(&app.url);
     s.provider.daily_credit_budget = 6; // KeyAPI: 2 credits a request, so 3 requests a day
-    watch_many(&db, 5).await;
+    app.watch_many(5).await;
     let clock = Arc::new(OffsetClock::new());
     let poller = poller_with_clock(
         &s,
-        &db.pool,
+        &app.pool,
         ProviderKind::KeyApi,
         &server.base,
         clock.clone(),
@@ -152,9 +125,9 @@ async fn an_exhausted_credit_budget_stops_polling_until_the_next_utc_day() {
     assert_eq!(day1.stored, 3);
     assert!(day1.budget_exhausted);
     assert_eq!(server.hits().len(), 3, "no request beyond the budget");
-    assert_eq!(db.count("SELECT count(*) FROM credit_usage WHERE credits_used = 6 AND requests = 3 AND exhausted_at IS NOT NULL").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM credit_usage WHERE credits_used = 6 AND requests = 3 AND exhausted_at IS NOT NULL").await, 1);
     assert_eq!(
-        db.count(
+        app.count(
             "SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at <= now()"
         )
         .await,
@@ -175,33 +148,29 @@ async fn an_exhausted_credit_budget_stops_polling_until_the_next_utc_day() {
 
     assert_eq!(day2.stored, 2);
     assert_eq!(server.hits().len(), 5);
-    assert_eq!(
-        db.count("SELECT sum(credits_used) FROM credit_usage").await,
-        10
-    );
+    assert_eq!(app.credits_booked().await, 10);
 }
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_polls_and_releases_the_rest() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    server.set(|b| b.delay = Duration::from_millis(800));
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    server.set_faults(|b| b.delay = Duration::from_millis(800));
+    let mut s = settings(&app.url);
     s.poll.concurrency = 2;
     s.daemon.shutdown_grace = Duration::from_secs(10);
-    watch_many(&db, 6).await;
-    let worker = keyapi_worker(&s, &db, &server.base, "a").await;
+    app.watch_many(6).await;
+    let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let s = s.clone();
         let cancel = cancel.clone();
         async move { worker.run(&s, cancel).await }
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.hits().len() < 2 {
-        assert!(Instant::now() < deadline, "no requests started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("two requests started", Duration::from_secs(5), async || {
+        server.hit_count() >= 2
+    })
+    .await;
 
     cancel.cancel();
     let summary = tokio::time::timeout(Duration::from_secs(10), run)
@@ -219,18 +188,10 @@ async fn shutdown_finishes_in_flight_polls_and_releases_the_rest() {
         2,
         "nothing new was claimed after the signal"
     );
+    assert_eq!(app.fetches_with_outcome("ok").await, 2);
+    assert_eq!(app.leases_held().await, 0);
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
-            .await,
-        2
-    );
-    assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
-            .await,
-        0
-    );
-    assert_eq!(
-        db.count(
+        app.count(
             "SELECT count(*) FROM watchlist WHERE last_success_at IS NULL AND next_due_at <= now()"
         )
         .await,
@@ -240,55 +201,55 @@ async fn shutdown_finishes_in_flight_polls_and_releases_the_rest() {
 
 #[tokio::test]
 async fn a_worker_killed_mid_poll_leaves_no_rows_and_its_entry_is_polled_again() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    server.set(|b| b.delay = Duration::from_secs(3));
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    server.set_faults(|b| b.delay = Duration::from_secs(3));
+    let mut s = settings(&app.url);
     s.poll.lease_ttl = Duration::from_secs(2);
     s.provider.request_timeout = Duration::from_secs(1);
-    db.watch(CLIP, "US").await;
-    let doomed = keyapi_worker(&s, &db, &server.base, "doomed").await;
+    app.watch(CLIP, "US").await;
+    let doomed = keyapi_worker(&s, &app, &server.base, "doomed").await;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(async move { doomed.drain(&CancellationToken::new()).await });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.hits().is_empty() {
-        assert!(Instant::now() < deadline, "no request started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("a request started", Duration::from_secs(5), async || {
+        server.hit_count() > 0
+    })
+    .await;
 
     task.abort(); // the process dies with a request in flight
     let _ = task.await;
-    assert_eq!(data_rows(&db).await, 0);
+    assert_eq!(app.data_rows().await, 0);
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE lease_owner = 'doomed'")
+        app.count("SELECT count(*) FROM watchlist WHERE lease_owner = 'doomed'")
             .await,
         1,
         "the dead worker's lease is still there"
     );
 
-    server.set(|b| b.delay = Duration::ZERO);
-    tokio::time::sleep(Duration::from_millis(2_100)).await; // the lease expires
-    let rescuer = keyapi_worker(&s, &db, &server.base, "rescuer").await;
+    server.set_faults(|b| b.delay = Duration::ZERO);
+    eventually(
+        "the dead worker's lease expires",
+        Duration::from_secs(5),
+        async || app.all_leases_expired().await,
+    )
+    .await;
+    let rescuer = keyapi_worker(&s, &app, &server.base, "rescuer").await;
     let summary = rescuer.drain(&cancel).await.unwrap();
 
     assert_eq!(summary.stored, 1);
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 1);
-    assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
-            .await,
-        1
-    );
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND last_success_at IS NOT NULL").await, 1);
+    assert_eq!(app.snapshots().await, 1);
+    assert_eq!(app.fetches_with_outcome("ok").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND last_success_at IS NOT NULL").await, 1);
 }
 
 #[tokio::test]
 async fn a_poll_whose_lease_was_lost_before_sending_pays_nothing() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let s = settings(&db.url);
-    db.watch(CLIP, "US").await;
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let s = settings(&app.url);
+    app.watch(CLIP, "US").await;
     let stale = soundtrend::store::watchlist::claim_one(
-        &db.pool,
+        &app.pool,
         "slow",
         CLIP,
         "US",
@@ -298,9 +259,14 @@ async fn a_poll_whose_lease_was_lost_before_sending_pays_nothing() {
     .unwrap()
     .unwrap()
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    eventually(
+        "the stale lease expires",
+        Duration::from_secs(5),
+        async || app.all_leases_expired().await,
+    )
+    .await;
     let fresh = soundtrend::store::watchlist::claim_one(
-        &db.pool,
+        &app.pool,
         "fast",
         CLIP,
         "US",
@@ -310,7 +276,7 @@ async fn a_poll_whose_lease_was_lost_before_sending_pays_nothing() {
     .unwrap()
     .unwrap()
     .unwrap();
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.base).await;
 
     let late = poller
         .poll(&stale, None, &CancellationToken::new())
@@ -324,12 +290,12 @@ async fn a_poll_whose_lease_was_lost_before_sending_pays_nothing() {
         ),
         "{late:?}"
     );
-    assert_eq!(data_rows(&db).await, 0);
+    assert_eq!(app.data_rows().await, 0);
     assert!(
         server.hits().is_empty(),
         "no request was sent for a lost lease"
     );
-    assert_eq!(db.count("SELECT count(*) FROM fetches").await, 0);
+    assert_eq!(app.fetches().await, 0);
     let on_time = poller
         .poll(&fresh, None, &CancellationToken::new())
         .await
@@ -342,26 +308,31 @@ async fn a_poll_whose_lease_was_lost_before_sending_pays_nothing() {
 
 #[tokio::test]
 async fn an_insert_wakes_the_daemon_within_seconds() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let mut s = settings(&app.url);
     s.daemon.tick_cron = "0 0 0 1 1 *".into(); // once a year: only the notification can wake it
-    let worker = keyapi_worker(&s, &db, &server.base, "a").await;
+    let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let s = s.clone();
         let cancel = cancel.clone();
         async move { worker.run(&s, cancel).await }
     });
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    eventually(
+        "the daemon listens for inserts",
+        Duration::from_secs(5),
+        async || app.has_listener().await,
+    )
+    .await;
 
-    db.watch(CLIP, "FR").await;
+    app.watch(CLIP, "FR").await;
 
-    wait_for(
-        &db,
-        "SELECT count(*) FROM sound_snapshots WHERE region = 'FR'",
-        1,
+    eventually_eq(
+        "snapshots in FR",
         Duration::from_secs(3),
+        async || app.snapshots_in("FR").await,
+        1,
     )
     .await;
     cancel.cancel();
@@ -370,9 +341,9 @@ async fn an_insert_wakes_the_daemon_within_seconds() {
 
 #[tokio::test]
 async fn the_period_covers_the_gap_since_the_last_success() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let mut s = settings(&app.url);
     s.poll.default_period = soundtrend::domain::Period::Days30;
     sqlx::query(
         "INSERT INTO watchlist (clip_id, region, last_success_at, period) VALUES
@@ -382,10 +353,10 @@ async fn the_period_covers_the_gap_since_the_last_success() {
             ('4', 'US', NULL, NULL),
             ('5', 'US', now() - interval '200 days', 7)",
     )
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
-    let worker = keyapi_worker(&s, &db, &server.base, "a").await;
+    let worker = keyapi_worker(&s, &app, &server.base, "a").await;
 
     worker.drain(&CancellationToken::new()).await.unwrap();
 
@@ -403,56 +374,66 @@ async fn the_period_covers_the_gap_since_the_last_success() {
 
 #[tokio::test]
 async fn the_daemon_survives_its_database_connections_being_killed() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let mut s = settings(&app.url);
     s.daemon.tick_cron = "* * * * * *".into();
     s.daemon.database_retry_max = Duration::from_secs(1);
-    let worker = keyapi_worker(&s, &db, &server.base, "a").await;
+    let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let s = s.clone();
         let cancel = cancel.clone();
         async move { worker.run(&s, cancel).await }
     });
-    db.watch("1", "US").await;
-    wait_for(
-        &db,
-        "SELECT count(*) FROM sound_snapshots",
-        1,
+    app.watch("1", "US").await;
+    eventually_eq(
+        "snapshots",
         Duration::from_secs(5),
+        async || app.snapshots().await,
+        1,
     )
     .await;
 
-    // Kill every connection to the test database, twice, the way a restart would.
-    let admin = sqlx::PgPool::connect(&db.url).await.unwrap();
+    // Kill every connection to the test database, twice, the way a restart would: the second
+    // time once the daemon has connected again.
+    let admin = sqlx::PgPool::connect(&app.url).await.unwrap();
+    let others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
     for _ in 0..2 {
+        eventually(
+            "the daemon is connected",
+            Duration::from_secs(5),
+            async || {
+                sqlx::query_scalar::<_, i64>(others)
+                    .fetch_one(&admin)
+                    .await
+                    .unwrap()
+                    > 0
+            },
+        )
+        .await;
         sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
             .execute(&admin)
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES ('2', 'US'), ('3', 'US')")
         .execute(&admin)
         .await
         .unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sound_snapshots")
-            .fetch_one(&admin)
-            .await
-            .unwrap();
-        if n == 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "polling did not resume after the connections were killed ({n} of 3)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_eq(
+        "polling resumed after the connections were killed: snapshots",
+        Duration::from_secs(10),
+        async || {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sound_snapshots")
+                .fetch_one(&admin)
+                .await
+                .unwrap()
+        },
+        3,
+    )
+    .await;
     assert!(!run.is_finished(), "the daemon kept running");
     cancel.cancel();
     run.await.unwrap().unwrap();
@@ -460,22 +441,22 @@ async fn the_daemon_survives_its_database_connections_being_killed() {
 
 #[tokio::test]
 async fn entries_inserted_together_spread_out_after_their_first_poll() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let mut s = settings(&app.url);
     s.poll.jitter = 0.1;
-    watch_many(&db, 50).await;
-    keyapi_worker(&s, &db, &server.base, "a")
+    app.watch_many(50).await;
+    keyapi_worker(&s, &app, &server.base, "a")
         .await
         .drain(&CancellationToken::new())
         .await
         .unwrap();
 
-    let distinct_minutes = db
+    let distinct_minutes = app
         .count("SELECT count(DISTINCT date_trunc('minute', next_due_at)) FROM watchlist")
         .await;
     let spread_hours: f64 = sqlx::query_scalar("SELECT EXTRACT(epoch FROM max(next_due_at) - min(next_due_at))::float8 / 3600 FROM watchlist")
-        .fetch_one(&db.pool)
+        .fetch_one(&app.pool)
         .await
         .unwrap();
     assert!(
@@ -490,16 +471,16 @@ async fn entries_inserted_together_spread_out_after_their_first_poll() {
 
 #[tokio::test]
 async fn a_retry_after_longer_than_a_lease_pauses_claims_instead_of_sitting_on_leases() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    server.set(|b| {
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    server.set_faults(|b| {
         b.rate_limit_next = 1;
         b.retry_after_secs = 600;
     });
-    let mut s = settings(&db.url); // lease 60 s: a poll waits at most 15 s
+    let mut s = settings(&app.url); // lease 60 s: a poll waits at most 15 s
     s.poll.concurrency = 1; // one request at a time, so none is in flight when the 429 arrives
-    watch_many(&db, 3).await;
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
+    app.watch_many(3).await;
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.base).await;
 
     let started = Instant::now();
     let summary = Worker::new(poller.clone(), worker_options(&s, "a"))
@@ -518,26 +499,21 @@ async fn a_retry_after_longer_than_a_lease_pauses_claims_instead_of_sitting_on_l
         poller.is_blocked(),
         "this process stops claiming until the pause ends"
     );
+    assert_eq!(app.fetches_with_outcome("rate_limited").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM provider_quota WHERE paused_until > now() + interval '590 seconds'").await, 1);
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'rate_limited'")
-            .await,
-        1
-    );
-    assert_eq!(db.count("SELECT count(*) FROM provider_quota WHERE paused_until > now() + interval '590 seconds'").await, 1);
-    assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
-            .await,
+        app.leases_held().await,
         0,
         "no lease is held through the pause"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE consecutive_failures = 1 AND next_due_at > now() + interval '590 seconds'").await,
+        app.count("SELECT count(*) FROM watchlist WHERE consecutive_failures = 1 AND next_due_at > now() + interval '590 seconds'").await,
         1,
         "the rate-limited entry is due after the pause"
     );
 
     assert_eq!(
-        db.count(
+        app.count(
             "SELECT count(*) FROM watchlist WHERE next_due_at > now() + interval '590 seconds'"
         )
         .await,
@@ -547,11 +523,11 @@ async fn a_retry_after_longer_than_a_lease_pauses_claims_instead_of_sitting_on_l
 
     // Another instance, unaware of the pause, claims the last entry and a new one, sees the pause
     // in the shared quota and gives them back until it ends, without a request.
-    db.watch(CLIP, "US").await;
+    app.watch(CLIP, "US").await;
     let other = Worker::new(
         poller_with_clock(
             &s,
-            &db.pool,
+            &app.pool,
             ProviderKind::KeyApi,
             &server.base,
             Arc::new(OffsetClock::new()),
@@ -562,5 +538,5 @@ async fn a_retry_after_longer_than_a_lease_pauses_claims_instead_of_sitting_on_l
     let summary = other.drain(&CancellationToken::new()).await.unwrap();
     assert!(summary.provider_paused);
     assert_eq!(server.hits().len(), 1);
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at > now() + interval '590 seconds'").await, 4);
+    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at > now() + interval '590 seconds'").await, 4);
 }

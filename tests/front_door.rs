@@ -10,18 +10,18 @@ use common::*;
 use sqlx::{Connection, PgConnection};
 
 /// The test database's URL with its name replaced, on the same server.
-fn url_of(db: &TestDb, name: &str) -> String {
-    let mut url = url::Url::parse(&db.url).unwrap();
+fn url_of(app: &TestApp, name: &str) -> String {
+    let mut url = url::Url::parse(&app.url).unwrap();
     url.set_path(&format!("/{name}"));
     url.to_string()
 }
 
-fn name_of(db: &TestDb) -> String {
-    url::Url::parse(&db.url).unwrap().path()[1..].to_owned()
+fn name_of(app: &TestApp) -> String {
+    url::Url::parse(&app.url).unwrap().path()[1..].to_owned()
 }
 
-async fn database_exists(db: &TestDb, name: &str) -> bool {
-    db.count(&format!(
+async fn database_exists(app: &TestApp, name: &str) -> bool {
+    app.count(&format!(
         "SELECT count(*) FROM pg_database WHERE datname = '{name}'"
     ))
     .await
@@ -38,18 +38,18 @@ async fn count_in(url: &str, sql: &str) -> i64 {
     n
 }
 
-/// Drops the demo database of `db` through the command a user would run.
-async fn reset_demo(db: &TestDb) -> std::process::Output {
-    let mut c = soundtrend(db, "http://127.0.0.1:9/");
+/// Drops the demo database of `app` through the command a user would run.
+async fn reset_demo(app: &TestApp) -> std::process::Output {
+    let mut c = soundtrend(app, "http://127.0.0.1:9/");
     c.args(["quickstart", "--reset"]);
     output(c).await
 }
 
 #[tokio::test]
 async fn the_demo_keeps_its_made_up_data_in_its_own_database_and_reset_drops_it() {
-    let db = TestDb::new().await;
-    let demo = format!("{}_demo", name_of(&db));
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let app = TestApp::spawn().await;
+    let demo = format!("{}_demo", name_of(&app));
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.arg("quickstart");
 
     let out = output(c).await;
@@ -58,20 +58,20 @@ async fn the_demo_keeps_its_made_up_data_in_its_own_database_and_reset_drops_it(
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("mode: DEMO"), "{stdout}");
     assert!(
-        stdout.contains(&format!("database: {}", url_of(&db, &demo)))
+        stdout.contains(&format!("database: {}", url_of(&app, &demo)))
             && stdout.contains("the demo's own database")
             && stdout.contains("--reset"),
         "the output says where the demo data went: {stdout}"
     );
-    assert_eq!(db.count("SELECT count(*) FROM watchlist").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM fetches").await, 0);
-    let demo_url = url_of(&db, &demo);
+    assert_eq!(app.watched().await, 0);
+    assert_eq!(app.fetches().await, 0);
+    let demo_url = url_of(&app, &demo);
     assert_eq!(
         count_in(&demo_url, "SELECT count(*) FROM watchlist").await,
         2
     );
 
-    let out = reset_demo(&db).await;
+    let out = reset_demo(&app).await;
 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
@@ -79,18 +79,18 @@ async fn the_demo_keeps_its_made_up_data_in_its_own_database_and_reset_drops_it(
         "{}",
         text(&out)
     );
-    assert!(!database_exists(&db, &demo).await);
+    assert!(!database_exists(&app, &demo).await);
     assert!(
-        database_exists(&db, &name_of(&db)).await,
+        database_exists(&app, &name_of(&app)).await,
         "the configured database stays"
     );
 }
 
 #[tokio::test]
 async fn live_mode_says_it_uses_the_configured_database() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let mut c = soundtrend(&db, &server.base);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let mut c = soundtrend(&app, &server.base);
     c.env("KEYAPI_API_KEY", API_KEY).arg("quickstart");
 
     let out = output(c).await;
@@ -99,16 +99,16 @@ async fn live_mode_says_it_uses_the_configured_database() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("mode: LIVE"), "{stdout}");
     assert!(
-        stdout.contains(&format!("database: {} (the configured database", db.url)),
+        stdout.contains(&format!("database: {} (the configured database", app.url)),
         "{stdout}"
     );
-    assert_eq!(db.count("SELECT count(*) FROM watchlist").await, 1);
-    assert!(!database_exists(&db, &format!("{}_demo", name_of(&db))).await);
+    assert_eq!(app.watched().await, 1);
+    assert!(!database_exists(&app, &format!("{}_demo", name_of(&app))).await);
 }
 
 #[tokio::test]
 async fn the_quickstart_script_runs_with_cargo_target_dir_set() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     // The directory this very binary was built in, which is not ./target when CARGO_TARGET_DIR
     // is set: the script must find it through cargo.
     let target_dir = std::path::Path::new(BIN)
@@ -123,11 +123,11 @@ async fn the_quickstart_script_runs_with_cargo_target_dir_set() {
         c.env_remove(var);
     }
     c.env("CARGO_TARGET_DIR", target_dir)
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", &app.url)
         .stdin(std::process::Stdio::null());
 
     let out = output(c).await;
-    let reset = reset_demo(&db).await;
+    let reset = reset_demo(&app).await;
 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
@@ -140,9 +140,9 @@ async fn the_quickstart_script_runs_with_cargo_target_dir_set() {
 
 #[tokio::test]
 async fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
 
-    let out = poll_sample(&db).await;
+    let out = poll_sample(&app).await;
 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -152,10 +152,10 @@ async fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
 
 #[tokio::test]
 async fn the_poll_log_line_tells_the_rate_limit_wait_from_the_request_time() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    watch_many(&db, 2).await;
-    let mut c = soundtrend(&db, &server.base);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    app.watch_many(2).await;
+    let mut c = soundtrend(&app, &server.base);
     c.env("KEYAPI_API_KEY", API_KEY)
         .env("SOUNDTREND__LOG__FORMAT", "json")
         .env("SOUNDTREND__PROVIDER__REQUESTS_PER_SECOND", "0.5")
@@ -182,10 +182,10 @@ async fn the_poll_log_line_tells_the_rate_limit_wait_from_the_request_time() {
 
 #[tokio::test]
 async fn an_admin_address_in_use_exits_2_with_one_line_naming_admin_listen() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.env("KEYAPI_API_KEY", API_KEY)
         .env("SOUNDTREND__ADMIN__LISTEN", &addr)
         .env("SOUNDTREND__LOG__LEVEL", "error")
@@ -204,9 +204,9 @@ async fn an_admin_address_in_use_exits_2_with_one_line_naming_admin_listen() {
 
 #[tokio::test]
 async fn a_network_error_names_the_url_it_tried_and_nothing_secret() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let key = "sk-live-3c2b1a0f9e8d7c6b5a49";
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.env("KEYAPI_API_KEY", key)
         .args(["poll", "--clip-id", CLIP, "--region", "US"]);
 
@@ -222,9 +222,9 @@ async fn a_network_error_names_the_url_it_tried_and_nothing_secret() {
 
 #[tokio::test]
 async fn watch_list_writes_every_interval_one_humane_way() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     for (region, interval) in [("US", None), ("GB", Some("36h")), ("DE", Some("30m"))] {
-        let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+        let mut c = soundtrend(&app, "http://127.0.0.1:9/");
         c.args(["watch", "add", CLIP, region]);
         if let Some(i) = interval {
             c.args(["--interval", i]);
@@ -232,7 +232,7 @@ async fn watch_list_writes_every_interval_one_humane_way() {
         let out = output(c).await;
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.args(["watch", "list"]);
 
     let out = output(c).await;
@@ -257,10 +257,10 @@ async fn watch_list_writes_every_interval_one_humane_way() {
 
 #[tokio::test]
 async fn one_fetch_is_counted_in_the_singular() {
-    let db = TestDb::new().await;
-    let out = poll_sample(&db).await;
+    let app = TestApp::spawn().await;
+    let out = poll_sample(&app).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.arg("replay");
 
     let out = output(c).await;
@@ -295,9 +295,9 @@ fn shell_quote(s: &str) -> String {
 
 #[tokio::test]
 async fn on_a_terminal_logs_are_coloured_unless_no_color_is_set() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let mut c = soundtrend(&db, &server.base);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let mut c = soundtrend(&app, &server.base);
     c.env("KEYAPI_API_KEY", API_KEY).args([
         "poll",
         "--clip-id",

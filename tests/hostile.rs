@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-async fn poll(db: &TestDb, poller: &Poller, clip: &str) -> PollOutcome {
-    let entry = watchlist::claim_one(&db.pool, "test", clip, "US", Duration::from_secs(60))
+async fn poll(app: &TestApp, poller: &Poller, clip: &str) -> PollOutcome {
+    let entry = watchlist::claim_one(&app.pool, "test", clip, "US", Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap()
@@ -41,27 +41,27 @@ async fn answering(
     status: u16,
     body: String,
     tweak: impl FnOnce(&mut soundtrend::config::Settings),
-) -> (TestDb, MockServer, std::sync::Arc<Poller>) {
-    let db = TestDb::new().await;
+) -> (TestApp, MockServer, std::sync::Arc<Poller>) {
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_body(&server, ProviderKind::KeyApi, status, body).await;
-    let mut s = settings(&db.url);
+    let mut s = settings(&app.url);
     tweak(&mut s);
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
-    db.watch(CLIP, "US").await;
-    (db, server, poller)
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
+    app.watch(CLIP, "US").await;
+    (app, server, poller)
 }
 
 /// After a poll, whatever happened: one fetches row per request, no lease left, due in the future.
-async fn assert_one_trace_and_backed_off(db: &TestDb, server: &MockServer) {
+async fn assert_one_trace_and_backed_off(app: &TestApp, server: &MockServer) {
     let requests = server.received_requests().await.unwrap().len() as i64;
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches").await,
+        app.fetches().await,
         requests,
         "every paid request leaves exactly one fetches row"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at > now() + interval '30 seconds'")
+        app.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at > now() + interval '30 seconds'")
             .await,
         1,
         "the entry is released and not due again at once"
@@ -71,31 +71,31 @@ async fn assert_one_trace_and_backed_off(db: &TestDb, server: &MockServer) {
 #[tokio::test]
 async fn a_title_with_nul_is_stored_with_the_nul_replaced() {
     let body = sample_text_with("\"New Sun\"", "\"New\\u0000Sun\"");
-    let (db, server, poller) = answering(200, body, |_| {}).await;
+    let (app, server, poller) = answering(200, body, |_| {}).await;
 
-    let outcome = poll(&db, &poller, CLIP).await;
+    let outcome = poll(&app, &poller, CLIP).await;
 
     assert!(matches!(outcome, PollOutcome::Stored { .. }), "{outcome:?}");
     assert_eq!(
-        db.count("SELECT count(*) FROM sounds WHERE title = 'New' || chr(65533) || 'Sun'")
+        app.count("SELECT count(*) FROM sounds WHERE title = 'New' || chr(65533) || 'Sun'")
             .await,
         1
     );
     // jsonb refuses \u0000: the raw body is archived as text, unchanged.
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok' AND body_json IS NULL AND position('New\\u0000Sun' IN body_text) > 0")
+        app.count("SELECT count(*) FROM fetches WHERE outcome = 'ok' AND body_json IS NULL AND position('New\\u0000Sun' IN body_text) > 0")
             .await,
         1
     );
-    assert_one_trace_and_backed_off(&db, &server).await;
+    assert_one_trace_and_backed_off(&app, &server).await;
 }
 
 #[tokio::test]
 async fn a_lone_surrogate_is_archived_once_and_never_bought_again_per_lease() {
     let body = sample_text_with("\"New Sun\"", "\"\\ud800\"");
-    let (db, server, poller) = answering(200, body, |_| {}).await;
+    let (app, server, poller) = answering(200, body, |_| {}).await;
 
-    let outcome = poll(&db, &poller, CLIP).await;
+    let outcome = poll(&app, &poller, CLIP).await;
 
     assert!(
         !matches!(outcome, PollOutcome::Skipped(_)),
@@ -103,29 +103,29 @@ async fn a_lone_surrogate_is_archived_once_and_never_bought_again_per_lease() {
     );
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE body_json IS NULL AND position('\\ud800' IN body_text) > 0")
+        app.count("SELECT count(*) FROM fetches WHERE body_json IS NULL AND position('\\ud800' IN body_text) > 0")
             .await,
         1,
         "the raw body is kept as text, since jsonb refuses a lone surrogate"
     );
-    assert_one_trace_and_backed_off(&db, &server).await;
+    assert_one_trace_and_backed_off(&app, &server).await;
 }
 
 #[tokio::test]
 async fn a_response_the_database_refuses_is_archived_as_store_error_and_backs_off() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_sample(&server, ProviderKind::KeyApi).await;
     // Anything the database may refuse after the provider answered: here a constraint.
     sqlx::query("ALTER TABLE sounds ADD CONSTRAINT refuse_new_sun CHECK (title <> 'New Sun')")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
-    let s = settings(&db.url);
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
-    db.watch(CLIP, "US").await;
+    let s = settings(&app.url);
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
+    app.watch(CLIP, "US").await;
 
-    let outcome = poll(&db, &poller, CLIP).await;
+    let outcome = poll(&app, &poller, CLIP).await;
 
     let PollOutcome::Failed { error, .. } = &outcome else {
         panic!("a refused write is a failed poll: {outcome:?}");
@@ -137,17 +137,17 @@ async fn a_response_the_database_refuses_is_archived_as_store_error_and_backs_of
         "a refusal is not retried within the poll"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'store_error' AND credits = 2 AND body_json IS NULL AND body_text LIKE '%New Sun%' AND error LIKE '%refuse_new_sun%'")
+        app.count("SELECT count(*) FROM fetches WHERE outcome = 'store_error' AND credits = 2 AND body_json IS NULL AND body_text LIKE '%New Sun%' AND error LIKE '%refuse_new_sun%'")
             .await,
         1
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE consecutive_failures = 1 AND last_error LIKE '%refuse_new_sun%'")
+        app.count("SELECT count(*) FROM watchlist WHERE consecutive_failures = 1 AND last_error LIKE '%refuse_new_sun%'")
             .await,
         1
     );
-    assert_eq!(data_rows(&db).await, 0, "nothing half-written");
-    assert_one_trace_and_backed_off(&db, &server).await;
+    assert_eq!(app.data_rows().await, 0, "nothing half-written");
+    assert_one_trace_and_backed_off(&app, &server).await;
 }
 
 #[tokio::test]
@@ -164,17 +164,17 @@ async fn trend_points_outside_the_requested_window_are_dropped() {
         }
     });
     // Above the default body cap on purpose: the window rule must hold on its own.
-    let (db, _server, poller) = answering(200, body, |s| {
+    let (app, _server, poller) = answering(200, body, |s| {
         s.provider.max_body_bytes = 16 * 1024 * 1024;
     })
     .await;
 
-    let outcome = poll(&db, &poller, CLIP).await;
+    let outcome = poll(&app, &poller, CLIP).await;
 
     assert!(matches!(outcome, PollOutcome::Stored { .. }), "{outcome:?}");
-    assert_eq!(db.count("SELECT count(*) FROM trend_points").await, 7);
+    assert_eq!(app.trend_points().await, 7);
     assert_eq!(
-        db.count("SELECT count(*) FROM trend_points WHERE ts < '2026-01-27' OR ts > now()")
+        app.count("SELECT count(*) FROM trend_points WHERE ts < '2026-01-27' OR ts > now()")
             .await,
         0
     );
@@ -186,42 +186,42 @@ async fn a_body_over_the_size_cap_is_refused_unread() {
         "{{\"code\":0,\"data\":{{\"sound\":{{\"title\":\"{}\"}}}}}}",
         "x".repeat(2 * 1024 * 1024)
     );
-    let (db, server, poller) = answering(200, huge, |_| {}).await;
+    let (app, server, poller) = answering(200, huge, |_| {}).await;
 
-    let outcome = poll(&db, &poller, CLIP).await;
+    let outcome = poll(&app, &poller, CLIP).await;
 
     assert!(matches!(outcome, PollOutcome::Failed { .. }), "{outcome:?}");
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'invalid_payload' AND error LIKE '%max_body_bytes%' AND body_text IS NULL AND body_json IS NULL")
+        app.count("SELECT count(*) FROM fetches WHERE outcome = 'invalid_payload' AND error LIKE '%max_body_bytes%' AND body_text IS NULL AND body_json IS NULL")
             .await,
         1
     );
-    assert_one_trace_and_backed_off(&db, &server).await;
+    assert_one_trace_and_backed_off(&app, &server).await;
 }
 
 #[tokio::test]
 async fn a_retry_after_of_1e20_seconds_is_clamped_not_panicked_on() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1e20"))
         .mount(&server)
         .await;
-    let s = settings(&db.url);
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
-    db.watch(CLIP, "US").await;
+    let s = settings(&app.url);
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
+    app.watch(CLIP, "US").await;
 
-    let outcome = poll(&db, &poller, CLIP).await;
+    let outcome = poll(&app, &poller, CLIP).await;
 
     assert!(matches!(outcome, PollOutcome::Failed { .. }), "{outcome:?}");
     // Clamped to provider.max_retry_after (15 minutes by default), not 3e12 years.
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE next_due_at BETWEEN now() + interval '14 minutes' AND now() + interval '16 minutes'")
+        app.count("SELECT count(*) FROM watchlist WHERE next_due_at BETWEEN now() + interval '14 minutes' AND now() + interval '16 minutes'")
             .await,
         1
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM provider_quota WHERE paused_until BETWEEN now() + interval '14 minutes' AND now() + interval '16 minutes'")
+        app.count("SELECT count(*) FROM provider_quota WHERE paused_until BETWEEN now() + interval '14 minutes' AND now() + interval '16 minutes'")
             .await,
         1
     );
@@ -229,7 +229,7 @@ async fn a_retry_after_of_1e20_seconds_is_clamped_not_panicked_on() {
 
 #[tokio::test]
 async fn a_redirect_is_recorded_with_its_location_and_not_followed() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let elsewhere = MockServer::start().await;
     mount_sample(&elsewhere, ProviderKind::KeyApi).await;
     let server = MockServer::start().await;
@@ -238,39 +238,39 @@ async fn a_redirect_is_recorded_with_its_location_and_not_followed() {
         .respond_with(ResponseTemplate::new(302).insert_header("location", target.as_str()))
         .mount(&server)
         .await;
-    let s = settings(&db.url);
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
-    db.watch(CLIP, "US").await;
+    let s = settings(&app.url);
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
+    app.watch(CLIP, "US").await;
 
-    let outcome = poll(&db, &poller, CLIP).await;
+    let outcome = poll(&app, &poller, CLIP).await;
 
     assert!(matches!(outcome, PollOutcome::Failed { .. }), "{outcome:?}");
     assert!(elsewhere.received_requests().await.unwrap().is_empty());
     assert_eq!(
-        db.count(&format!(
+        app.count(&format!(
             "SELECT count(*) FROM fetches WHERE outcome = 'http_error' AND http_status = 302 AND error LIKE '%{target}%'"
         ))
         .await,
         1
     );
-    assert_eq!(data_rows(&db).await, 0);
+    assert_eq!(app.data_rows().await, 0);
 }
 
 #[tokio::test]
 async fn a_provider_message_is_bounded_and_kept_on_one_line() {
     let message = format!("bad\nINFO forged log line\u{1b}[31m{}", "z".repeat(100_000));
     let body = serde_json::json!({"code": 500, "message": message, "data": null}).to_string();
-    let (db, _server, poller) = answering(200, body, |_| {}).await;
+    let (app, _server, poller) = answering(200, body, |_| {}).await;
 
-    poll(&db, &poller, CLIP).await;
+    poll(&app, &poller, CLIP).await;
 
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE length(last_error) < 400 AND position(chr(10) IN last_error) = 0 AND position(chr(27) IN last_error) = 0 AND last_error LIKE '%bad\\\\nINFO forged%'")
+        app.count("SELECT count(*) FROM watchlist WHERE length(last_error) < 400 AND position(chr(10) IN last_error) = 0 AND position(chr(27) IN last_error) = 0 AND last_error LIKE '%bad\\\\nINFO forged%'")
             .await,
         1
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE length(api_message) < 400 AND position(chr(10) IN api_message) = 0")
+        app.count("SELECT count(*) FROM fetches WHERE length(api_message) < 400 AND position(chr(10) IN api_message) = 0")
             .await,
         1
     );
@@ -278,8 +278,8 @@ async fn a_provider_message_is_bounded_and_kept_on_one_line() {
 
 #[tokio::test]
 async fn the_database_refuses_watchlist_values_the_daemon_cannot_hold() {
-    let db = TestDb::new().await;
-    db.watch(CLIP, "US").await;
+    let app = TestApp::spawn().await;
+    app.watch(CLIP, "US").await;
     for (update, constraint) in [
         (
             "last_success_at = 'infinity'",
@@ -309,7 +309,7 @@ async fn the_database_refuses_watchlist_values_the_daemon_cannot_hold() {
         let err = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE watchlist SET {update}"
         )))
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .expect_err(update);
         assert!(
@@ -321,7 +321,7 @@ async fn the_database_refuses_watchlist_values_the_daemon_cannot_hold() {
 
 #[tokio::test]
 async fn counters_at_their_ceiling_and_odd_intervals_poll_without_overflow() {
-    let (db, _server, poller) = answering(500, "oops".into(), |s| {
+    let (app, _server, poller) = answering(500, "oops".into(), |s| {
         s.provider.max_attempts = 1;
     })
     .await;
@@ -329,15 +329,15 @@ async fn counters_at_their_ceiling_and_odd_intervals_poll_without_overflow() {
         "UPDATE watchlist SET consecutive_failures = 1000000, poll_interval = '10 years',
                 last_success_at = '0001-01-01', not_found_count = 1000000",
     )
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
 
-    let outcome = poll(&db, &poller, CLIP).await;
+    let outcome = poll(&app, &poller, CLIP).await;
 
     assert!(matches!(outcome, PollOutcome::Failed { .. }), "{outcome:?}");
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE consecutive_failures = 1000000 AND lease_token IS NULL")
+        app.count("SELECT count(*) FROM watchlist WHERE consecutive_failures = 1000000 AND lease_token IS NULL")
             .await,
         1
     );
@@ -386,9 +386,9 @@ async fn hostile_provider() -> (MockServer, Vec<&'static str>) {
 
 #[tokio::test]
 async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bounded() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let (server, clips) = hostile_provider().await;
-    let mut s = settings(&db.url);
+    let mut s = settings(&app.url);
     s.poll.lease_ttl = Duration::from_secs(4);
     s.provider.request_timeout = Duration::from_secs(1);
     s.provider.max_attempts = 3;
@@ -396,9 +396,9 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
     // Clip 108's `Retry-After: 1e20` pauses the provider for everyone, clamped to this.
     s.provider.max_retry_after = Duration::from_secs(2);
     for clip in &clips {
-        db.watch(clip, "US").await;
+        app.watch(clip, "US").await;
     }
-    let worker = keyapi_worker(&s, &db, &server.uri(), "hostile").await;
+    let worker = keyapi_worker(&s, &app, &server.uri(), "hostile").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let (cancel, s) = (cancel.clone(), s.clone());
@@ -410,7 +410,7 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
     // An analyst's hostile UPDATE while it runs is refused, and the daemon goes on.
     assert!(
         sqlx::query("UPDATE watchlist SET last_success_at = 'infinity'")
-            .execute(&db.pool)
+            .execute(&app.pool)
             .await
             .is_err()
     );
@@ -440,7 +440,7 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
             (1..=bound).contains(&n),
             "clip {clip}: {n} requests; expected 1..={bound} in three lease periods"
         );
-        let rows = db
+        let rows = app
             .count(&format!(
                 "SELECT count(*) FROM fetches WHERE clip_id = '{clip}'"
             ))
@@ -448,7 +448,7 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
         assert_eq!(rows, n as i64, "clip {clip}: one fetches row per request");
     }
     assert_eq!(
-        db.count("SELECT count(*) FROM trend_points WHERE ts < '2016-01-01' OR ts > now() + interval '1 day'")
+        app.count("SELECT count(*) FROM trend_points WHERE ts < '2016-01-01' OR ts > now() + interval '1 day'")
             .await,
         0
     );
@@ -456,11 +456,11 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
 
 #[tokio::test]
 async fn the_admin_listener_drops_a_client_that_never_finishes_its_request() {
-    let db = TestDb::new().await;
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let mut s = settings(&app.url);
     s.admin.listen = "127.0.0.1:0".into();
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
-    let addr = soundtrend::web::admin::start(&s, db.pool.clone(), poller)
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
+    let addr = soundtrend::web::admin::start(&s, app.pool.clone(), poller)
         .await
         .unwrap()
         .expect("listening");
@@ -617,13 +617,13 @@ fn hostile_body() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
 async fn arbitrary_bodies_never_panic_leave_one_fetch_row_each_and_no_row_outside_the_window() {
     use proptest::test_runner::{Config, TestRunner};
 
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let provider = ScriptedProvider::default();
     let base = provider.start().await;
-    let mut s = settings(&db.url);
+    let mut s = settings(&app.url);
     s.provider.max_attempts = 1;
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &base).await;
-    db.watch(CLIP, "US").await;
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &base).await;
+    app.watch(CLIP, "US").await;
     let handle = tokio::runtime::Handle::current();
     let mut runner = TestRunner::new(Config {
         cases: 96,
@@ -636,16 +636,16 @@ async fn arbitrary_bodies_never_panic_leave_one_fetch_row_each_and_no_row_outsid
         tokio::task::block_in_place(|| {
             handle.block_on(async {
                 let before = provider.hits.load(std::sync::atomic::Ordering::SeqCst) as i64;
-                poll(&db, &poller, CLIP).await;
+                poll(&app, &poller, CLIP).await;
                 let hits = provider.hits.load(std::sync::atomic::Ordering::SeqCst) as i64;
                 assert_eq!(hits - before, 1, "one request per poll (max_attempts = 1)");
                 assert_eq!(
-                    db.count("SELECT count(*) FROM fetches").await,
+                    app.fetches().await,
                     hits,
                     "exactly one fetches row per attempt"
                 );
                 assert_eq!(
-                    db.count(
+                    app.count(
                         "SELECT count(*) FROM trend_points t JOIN fetches f ON f.id = t.fetch_id
                          WHERE t.ts < '2016-01-01' OR t.ts > f.requested_at + interval '1 day'
                             OR t.ts <= (SELECT max(ts) FROM trend_points u WHERE u.fetch_id = t.fetch_id)
@@ -656,7 +656,7 @@ async fn arbitrary_bodies_never_panic_leave_one_fetch_row_each_and_no_row_outsid
                     "no derived row outside the requested window"
                 );
                 assert_eq!(
-                    db.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
+                    app.leases_held()
                         .await,
                     0,
                     "the lease is always given back"
@@ -708,18 +708,17 @@ fn every_accepted_payload_yields_rows_that_satisfy_the_validation_rules() {
         "the strategy reaches the normalizer: {accepted}"
     );
 }
-
 /// The region list lives twice, as the watchlist's CHECK (what analysts' INSERTs meet) and as
 /// `Region::parse` (what the CLI and the store's decoding use): they must accept the same codes.
 #[tokio::test]
 async fn the_watchlist_check_and_region_parse_accept_exactly_the_same_codes() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let mut disagreements = Vec::new();
     let mut accepted = 0;
     for a in b'A'..=b'Z' {
         for b in b'A'..=b'Z' {
             let code = String::from_utf8(vec![a, b]).unwrap();
-            let mut tx = db.pool.begin().await.unwrap();
+            let mut tx = app.pool.begin().await.unwrap();
             let by_database =
                 sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES ('1', $1)")
                     .bind(&code)

@@ -16,13 +16,13 @@ use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 async fn poll(
-    db: &TestDb,
+    app: &TestApp,
     poller: &Poller,
     clip: &str,
     region: &str,
     period: Option<Period>,
 ) -> PollOutcome {
-    let entry = watchlist::claim_one(&db.pool, "test", clip, region, Duration::from_secs(60))
+    let entry = watchlist::claim_one(&app.pool, "test", clip, region, Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap()
@@ -35,7 +35,7 @@ async fn poll(
 
 #[tokio::test]
 async fn keyapi_sample_lands_in_every_table_with_bearer_auth() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/v1/tiktok/trending/music/detail"))
@@ -50,46 +50,46 @@ async fn keyapi_sample_lands_in_every_table_with_bearer_auth() {
         .expect(1)
         .mount(&server)
         .await;
-    let s = settings(&db.url);
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
-    db.watch(CLIP, "US").await;
+    let s = settings(&app.url);
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
+    app.watch(CLIP, "US").await;
 
-    let outcome = poll(&db, &poller, CLIP, "US", Some(Period::Days7)).await;
+    let outcome = poll(&app, &poller, CLIP, "US", Some(Period::Days7)).await;
 
     assert!(matches!(outcome, PollOutcome::Stored { .. }), "{outcome:?}");
-    assert_eq!(db.count("SELECT count(*) FROM sounds WHERE title = 'New Sun' AND author = 'Chihei Hatakeyama' AND duration = 60").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots WHERE rank IS NULL AND region = 'US' AND period = 7").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM trend_points WHERE clip_id = '6703723351497508865' AND region = 'US'").await, 7);
+    assert_eq!(app.count("SELECT count(*) FROM sounds WHERE title = 'New Sun' AND author = 'Chihei Hatakeyama' AND duration = 60").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM sound_snapshots WHERE rank IS NULL AND region = 'US' AND period = 7").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM trend_points WHERE clip_id = '6703723351497508865' AND region = 'US'").await, 7);
     assert_eq!(
-        db.count(
+        app.count(
             "SELECT count(*) FROM trend_points WHERE ts = to_timestamp(1769990400) AND value = 1"
         )
         .await,
         1
     );
-    assert_eq!(db.count("SELECT count(*) FROM audience_countries WHERE position = 1 AND country_code = 'LV' AND country_name = 'Latvia' AND provider_id = '458258' AND score = 1426").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM audience_countries WHERE position = 1 AND country_code = 'LV' AND country_name = 'Latvia' AND provider_id = '458258' AND score = 1426").await, 1);
+    assert_eq!(app.audience_countries().await, 10);
+    assert_eq!(app.count("SELECT count(*) FROM audience_interests WHERE interest_id = '10004' AND label = 'diversify_10004' AND name = 'Scripted Drama'").await, 1);
     assert_eq!(
-        db.count("SELECT count(*) FROM audience_countries").await,
-        10
+        app.count("SELECT count(*) FROM audience_interests").await,
+        5
     );
-    assert_eq!(db.count("SELECT count(*) FROM audience_interests WHERE interest_id = '10004' AND label = 'diversify_10004' AND name = 'Scripted Drama'").await, 1);
-    assert_eq!(db.count("SELECT count(*) FROM audience_interests").await, 5);
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok' AND provider = 'keyapi' AND request_id = '10ddeaa7-1b62-43c1-918c-f0e164fdb631' AND body_json->>'message' = 'success' AND credits = 2").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM fetches WHERE outcome = 'ok' AND provider = 'keyapi' AND request_id = '10ddeaa7-1b62-43c1-918c-f0e164fdb631' AND body_json->>'message' = 'success' AND credits = 2").await, 1);
     // Every derived row points at the fetch it came from.
     assert_eq!(
-        db.count("SELECT count(*) FROM trend_points t JOIN fetches f ON f.id = t.fetch_id")
+        app.count("SELECT count(*) FROM trend_points t JOIN fetches f ON f.id = t.fetch_id")
             .await,
         7
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE last_success_at IS NOT NULL AND consecutive_failures = 0 AND lease_token IS NULL AND next_due_at > now() + interval '20 hours'").await,
+        app.count("SELECT count(*) FROM watchlist WHERE last_success_at IS NOT NULL AND consecutive_failures = 0 AND lease_token IS NULL AND next_due_at > now() + interval '20 hours'").await,
         1
     );
 }
 
 #[tokio::test]
 async fn echotik_sample_lands_with_basic_auth() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     // base64("ana:test-pass-77b2")
     let basic = format!(
@@ -104,35 +104,35 @@ async fn echotik_sample_lands_with_basic_auth() {
         .expect(1)
         .mount(&server)
         .await;
-    let s = settings(&db.url);
-    let poller = poller(&s, &db.pool, ProviderKind::EchoTik, &server.uri()).await;
-    db.watch(CLIP, "gb").await; // lower case is accepted and stored upper-cased
+    let s = settings(&app.url);
+    let poller = poller(&s, &app.pool, ProviderKind::EchoTik, &server.uri()).await;
+    app.watch(CLIP, "gb").await; // lower case is accepted and stored upper-cased
 
-    let outcome = poll(&db, &poller, CLIP, "GB", Some(Period::Days7)).await;
+    let outcome = poll(&app, &poller, CLIP, "GB", Some(Period::Days7)).await;
 
     assert!(matches!(outcome, PollOutcome::Stored { .. }), "{outcome:?}");
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok' AND provider = 'echotik' AND credits = 1 AND body_json->>'message' = 'ok'").await, 1);
-    assert_eq!(data_rows(&db).await, 1 + 1 + 7 + 10 + 5);
+    assert_eq!(app.count("SELECT count(*) FROM fetches WHERE outcome = 'ok' AND provider = 'echotik' AND credits = 1 AND body_json->>'message' = 'ok'").await, 1);
+    assert_eq!(app.data_rows().await, 1 + 1 + 7 + 10 + 5);
 }
 
 #[tokio::test]
 async fn repolling_an_overlapping_window_adds_no_duplicate_points_and_updates_the_sound() {
-    let db = TestDb::new().await;
-    let s = settings(&db.url);
-    db.watch(CLIP, "US").await;
+    let app = TestApp::spawn().await;
+    let s = settings(&app.url);
+    app.watch(CLIP, "US").await;
     let day = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
 
     let first = MockServer::start().await;
     mount_generated(&first, ProviderKind::KeyApi, CLIP, "US", 7, day).await;
-    let poller1 = poller(&s, &db.pool, ProviderKind::KeyApi, &first.uri()).await;
+    let poller1 = poller(&s, &app.pool, ProviderKind::KeyApi, &first.uri()).await;
     assert!(matches!(
-        poll(&db, &poller1, CLIP, "US", Some(Period::Days7)).await,
+        poll(&app, &poller1, CLIP, "US", Some(Period::Days7)).await,
         PollOutcome::Stored { .. }
     ));
 
     // The next day's window overlaps six days, with other relative values, and a renamed sound.
     let second = MockServer::start().await;
-    let mut body = soundtrend::cli::demo::response(
+    let mut body = soundtrend::provider::fake::response(
         ProviderKind::KeyApi,
         CLIP,
         "US",
@@ -144,65 +144,74 @@ async fn repolling_an_overlapping_window_adds_no_duplicate_points_and_updates_th
         p["value"] = serde_json::json!(0.42);
     }
     mount_body(&second, ProviderKind::KeyApi, 200, body.to_string()).await;
-    let poller2 = poller(&s, &db.pool, ProviderKind::KeyApi, &second.uri()).await;
+    let poller2 = poller(&s, &app.pool, ProviderKind::KeyApi, &second.uri()).await;
     assert!(matches!(
-        poll(&db, &poller2, CLIP, "US", Some(Period::Days7)).await,
+        poll(&app, &poller2, CLIP, "US", Some(Period::Days7)).await,
         PollOutcome::Stored { .. }
     ));
 
-    assert_eq!(db.count("SELECT count(*) FROM trend_points").await, 8);
+    assert_eq!(app.trend_points().await, 8);
     assert_eq!(
-        db.count("SELECT count(DISTINCT ts) FROM trend_points")
+        app.count("SELECT count(DISTINCT ts) FROM trend_points")
             .await,
         8
     );
-    let newest_fetch = db.count("SELECT max(id) FROM fetches").await;
+    let newest_fetch = app.count("SELECT max(id) FROM fetches").await;
     assert_eq!(
-        db.count(&format!(
+        app.count(&format!(
             "SELECT count(*) FROM trend_points WHERE fetch_id = {newest_fetch} AND value = 0.42"
         ))
         .await,
         7
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM trend_points WHERE value <> 0.42")
+        app.count("SELECT count(*) FROM trend_points WHERE value <> 0.42")
             .await,
         1,
         "the day only the first window covered keeps its value"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM sounds WHERE title = 'New Sun (Remastered)'")
+        app.count("SELECT count(*) FROM sounds WHERE title = 'New Sun (Remastered)'")
             .await,
         1
     );
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 2);
+    assert_eq!(app.snapshots().await, 2);
     assert_eq!(
-        db.count("SELECT count(*) FROM sounds WHERE first_seen_at < last_seen_at")
+        app.count("SELECT count(*) FROM sounds WHERE first_seen_at < last_seen_at")
             .await,
         1
     );
 }
 
 /// Polls once against `server` with one attempt allowed and returns the fetch outcome stored.
-async fn single_attempt_outcome(db: &TestDb, base: &str) -> (PollOutcome, String) {
-    let mut s = settings(&db.url);
+async fn single_attempt_outcome(app: &TestApp, base: &str) -> (PollOutcome, String) {
+    let mut s = settings(&app.url);
     s.provider.max_attempts = 1;
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, base).await;
-    db.watch(CLIP, "US").await;
-    let outcome = poll(db, &poller, CLIP, "US", Some(Period::Days7)).await;
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, base).await;
+    app.watch(CLIP, "US").await;
+    let outcome = poll(app, &poller, CLIP, "US", Some(Period::Days7)).await;
     let stored: String = sqlx::query_scalar("SELECT outcome FROM fetches ORDER BY id DESC LIMIT 1")
-        .fetch_one(&db.pool)
+        .fetch_one(&app.pool)
         .await
         .unwrap();
     (outcome, stored)
 }
 
-async fn assert_failure_recorded(db: &TestDb, expected: &str, outcome: &PollOutcome, stored: &str) {
+async fn assert_failure_recorded(
+    app: &TestApp,
+    expected: &str,
+    outcome: &PollOutcome,
+    stored: &str,
+) {
     assert_eq!(stored, expected, "{outcome:?}");
     assert!(matches!(outcome, PollOutcome::Failed { .. }), "{outcome:?}");
-    assert_eq!(data_rows(db).await, 0, "a failed poll writes no data rows");
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE consecutive_failures = 1 AND last_error IS NOT NULL AND next_due_at > now() AND lease_token IS NULL").await,
+        app.data_rows().await,
+        0,
+        "a failed poll writes no data rows"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM watchlist WHERE consecutive_failures = 1 AND last_error IS NOT NULL AND next_due_at > now() AND lease_token IS NULL").await,
         1,
         "the failure is counted on the entry and it is retried later"
     );
@@ -210,7 +219,7 @@ async fn assert_failure_recorded(db: &TestDb, expected: &str, outcome: &PollOutc
 
 #[tokio::test]
 async fn a_429_lands_as_rate_limited_and_pauses_the_shared_quota() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(
@@ -220,11 +229,11 @@ async fn a_429_lands_as_rate_limited_and_pauses_the_shared_quota() {
         )
         .mount(&server)
         .await;
-    let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
-    assert_failure_recorded(&db, "rate_limited", &outcome, &stored).await;
-    assert_eq!(db.count("SELECT count(*) FROM provider_quota WHERE paused_until > now() + interval '25 seconds'").await, 1);
+    let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
+    assert_failure_recorded(&app, "rate_limited", &outcome, &stored).await;
+    assert_eq!(app.count("SELECT count(*) FROM provider_quota WHERE paused_until > now() + interval '25 seconds'").await, 1);
     assert_eq!(
-        db.count(
+        app.count(
             "SELECT count(*) FROM fetches WHERE http_status = 429 AND body_text = 'slow down'"
         )
         .await,
@@ -234,7 +243,7 @@ async fn a_429_lands_as_rate_limited_and_pauses_the_shared_quota() {
 
 #[tokio::test]
 async fn a_server_error_lands_as_http_error() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_body(
         &server,
@@ -243,13 +252,13 @@ async fn a_server_error_lands_as_http_error() {
         "<html>bad gateway</html>".into(),
     )
     .await;
-    let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
-    assert_failure_recorded(&db, "http_error", &outcome, &stored).await;
+    let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
+    assert_failure_recorded(&app, "http_error", &outcome, &stored).await;
 }
 
 #[tokio::test]
 async fn a_slow_provider_lands_as_timeout() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(
@@ -259,10 +268,10 @@ async fn a_slow_provider_lands_as_timeout() {
         )
         .mount(&server)
         .await;
-    let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
-    assert_failure_recorded(&db, "timeout", &outcome, &stored).await;
+    let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
+    assert_failure_recorded(&app, "timeout", &outcome, &stored).await;
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE http_status IS NULL")
+        app.count("SELECT count(*) FROM fetches WHERE http_status IS NULL")
             .await,
         1
     );
@@ -270,36 +279,37 @@ async fn a_slow_provider_lands_as_timeout() {
 
 #[tokio::test]
 async fn a_reset_connection_lands_as_network_error() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let base = raw_fault_server(RawFault::CloseImmediately).await;
-    let (outcome, stored) = single_attempt_outcome(&db, &base).await;
-    assert_failure_recorded(&db, "network_error", &outcome, &stored).await;
+    let (outcome, stored) = single_attempt_outcome(&app, &base).await;
+    assert_failure_recorded(&app, "network_error", &outcome, &stored).await;
 }
 
 #[tokio::test]
 async fn a_transfer_cut_mid_body_lands_as_network_error() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let base = raw_fault_server(RawFault::TruncatedTransfer).await;
-    let (outcome, stored) = single_attempt_outcome(&db, &base).await;
-    assert_failure_recorded(&db, "network_error", &outcome, &stored).await;
+    let (outcome, stored) = single_attempt_outcome(&app, &base).await;
+    assert_failure_recorded(&app, "network_error", &outcome, &stored).await;
 }
 
 #[tokio::test]
 async fn a_refused_connection_lands_as_network_error() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     // Bind then drop: nothing listens on the port any more.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let (outcome, stored) = single_attempt_outcome(&db, &format!("http://127.0.0.1:{port}/")).await;
-    assert_failure_recorded(&db, "network_error", &outcome, &stored).await;
+    let (outcome, stored) =
+        single_attempt_outcome(&app, &format!("http://127.0.0.1:{port}/")).await;
+    assert_failure_recorded(&app, "network_error", &outcome, &stored).await;
 }
 
 #[tokio::test]
 async fn malformed_json_lands_as_invalid_payload_with_the_body_kept_as_text() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_body(
         &server,
@@ -308,18 +318,20 @@ async fn malformed_json_lands_as_invalid_payload_with_the_body_kept_as_text() {
         "{\"code\": 0, \"data\": {oops".into(),
     )
     .await;
-    let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
-    assert_failure_recorded(&db, "invalid_payload", &outcome, &stored).await;
+    let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
+    assert_failure_recorded(&app, "invalid_payload", &outcome, &stored).await;
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE body_text LIKE '%oops' AND body_json IS NULL")
-            .await,
+        app.count(
+            "SELECT count(*) FROM fetches WHERE body_text LIKE '%oops' AND body_json IS NULL"
+        )
+        .await,
         1
     );
 }
 
 #[tokio::test]
 async fn truncated_json_lands_as_invalid_payload() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_body(
         &server,
@@ -328,10 +340,10 @@ async fn truncated_json_lands_as_invalid_payload() {
         SAMPLE[..SAMPLE.len() / 2].to_owned(),
     )
     .await;
-    let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
-    assert_failure_recorded(&db, "invalid_payload", &outcome, &stored).await;
+    let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
+    assert_failure_recorded(&app, "invalid_payload", &outcome, &stored).await;
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE error LIKE '%truncated%'")
+        app.count("SELECT count(*) FROM fetches WHERE error LIKE '%truncated%'")
             .await,
         1
     );
@@ -339,7 +351,7 @@ async fn truncated_json_lands_as_invalid_payload() {
 
 #[tokio::test]
 async fn a_business_error_lands_as_api_error_with_its_code_and_message() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_body(
         &server,
@@ -349,14 +361,14 @@ async fn a_business_error_lands_as_api_error_with_its_code_and_message() {
             .into(),
     )
     .await;
-    let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
-    assert_failure_recorded(&db, "api_error", &outcome, &stored).await;
-    assert_eq!(db.count("SELECT count(*) FROM fetches WHERE api_code = 10010 AND api_message = 'insufficient balance' AND request_id = 'r-1' AND body_json IS NOT NULL").await, 1);
+    let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
+    assert_failure_recorded(&app, "api_error", &outcome, &stored).await;
+    assert_eq!(app.count("SELECT count(*) FROM fetches WHERE api_code = 10010 AND api_message = 'insufficient balance' AND request_id = 'r-1' AND body_json IS NOT NULL").await, 1);
 }
 
 #[tokio::test]
 async fn a_response_without_sound_lands_as_invalid_payload() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_body(
         &server,
@@ -367,13 +379,13 @@ async fn a_response_without_sound_lands_as_invalid_payload() {
         }),
     )
     .await;
-    let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
-    assert_failure_recorded(&db, "invalid_payload", &outcome, &stored).await;
+    let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
+    assert_failure_recorded(&app, "invalid_payload", &outcome, &stored).await;
 }
 
 #[tokio::test]
 async fn values_of_the_wrong_type_land_as_invalid_payload() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_body(
         &server,
@@ -384,13 +396,13 @@ async fn values_of_the_wrong_type_land_as_invalid_payload() {
         }),
     )
     .await;
-    let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
-    assert_failure_recorded(&db, "invalid_payload", &outcome, &stored).await;
+    let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
+    assert_failure_recorded(&app, "invalid_payload", &outcome, &stored).await;
 }
 
 #[tokio::test]
 async fn a_response_for_another_clip_lands_as_invalid_payload() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_body(
         &server,
@@ -401,13 +413,13 @@ async fn a_response_for_another_clip_lands_as_invalid_payload() {
         }),
     )
     .await;
-    let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
-    assert_failure_recorded(&db, "invalid_payload", &outcome, &stored).await;
+    let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
+    assert_failure_recorded(&app, "invalid_payload", &outcome, &stored).await;
 }
 
 #[tokio::test]
 async fn nulls_and_missing_fields_are_stored_as_nulls() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     let body = sample_with(ProviderKind::KeyApi, |v| {
         let sound = v["data"]["sound"].as_object_mut().unwrap();
@@ -418,43 +430,40 @@ async fn nulls_and_missing_fields_are_stored_as_nulls() {
         sound.remove("longevity");
     });
     mount_body(&server, ProviderKind::KeyApi, 200, body).await;
-    let (outcome, stored) = single_attempt_outcome(&db, &server.uri()).await;
+    let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
     assert_eq!(stored, "ok", "{outcome:?}");
     assert_eq!(
-        db.count("SELECT count(*) FROM sounds WHERE title IS NULL AND author IS NULL")
+        app.count("SELECT count(*) FROM sounds WHERE title IS NULL AND author IS NULL")
             .await,
         1
     );
     assert_eq!(
-        db.count(
+        app.count(
             "SELECT count(*) FROM sound_snapshots WHERE popular_days IS NULL AND trend_points = 0"
         )
         .await,
         1
     );
-    assert_eq!(db.count("SELECT count(*) FROM trend_points").await, 0);
-    assert_eq!(
-        db.count("SELECT count(*) FROM audience_countries").await,
-        10
-    );
+    assert_eq!(app.trend_points().await, 0);
+    assert_eq!(app.audience_countries().await, 10);
 }
 
 #[tokio::test]
 async fn rejected_credentials_stop_polling_without_counting_against_the_entry() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(401))
         .expect(1)
         .mount(&server)
         .await;
-    let s = settings(&db.url);
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
-    db.watch(CLIP, "US").await;
-    db.watch(CLIP, "GB").await;
+    let s = settings(&app.url);
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
+    app.watch(CLIP, "US").await;
+    app.watch(CLIP, "GB").await;
 
-    let first = poll(&db, &poller, CLIP, "US", None).await;
-    let second = poll(&db, &poller, CLIP, "GB", None).await;
+    let first = poll(&app, &poller, CLIP, "US", None).await;
+    let second = poll(&app, &poller, CLIP, "GB", None).await;
 
     assert!(
         matches!(first, PollOutcome::Skipped(SkipReason::CredentialsRejected)),
@@ -469,20 +478,19 @@ async fn rejected_credentials_stop_polling_without_counting_against_the_entry() 
     );
     assert!(poller.is_blocked());
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'auth_error'")
-            .await,
+        app.fetches_with_outcome("auth_error").await,
         1,
         "no second request on a rejected key"
     );
     assert_eq!(
-        db.count(
+        app.count(
             "SELECT count(*) FROM watchlist WHERE consecutive_failures = 0 AND lease_token IS NULL"
         )
         .await,
         2
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM provider_quota WHERE auth_failed_at IS NOT NULL")
+        app.count("SELECT count(*) FROM provider_quota WHERE auth_failed_at IS NOT NULL")
             .await,
         1
     );
@@ -490,7 +498,7 @@ async fn rejected_credentials_stop_polling_without_counting_against_the_entry() 
 
 #[tokio::test]
 async fn transient_failures_are_retried_within_the_poll() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(ResponseTemplate::new(503))
@@ -499,29 +507,31 @@ async fn transient_failures_are_retried_within_the_poll() {
         .mount(&server)
         .await;
     mount_sample(&server, ProviderKind::KeyApi).await;
-    let s = settings(&db.url);
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
-    db.watch(CLIP, "US").await;
+    let s = settings(&app.url);
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
+    app.watch(CLIP, "US").await;
 
-    let outcome = poll(&db, &poller, CLIP, "US", Some(Period::Days7)).await;
+    let outcome = poll(&app, &poller, CLIP, "US", Some(Period::Days7)).await;
 
     assert!(
         matches!(outcome, PollOutcome::Stored { attempts: 3, .. }),
         "{outcome:?}"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'http_error' AND http_status = 503")
-            .await,
+        app.count(
+            "SELECT count(*) FROM fetches WHERE outcome = 'http_error' AND http_status = 503"
+        )
+        .await,
         2
     );
     let attempts: String =
         sqlx::query_scalar("SELECT string_agg(attempt::text, ',' ORDER BY id) FROM fetches")
-            .fetch_one(&db.pool)
+            .fetch_one(&app.pool)
             .await
             .unwrap();
     assert_eq!(attempts, "1,2,3");
     assert_eq!(
-        db.count("SELECT sum(credits) FROM fetches").await,
+        app.count("SELECT sum(credits) FROM fetches").await,
         6,
         "every retry is paid for"
     );
@@ -529,7 +539,7 @@ async fn transient_failures_are_retried_within_the_poll() {
 
 #[tokio::test]
 async fn a_clip_the_provider_does_not_know_is_disabled_after_repeated_not_found() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = MockServer::start().await;
     mount_body(
         &server,
@@ -538,25 +548,25 @@ async fn a_clip_the_provider_does_not_know_is_disabled_after_repeated_not_found(
         r#"{"code": 404, "message": "Music not found", "data": null}"#.into(),
     )
     .await;
-    let mut s = settings(&db.url);
+    let mut s = settings(&app.url);
     s.provider.disable_after_not_found = 2;
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
-    db.watch(CLIP, "US").await;
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
+    app.watch(CLIP, "US").await;
 
-    poll(&db, &poller, CLIP, "US", None).await;
+    poll(&app, &poller, CLIP, "US", None).await;
     assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE enabled")
+        app.count("SELECT count(*) FROM watchlist WHERE enabled")
             .await,
         1
     );
-    poll(&db, &poller, CLIP, "US", None).await;
+    poll(&app, &poller, CLIP, "US", None).await;
 
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE NOT enabled AND disabled_reason LIKE '%does not exist 2 polls in a row%Music not found%'").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE NOT enabled AND disabled_reason LIKE '%does not exist 2 polls in a row%Music not found%'").await, 1);
 }
 
 #[tokio::test]
 async fn bad_watchlist_inserts_are_refused_by_named_constraints() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let cases = [
         ("INSERT INTO watchlist (clip_id, region) VALUES ('abc', 'US')", "watchlist_clip_id_digits_only"),
         ("INSERT INTO watchlist (clip_id, region) VALUES ('', 'US')", "watchlist_clip_id_digits_only"),
@@ -566,7 +576,10 @@ async fn bad_watchlist_inserts_are_refused_by_named_constraints() {
         ("INSERT INTO watchlist (clip_id, region, poll_interval) VALUES ('1', 'US', '10 seconds')", "watchlist_poll_interval_at_least_1_minute"),
     ];
     for (sql, constraint) in cases {
-        let err = sqlx::query(sql).execute(&db.pool).await.expect_err(sql);
+        let err = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&app.pool)
+            .await
+            .expect_err(sql);
         let db_err = err.as_database_error().expect("a database error");
         assert_eq!(db_err.constraint(), Some(constraint), "{sql}: {db_err}");
         assert!(
@@ -576,10 +589,10 @@ async fn bad_watchlist_inserts_are_refused_by_named_constraints() {
         );
     }
     sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES (' 6703723351497508865 ', ' us ')")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .expect("lower case with spaces is accepted");
-    assert_eq!(db.count("SELECT count(*) FROM watchlist WHERE region = 'US' AND clip_id = '6703723351497508865' AND period IS NULL AND poll_interval = '1 day' AND enabled").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE region = 'US' AND clip_id = '6703723351497508865' AND period IS NULL AND poll_interval = '1 day' AND enabled").await, 1);
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
@@ -611,7 +624,7 @@ async fn sounds_keep_the_newest_metadata_and_the_earliest_first_seen_whatever_th
     use soundtrend::store::fetches::FetchRecord;
     use soundtrend::store::ingest::record_success;
 
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let env: Envelope = serde_json::from_str(SAMPLE).unwrap();
     let detail: MusicDetail = serde_json::from_value(env.data.unwrap()).unwrap();
     let early = chrono::Utc::now() - chrono::Duration::hours(2);
@@ -633,7 +646,7 @@ async fn sounds_keep_the_newest_metadata_and_the_earliest_first_seen_whatever_th
             credits: 2,
             ..FetchRecord::new(CLIP, region, 7, ProviderKind::KeyApi, at, Outcome::Ok)
         };
-        record_success(&db.pool, &record, &rows, None, 0.0)
+        record_success(&app.pool, &record, &rows, None, 0.0)
             .await
             .unwrap();
     }
@@ -643,7 +656,7 @@ async fn sounds_keep_the_newest_metadata_and_the_earliest_first_seen_whatever_th
         chrono::DateTime<chrono::Utc>,
         chrono::DateTime<chrono::Utc>,
     ) = sqlx::query_as("SELECT title, first_seen_at, last_seen_at FROM sounds")
-        .fetch_one(&db.pool)
+        .fetch_one(&app.pool)
         .await
         .unwrap();
     assert_eq!(title, "Newer title");

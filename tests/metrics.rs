@@ -10,28 +10,39 @@ use soundtrend::poll::Worker;
 use soundtrend::provider::ProviderKind;
 use tokio_util::sync::CancellationToken;
 
+/// The value of `series` (name and labels exactly as exposed) in a Prometheus scrape; fails the
+/// test when the series is not there, so that a check on it cannot pass by its absence.
 fn value(scrape: &str, series: &str) -> f64 {
-    scrape
+    let line = scrape
         .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.rsplit_once(' ').is_some_and(|(name, _)| name == series))
+        .unwrap_or_else(|| panic!("no series {series} in the scrape:\n{scrape}"));
+    let (_, v) = line.rsplit_once(' ').expect("a series line has a value");
+    v.parse()
+        .unwrap_or_else(|e| panic!("{series}: {v:?} is not a number: {e}"))
+}
+
+#[test]
+#[should_panic(expected = "no series soundtrend_polls_total")]
+fn a_series_missing_from_the_scrape_fails_the_check_instead_of_reading_zero() {
+    let scrape = "# TYPE soundtrend_polls_total_x counter\nsoundtrend_polls_total_x 0\n";
+    value(scrape, "soundtrend_polls_total");
 }
 
 #[tokio::test]
 async fn a_scrape_after_some_polls_shows_the_counters_moved_by_the_right_amounts() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    server.set(|b| {
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    server.set_faults(|b| {
         b.rate_limit_next = 1;
         b.retry_after_secs = 0;
     });
-    let mut s = settings(&db.url);
+    let mut s = settings(&app.url);
     s.admin.listen = "127.0.0.1:0".into();
-    watch_many(&db, 4).await;
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
-    let addr = soundtrend::web::admin::start(&s, db.pool.clone(), poller.clone())
+    app.watch_many(4).await;
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.base).await;
+    let addr = soundtrend::web::admin::start(&s, app.pool.clone(), poller.clone())
         .await
         .unwrap()
         .unwrap();
@@ -41,7 +52,7 @@ async fn a_scrape_after_some_polls_shows_the_counters_moved_by_the_right_amounts
         .drain(&CancellationToken::new())
         .await
         .unwrap();
-    soundtrend::poll::maintain(&db.pool, &poller, 0)
+    soundtrend::poll::maintain(&app.pool, &poller, 0)
         .await
         .unwrap();
     let scrape = http

@@ -17,9 +17,9 @@ fn documented_series() -> Vec<&'static str> {
 
 #[tokio::test]
 async fn a_scrape_before_any_poll_shows_every_documented_series_at_zero() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
 
-    let addr = start_admin(&db).await;
+    let addr = start_admin(&app).await;
     let scrape = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()

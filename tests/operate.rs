@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use wiremock::MockServer;
 
 /// Every derived row, as sorted text: equal dumps mean equal tables.
-async fn dump(db: &TestDb) -> Vec<String> {
+async fn dump(app: &TestApp) -> Vec<String> {
     let mut all = Vec::new();
     for table in [
         "sounds",
@@ -24,7 +24,7 @@ async fn dump(db: &TestDb) -> Vec<String> {
         let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT t::text FROM {table} t ORDER BY t::text"
         )))
-        .fetch_all(&db.pool)
+        .fetch_all(&app.pool)
         .await
         .unwrap();
         all.extend(rows.into_iter().map(|r| format!("{table} {r}")));
@@ -32,18 +32,18 @@ async fn dump(db: &TestDb) -> Vec<String> {
     all
 }
 
-async fn truncate_derived(db: &TestDb) {
+async fn truncate_derived(app: &TestApp) {
     sqlx::query(
         "TRUNCATE sounds, sound_snapshots, trend_points, audience_countries, audience_interests",
     )
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
 }
 
 /// Three overlapping windows for two regions and one other clip, polled in order.
-async fn populate(db: &TestDb) {
-    let s = settings(&db.url);
+async fn populate(app: &TestApp) {
+    let s = settings(&app.url);
     let day = NaiveDate::from_ymd_opt(2026, 5, 1).unwrap();
     for (i, period) in [(0, 30), (1, 7), (2, 7)] {
         let server = MockServer::start().await;
@@ -52,16 +52,16 @@ async fn populate(db: &TestDb) {
             mount_generated(&server, ProviderKind::KeyApi, clip, region, period, last).await;
         }
         if i == 0 {
-            db.watch(CLIP, "US").await;
-            db.watch(CLIP, "GB").await;
-            db.watch("42", "US").await;
+            app.watch(CLIP, "US").await;
+            app.watch(CLIP, "GB").await;
+            app.watch("42", "US").await;
         }
         sqlx::query("UPDATE watchlist SET next_due_at = now(), period = $1")
             .bind(period as i16)
-            .execute(&db.pool)
+            .execute(&app.pool)
             .await
             .unwrap();
-        let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.uri()).await;
+        let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
         let summary = Worker::new(poller, worker_options(&s, "w"))
             .drain(&CancellationToken::new())
             .await
@@ -72,27 +72,31 @@ async fn populate(db: &TestDb) {
 
 #[tokio::test]
 async fn replay_after_truncating_the_derived_tables_restores_them_exactly() {
-    let db = TestDb::new().await;
-    populate(&db).await;
-    let before = dump(&db).await;
+    let app = TestApp::spawn().await;
+    populate(&app).await;
+    let before = dump(&app).await;
     assert!(before.len() > 100, "populated: {}", before.len());
 
-    truncate_derived(&db).await;
-    assert_eq!(data_rows(&db).await, 0);
-    let first = replay(&db.pool, &ReplayFilter::default(), 2, false)
+    truncate_derived(&app).await;
+    assert_eq!(app.data_rows().await, 0);
+    let first = replay(&app.pool, &ReplayFilter::default(), 2, false)
         .await
         .unwrap();
 
     assert_eq!(first.fetches, 9);
     assert_eq!(first.skipped, 0);
-    assert_eq!(dump(&db).await, before, "replay restores every derived row");
+    assert_eq!(
+        dump(&app).await,
+        before,
+        "replay restores every derived row"
+    );
 
-    let second = replay(&db.pool, &ReplayFilter::default(), 500, false)
+    let second = replay(&app.pool, &ReplayFilter::default(), 500, false)
         .await
         .unwrap();
     assert_eq!(second.fetches, 9);
     assert_eq!(
-        dump(&db).await,
+        dump(&app).await,
         before,
         "replaying twice equals replaying once"
     );
@@ -100,25 +104,21 @@ async fn replay_after_truncating_the_derived_tables_restores_them_exactly() {
 
 #[tokio::test]
 async fn replay_filters_by_clip_and_region() {
-    let db = TestDb::new().await;
-    populate(&db).await;
-    truncate_derived(&db).await;
+    let app = TestApp::spawn().await;
+    populate(&app).await;
+    truncate_derived(&app).await;
 
     let filter = ReplayFilter {
         clip_id: Some(CLIP.into()),
         region: Some("GB".into()),
         ..ReplayFilter::default()
     };
-    let summary = replay(&db.pool, &filter, 500, false).await.unwrap();
+    let summary = replay(&app.pool, &filter, 500, false).await.unwrap();
 
     assert_eq!(summary.fetches, 3);
+    assert_eq!(app.snapshots_in("GB").await, 3);
     assert_eq!(
-        db.count("SELECT count(*) FROM sound_snapshots WHERE region = 'GB'")
-            .await,
-        3
-    );
-    assert_eq!(
-        db.count("SELECT count(*) FROM sound_snapshots WHERE region <> 'GB'")
+        app.count("SELECT count(*) FROM sound_snapshots WHERE region <> 'GB'")
             .await,
         0
     );
@@ -126,35 +126,35 @@ async fn replay_filters_by_clip_and_region() {
 
 #[tokio::test]
 async fn retention_prunes_old_raw_bodies_and_keeps_fetch_rows_and_data() {
-    let db = TestDb::new().await;
-    populate(&db).await;
-    let data_before = data_rows(&db).await;
+    let app = TestApp::spawn().await;
+    populate(&app).await;
+    let data_before = app.data_rows().await;
     sqlx::query(
         "UPDATE fetches SET requested_at = requested_at - interval '40 days' WHERE id <= 3",
     )
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
 
-    let pruned = prune_bodies(&db.pool, 30).await.unwrap();
+    let pruned = prune_bodies(&app.pool, 30).await.unwrap();
 
     assert_eq!(pruned, 3);
     assert_eq!(
-        db.count(
+        app.count(
             "SELECT count(*) FROM fetches WHERE body_json IS NULL AND body_pruned_at IS NOT NULL"
         )
         .await,
         3
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE body_json IS NOT NULL")
+        app.count("SELECT count(*) FROM fetches WHERE body_json IS NOT NULL")
             .await,
         6
     );
-    assert_eq!(db.count("SELECT count(*) FROM fetches").await, 9);
-    assert_eq!(data_rows(&db).await, data_before);
+    assert_eq!(app.fetches().await, 9);
+    assert_eq!(app.data_rows().await, data_before);
     assert_eq!(
-        prune_bodies(&db.pool, 30).await.unwrap(),
+        prune_bodies(&app.pool, 30).await.unwrap(),
         0,
         "pruning is idempotent"
     );
@@ -162,26 +162,26 @@ async fn retention_prunes_old_raw_bodies_and_keeps_fetch_rows_and_data() {
 
 #[tokio::test]
 async fn status_reports_entries_credits_disabled_entries_and_errors() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let mut s = settings(&app.url);
     s.provider.daily_credit_budget = 100;
-    watch_many(&db, 3).await;
+    app.watch_many(3).await;
     sqlx::query("INSERT INTO watchlist (clip_id, region, enabled, disabled_reason) VALUES ('9', 'US', false, 'the provider said the clip does not exist 3 polls in a row')")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.base).await;
     Worker::new(poller, worker_options(&s, "w"))
         .drain(&CancellationToken::new())
         .await
         .unwrap();
     sqlx::query("INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms, outcome, error) VALUES ('1001', 'US', 7, 'keyapi', now(), 5, 'timeout', 'no response within 30s')")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
 
-    let status = soundtrend::cli::status::collect(&db.pool, &s)
+    let status = soundtrend::cli::status::collect(&app.pool, &s)
         .await
         .unwrap();
 

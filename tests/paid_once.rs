@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use soundtrend::cli::replay::{replay, ReplayFilter};
@@ -15,19 +14,10 @@ use soundtrend::provider::ProviderKind;
 use soundtrend::store::watchlist;
 use tokio_util::sync::CancellationToken;
 
-/// 200 answers per (clip, region): the answers that were paid for with data.
-fn answered(server: &RecordingServer) -> HashMap<(String, String), usize> {
-    let mut per_pair = HashMap::new();
-    for h in server.hits().into_iter().filter(|h| !h.limited) {
-        *per_pair.entry((h.clip_id, h.region)).or_default() += 1;
-    }
-    per_pair
-}
-
 /// One poll of CLIP/US through a fresh poller at `base`, as `soundtrend poll --clip-id` runs it.
-async fn poll_once(db: &TestDb, s: &soundtrend::config::Settings, base: &str) -> PollOutcome {
-    let poller = poller(s, &db.pool, ProviderKind::KeyApi, base).await;
-    let entry = watchlist::claim_one(&db.pool, "t", CLIP, "US", Duration::from_secs(60))
+async fn poll_once(app: &TestApp, s: &soundtrend::config::Settings, base: &str) -> PollOutcome {
+    let poller = poller(s, &app.pool, ProviderKind::KeyApi, base).await;
+    let entry = watchlist::claim_one(&app.pool, "t", CLIP, "US", Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap()
@@ -38,26 +28,18 @@ async fn poll_once(db: &TestDb, s: &soundtrend::config::Settings, base: &str) ->
         .unwrap()
 }
 
-async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn two_quota_bound_instances_with_429s_and_a_slow_answer_pay_for_each_pair_once() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    server.set(|b| {
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    server.set_faults(|b| {
         b.rate_limit_next = 3;
         b.retry_after_secs = 2;
         b.limited_clip = Some("1001".into());
         b.delay = Duration::from_millis(1500);
         b.slow_clip = Some("1002".into());
     });
-    let mut s = settings(&db.url);
+    let mut s = settings(&app.url);
     s.provider.requests_per_second = 2.0;
     s.provider.burst = 1;
     s.provider.request_timeout = Duration::from_secs(2);
@@ -66,115 +48,113 @@ async fn two_quota_bound_instances_with_429s_and_a_slow_answer_pay_for_each_pair
     // A 429 counts as a failed poll; keep its backoff short so the test need not wait a minute.
     s.poll.failure_backoff = Duration::from_secs(1);
     s.daemon.tick_cron = "*/1 * * * * *".into();
-    watch_many(&db, 40).await;
+    app.watch_many(40).await;
     let cancel = CancellationToken::new();
     let mut runs = Vec::new();
     for owner in ["a", "b"] {
-        let worker = keyapi_worker(&s, &db, &server.base, owner).await;
+        let worker = keyapi_worker(&s, &app, &server.base, owner).await;
         let (cancel, s) = (cancel.clone(), s.clone());
         runs.push(tokio::spawn(async move { worker.run(&s, cancel).await }));
     }
 
-    wait_until("all 40 pairs answered", Duration::from_secs(60), || {
-        answered(&server).len() == 40
-    })
+    eventually(
+        "all 40 pairs answered",
+        Duration::from_secs(60),
+        async || server.answered().len() == 40,
+    )
     .await;
-    // A little longer: a pair paid twice would show up now.
+    // A little longer, on purpose: a pair paid twice would show up now.
     tokio::time::sleep(Duration::from_secs(2)).await;
     cancel.cancel();
     for run in runs {
         run.await.unwrap().unwrap();
     }
 
-    let per_pair = answered(&server);
+    let per_pair = server.answered();
     assert_eq!(per_pair.len(), 40);
     let twice: Vec<_> = per_pair.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "answered 200 more than once: {twice:?}");
+    assert_eq!(app.fetches_with_outcome("ok").await, 40);
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
-            .await,
-        40
-    );
-    assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE lease_lost")
+        app.count("SELECT count(*) FROM fetches WHERE lease_lost")
             .await,
         0
     );
-    assert_ledger_equals_archive(&db).await;
+    app.assert_ledger_equals_archive().await;
 }
 
 #[tokio::test]
 async fn an_answer_that_outlives_its_lease_is_stored_and_flagged_not_discarded() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    server.set(|b| b.delay = Duration::from_millis(800));
-    let s = settings(&db.url);
-    db.watch(CLIP, "US").await;
-    let entry = watchlist::claim_one(&db.pool, "slow", CLIP, "US", Duration::from_secs(60))
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    server.set_faults(|b| b.delay = Duration::from_millis(800));
+    let s = settings(&app.url);
+    app.watch(CLIP, "US").await;
+    let entry = watchlist::claim_one(&app.pool, "slow", CLIP, "US", Duration::from_secs(60))
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    let poller = poller(&s, &db.pool, ProviderKind::KeyApi, &server.base).await;
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.base).await;
     let poll = tokio::spawn({
         let poller = poller.clone();
         async move { poller.poll(&entry, None, &CancellationToken::new()).await }
     });
-    wait_until("the request is in flight", Duration::from_secs(5), || {
-        !server.hits().is_empty()
-    })
+    eventually(
+        "the request is in flight",
+        Duration::from_secs(5),
+        async || server.hit_count() > 0,
+    )
     .await;
 
     // The lease passes to another worker while the paid request is in flight (a stall, a pause).
     sqlx::query("UPDATE watchlist SET lease_token = gen_random_uuid(), lease_owner = 'thief'")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
     let outcome = poll.await.unwrap().unwrap();
 
     assert!(matches!(outcome, PollOutcome::Stored { .. }), "{outcome:?}");
     assert_eq!(
-        db.count(
+        app.count(
             "SELECT count(*) FROM fetches WHERE outcome = 'ok' AND lease_lost AND credits = 2"
         )
         .await,
         1
     );
+    assert_eq!(app.snapshots().await, 1, "the paid data is kept");
     assert_eq!(
-        db.count("SELECT count(*) FROM sound_snapshots").await,
-        1,
-        "the paid data is kept"
-    );
-    assert_eq!(
-        db.count("SELECT count(*) FROM watchlist WHERE lease_owner = 'thief' AND last_success_at IS NULL")
+        app.count("SELECT count(*) FROM watchlist WHERE lease_owner = 'thief' AND last_success_at IS NULL")
             .await,
         1,
         "the bookkeeping is left to the lease holder"
     );
-    assert_ledger_equals_archive(&db).await;
+    app.assert_ledger_equals_archive().await;
 }
 
 #[tokio::test]
 async fn pausing_resuming_and_removing_entries_mid_poll_never_pays_twice_or_loses_an_answer() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    server.set(|b| b.delay = Duration::from_millis(1000));
-    let mut s = settings(&db.url);
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    server.set_faults(|b| b.delay = Duration::from_millis(1000));
+    let mut s = settings(&app.url);
     s.provider.request_timeout = Duration::from_secs(3);
     s.poll.concurrency = 3;
     s.daemon.tick_cron = "*/1 * * * * *".into();
     for clip in ["11", "12", "13"] {
-        db.watch(clip, "US").await;
+        app.watch(clip, "US").await;
     }
-    let worker = keyapi_worker(&s, &db, &server.base, "one").await;
+    let worker = keyapi_worker(&s, &app, &server.base, "one").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let (cancel, s) = (cancel.clone(), s.clone());
         async move { worker.run(&s, cancel).await }
     });
-    wait_until("three requests in flight", Duration::from_secs(10), || {
-        server.hits().len() == 3
-    })
+    eventually(
+        "three requests in flight",
+        Duration::from_secs(10),
+        async || server.hit_count() == 3,
+    )
     .await;
 
     for sql in [
@@ -183,55 +163,64 @@ async fn pausing_resuming_and_removing_entries_mid_poll_never_pays_twice_or_lose
         "UPDATE watchlist SET enabled = false WHERE clip_id = '12'",
         "DELETE FROM watchlist WHERE clip_id = '13'",
     ] {
-        sqlx::query(sql).execute(&db.pool).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&app.pool)
+            .await
+            .unwrap();
     }
-    // Three ticks after the answers: time enough for a wrong re-claim to show.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    eventually_eq(
+        "answers archived",
+        Duration::from_secs(10),
+        async || app.fetches_with_outcome("ok").await,
+        3,
+    )
+    .await;
+    // Three ticks after the answers, on purpose: time enough for a wrong re-claim to show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     cancel.cancel();
     run.await.unwrap().unwrap();
 
-    let per_pair = answered(&server);
+    let per_pair = server.answered();
     assert_eq!(per_pair.len(), 3);
     assert!(per_pair.values().all(|n| *n == 1), "{per_pair:?}");
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
-            .await,
+        app.fetches_with_outcome("ok").await,
         3,
         "every paid answer is archived"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE lease_lost AND clip_id = '13'")
+        app.count("SELECT count(*) FROM fetches WHERE lease_lost AND clip_id = '13'")
             .await,
         1,
         "the removed entry's answer is kept and says so"
     );
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 3);
-    assert_ledger_equals_archive(&db).await;
+    assert_eq!(app.snapshots().await, 3);
+    app.assert_ledger_equals_archive().await;
 }
 
 #[tokio::test]
 async fn attempts_that_never_reach_the_provider_cost_nothing_and_the_ledger_equals_the_archive() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let refused = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
         format!("http://{addr}/")
     };
-    let mut s = settings(&db.url);
+    let mut s = settings(&app.url);
     s.provider.max_attempts = 3;
-    db.watch(CLIP, "US").await;
+    app.watch(CLIP, "US").await;
 
-    let outcome = poll_once(&db, &s, &refused).await;
+    let outcome = poll_once(&app, &s, &refused).await;
 
     assert!(matches!(outcome, PollOutcome::Failed { .. }), "{outcome:?}");
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'network_error' AND credits = 0 AND error LIKE 'could not reach the provider%'")
+        app.count("SELECT count(*) FROM fetches WHERE outcome = 'network_error' AND credits = 0 AND error LIKE 'could not reach the provider%'")
             .await,
         3
     );
     assert_eq!(
-        db.count(
+        app.count(
             "SELECT COALESCE(sum(credits_used), 0) + COALESCE(sum(requests), 0) FROM credit_usage"
         )
         .await,
@@ -240,57 +229,54 @@ async fn attempts_that_never_reach_the_provider_cost_nothing_and_the_ledger_equa
     );
 
     // The provider comes back: the next attempt costs its price, once.
-    let server = RecordingServer::start().await;
-    poll_once(&db, &s, &server.base).await;
-    assert_eq!(
-        db.count("SELECT sum(credits_used) FROM credit_usage").await,
-        2
-    );
-    assert_ledger_equals_archive(&db).await;
+    let server = &app.provider;
+    poll_once(&app, &s, &server.base).await;
+    assert_eq!(app.credits_booked().await, 2);
+    app.assert_ledger_equals_archive().await;
 }
 
 #[tokio::test]
 async fn a_meaningless_payload_is_archived_as_invalid_and_never_becomes_analyst_rows() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = wiremock::MockServer::start().await;
     let body = sample_with(ProviderKind::KeyApi, |v| {
         v["data"]["sound"]["trend"][2]["value"] = serde_json::json!(1.5);
     });
     mount_body(&server, ProviderKind::KeyApi, 200, body).await;
-    let s = settings(&db.url);
-    db.watch(CLIP, "US").await;
+    let s = settings(&app.url);
+    app.watch(CLIP, "US").await;
 
-    poll_once(&db, &s, &server.uri()).await;
+    poll_once(&app, &s, &server.uri()).await;
 
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'invalid_payload' AND error LIKE '%outside 0..1%' AND body_json IS NOT NULL")
+        app.count("SELECT count(*) FROM fetches WHERE outcome = 'invalid_payload' AND error LIKE '%outside 0..1%' AND body_json IS NOT NULL")
             .await,
         1
     );
-    assert_eq!(data_rows(&db).await, 0);
+    assert_eq!(app.data_rows().await, 0);
 }
 
 #[tokio::test]
 async fn dropped_parts_are_recorded_as_warnings_on_the_fetch() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let server = wiremock::MockServer::start().await;
     let body = sample_with(ProviderKind::KeyApi, |v| {
         v["data"]["sound"]["audience_countries"][0]["score"] = serde_json::json!(-3);
     });
     mount_body(&server, ProviderKind::KeyApi, 200, body).await;
-    let s = settings(&db.url);
-    db.watch(CLIP, "US").await;
+    let s = settings(&app.url);
+    app.watch(CLIP, "US").await;
 
-    poll_once(&db, &s, &server.uri()).await;
+    poll_once(&app, &s, &server.uri()).await;
 
     assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok' AND EXISTS (SELECT 1 FROM unnest(warnings) w WHERE w LIKE 'negative_score:%')")
+        app.count("SELECT count(*) FROM fetches WHERE outcome = 'ok' AND EXISTS (SELECT 1 FROM unnest(warnings) w WHERE w LIKE 'negative_score:%')")
             .await,
         1
     );
-    assert_eq!(db.count("SELECT count(*) FROM audience_countries").await, 9);
+    assert_eq!(app.audience_countries().await, 9);
     assert_eq!(
-        db.count("SELECT count(*) FROM audience_countries WHERE score < 0")
+        app.count("SELECT count(*) FROM audience_countries WHERE score < 0")
             .await,
         0
     );
@@ -298,45 +284,41 @@ async fn dropped_parts_are_recorded_as_warnings_on_the_fetch() {
 
 #[tokio::test]
 async fn replay_re_validates_with_todays_rules_and_can_retry_invalid_bodies() {
-    let db = TestDb::new().await;
-    let server = RecordingServer::start().await;
-    let s = settings(&db.url);
-    db.watch(CLIP, "US").await;
-    poll_once(&db, &s, &server.base).await;
+    let app = TestApp::spawn().await;
+    let server = &app.provider;
+    let s = settings(&app.url);
+    app.watch(CLIP, "US").await;
+    poll_once(&app, &s, &server.base).await;
     // An archive written under older, laxer rules: a trend value of 7 was stored as ok.
     sqlx::query(
         "UPDATE fetches SET body_json = jsonb_set(body_json, '{data,sound,trend,0,value}', '7')",
     )
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
 
-    let summary = replay(&db.pool, &ReplayFilter::default(), 100, false)
+    let summary = replay(&app.pool, &ReplayFilter::default(), 100, false)
         .await
         .unwrap();
 
     assert_eq!(summary.invalidated, 1);
-    assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'invalid_payload'")
-            .await,
-        1
-    );
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM trend_points").await, 0);
+    assert_eq!(app.fetches_with_outcome("invalid_payload").await, 1);
+    assert_eq!(app.snapshots().await, 0);
+    assert_eq!(app.trend_points().await, 0);
 
     // The rule (or the body) changes: the body is accepted again, but only when asked.
     sqlx::query(
         "UPDATE fetches SET body_json = jsonb_set(body_json, '{data,sound,trend,0,value}', '0.5')",
     )
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
-    let plain = replay(&db.pool, &ReplayFilter::default(), 100, false)
+    let plain = replay(&app.pool, &ReplayFilter::default(), 100, false)
         .await
         .unwrap();
     assert_eq!(plain.fetches, 0, "invalid bodies are left alone by default");
     let retried = replay(
-        &db.pool,
+        &app.pool,
         &ReplayFilter {
             retry_invalid: true,
             ..ReplayFilter::default()
@@ -347,10 +329,6 @@ async fn replay_re_validates_with_todays_rules_and_can_retry_invalid_bodies() {
     .await
     .unwrap();
     assert_eq!(retried.revived, 1);
-    assert_eq!(
-        db.count("SELECT count(*) FROM fetches WHERE outcome = 'ok'")
-            .await,
-        1
-    );
-    assert_eq!(db.count("SELECT count(*) FROM sound_snapshots").await, 1);
+    assert_eq!(app.fetches_with_outcome("ok").await, 1);
+    assert_eq!(app.snapshots().await, 1);
 }

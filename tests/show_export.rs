@@ -7,20 +7,20 @@ use common::*;
 
 /// A test database holding one 7-day poll of the sample clip in US; returns it with the number
 /// of stitched days stored.
-async fn polled_once() -> (TestDb, i64) {
-    let db = TestDb::new().await;
-    let out = poll_sample(&db).await;
+async fn polled_once() -> (TestApp, i64) {
+    let app = TestApp::spawn().await;
+    let out = poll_sample(&app).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let days = db.count("SELECT count(*) FROM trend_index").await;
+    let days = app.count("SELECT count(*) FROM trend_index").await;
     assert!(days > 0);
-    (db, days)
+    (app, days)
 }
 
 #[tokio::test]
 async fn show_prints_title_trend_audience_and_provenance_without_calling_the_api() {
-    let (db, _) = polled_once().await;
+    let (app, _) = polled_once().await;
     // No provider answers here: show must not need one.
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.args(["show", CLIP, "--region", "us", "--days", "7"]);
 
     let out = output(c).await;
@@ -28,7 +28,7 @@ async fn show_prints_title_trend_audience_and_provenance_without_calling_the_api
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let title: String = sqlx::query_scalar("SELECT title FROM sounds")
-        .fetch_one(&db.pool)
+        .fetch_one(&app.pool)
         .await
         .unwrap();
     assert!(stdout.contains(&title), "{stdout}");
@@ -51,8 +51,8 @@ async fn show_prints_title_trend_audience_and_provenance_without_calling_the_api
 
 #[tokio::test]
 async fn show_for_a_sound_never_polled_exits_2_saying_how_to_watch_it() {
-    let db = TestDb::new().await;
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let app = TestApp::spawn().await;
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.args(["show", "123"]);
 
     let out = output(c).await;
@@ -69,12 +69,12 @@ async fn show_for_a_sound_never_polled_exits_2_saying_how_to_watch_it() {
 
 #[tokio::test]
 async fn export_writes_the_stitched_daily_series_as_csv_and_as_json_lines() {
-    let (db, days) = polled_once().await;
+    let (app, days) = polled_once().await;
     let file = std::env::temp_dir().join(format!(
         "soundtrend-export-{}.csv",
         uuid::Uuid::new_v4().simple()
     ));
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.args([
         "export",
         "--clip-id",
@@ -98,7 +98,7 @@ async fn export_writes_the_stitched_daily_series_as_csv_and_as_json_lines() {
     assert_eq!(rows.len() as i64, days, "{csv}");
     assert!(rows.iter().all(|r| r.starts_with(&format!("{CLIP},US,"))));
 
-    let mut c = soundtrend(&db, "http://127.0.0.1:9/");
+    let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.args(["export", "--clip-id", CLIP, "--format", "jsonl"]);
     let out = output(c).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -109,7 +109,7 @@ impl Synthetic {
                         let period: i64 = q.get("period").and_then(|v| v.parse().ok()).unwrap_or(7);
                         let p = index[&clip];
                         let last_day = *last.lock().unwrap();
-                        let mut body = soundtrend::cli::demo::response(
+                        let mut body = soundtrend::provider::fake::response(
                             ProviderKind::KeyApi,
                             &clip,
                             &region,
@@ -145,13 +145,13 @@ fn schedule() -> Vec<(i64, Period)> {
 }
 
 /// Polls every pair through the real poll path, day by day, as scheduled.
-async fn poll_history(db: &TestDb) {
+async fn poll_history(app: &TestApp) {
     let provider = Synthetic::start().await;
-    let settings = settings(&db.url);
+    let settings = settings(&app.url);
     let clock = Arc::new(OffsetClock::new());
     let poller = poller_with_clock(
         &settings,
-        &db.pool,
+        &app.pool,
         ProviderKind::KeyApi,
         &provider.base,
         clock.clone(),
@@ -183,21 +183,21 @@ async fn poll_history(db: &TestDb) {
 }
 
 /// (day number since day0, value) of a table's series for pair p.
-async fn series(db: &TestDb, sql: &str, p: usize) -> Vec<(i64, f64, i32)> {
+async fn series(app: &TestApp, sql: &str, p: usize) -> Vec<(i64, f64, i32)> {
     let (clip, region) = pair(p);
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(clip)
         .bind(region)
         .bind(day0())
-        .fetch_all(&db.pool)
+        .fetch_all(&app.pool)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Days some window shows at ≥ 10 % of its maximum.
-async fn measurable_days(db: &TestDb, p: usize) -> Vec<i64> {
+async fn measurable_days(app: &TestApp, p: usize) -> Vec<i64> {
     series(
-        db,
+        app,
         "SELECT ((ts AT TIME ZONE 'UTC')::date - $3)::int8, max(value), 0
          FROM trend_observations WHERE clip_id = $1 AND region = $2
          GROUP BY 1 HAVING max(value) >= 0.10 ORDER BY 1",
@@ -236,36 +236,36 @@ fn median_and_max(mut e: Vec<f64>) -> (f64, f64) {
 }
 
 async fn index_rows(
-    db: &TestDb,
+    app: &TestApp,
 ) -> Vec<(String, String, NaiveDate, f64, f64, f64, i32, i32, i64, i64)> {
     sqlx::query_as(
         "SELECT clip_id, region, day, index_value, index_low, index_high, segment, windows,
                 fetch_id, changed_by
          FROM trend_index ORDER BY clip_id, region, day",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(&app.pool)
     .await
     .unwrap()
 }
 
 #[tokio::test]
 async fn the_stitched_index_matches_the_truth_and_trend_points_read_naively_does_not() {
-    let db = TestDb::new().await;
-    poll_history(&db).await;
+    let app = TestApp::spawn().await;
+    poll_history(&app).await;
 
     let mut index_errors = Vec::new();
     let mut naive_errors = Vec::new();
     for p in 0..PAIRS {
-        let measurable = measurable_days(&db, p).await;
+        let measurable = measurable_days(&app, p).await;
         let index = series(
-            &db,
+            &app,
             "SELECT (day - $3)::int8, index_value, segment FROM trend_index
              WHERE clip_id = $1 AND region = $2 ORDER BY day",
             p,
         )
         .await;
         let naive = series(
-            &db,
+            &app,
             "SELECT ((ts AT TIME ZONE 'UTC')::date - $3)::int8, value, 1 FROM trend_points
              WHERE clip_id = $1 AND region = $2 ORDER BY ts",
             p,
@@ -298,7 +298,7 @@ async fn the_stitched_index_matches_the_truth_and_trend_points_read_naively_does
 
     let segments: Vec<(String, i32)> =
         sqlx::query_as("SELECT clip_id, max(segment) FROM trend_index GROUP BY 1 ORDER BY 1")
-            .fetch_all(&db.pool)
+            .fetch_all(&app.pool)
             .await
             .unwrap();
     for (p, (_, n)) in segments.iter().enumerate() {
@@ -312,32 +312,32 @@ async fn the_stitched_index_matches_the_truth_and_trend_points_read_naively_does
 
 #[tokio::test]
 async fn replay_after_truncating_the_derived_tables_rebuilds_the_very_same_index() {
-    let db = TestDb::new().await;
-    poll_history(&db).await;
-    let live = index_rows(&db).await;
-    let observations = db.count("SELECT count(*) FROM trend_observations").await;
+    let app = TestApp::spawn().await;
+    poll_history(&app).await;
+    let live = index_rows(&app).await;
+    let observations = app.count("SELECT count(*) FROM trend_observations").await;
     assert_eq!(observations, PAIRS as i64 * (120 + 30 * 7 + 30 + 9 * 7));
 
     sqlx::query(
         "TRUNCATE trend_index, trend_pairs, trend_windows, trend_observations, trend_points, sound_snapshots,
                   audience_countries, audience_interests, sounds",
     )
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
-    soundtrend::cli::replay::replay(&db.pool, &Default::default(), 37, false)
+    soundtrend::cli::replay::replay(&app.pool, &Default::default(), 37, false)
         .await
         .unwrap();
 
     assert_eq!(
-        db.count("SELECT count(*) FROM trend_observations").await,
+        app.count("SELECT count(*) FROM trend_observations").await,
         observations
     );
-    assert_eq!(index_rows(&db).await, live);
+    assert_eq!(index_rows(&app).await, live);
 }
 
 /// Writes the scheduled windows of pairs 0..3 straight through `record_success`, in `order`.
-async fn write_windows(db: &TestDb, order: &[(i64, Period)]) {
+async fn write_windows(app: &TestApp, order: &[(i64, Period)]) {
     use soundtrend::domain::{ClipId, Region};
     use soundtrend::normalize::{normalize, Observation};
     use soundtrend::provider::wire::{Envelope, MusicDetail};
@@ -348,7 +348,7 @@ async fn write_windows(db: &TestDb, order: &[(i64, Period)]) {
     for (n, &(last_day, period)) in order.iter().enumerate() {
         for p in 0..3 {
             let (clip, region) = pair(p);
-            let mut body = soundtrend::cli::demo::response(
+            let mut body = soundtrend::provider::fake::response(
                 ProviderKind::KeyApi,
                 &clip,
                 region,
@@ -383,7 +383,7 @@ async fn write_windows(db: &TestDb, order: &[(i64, Period)]) {
                     Outcome::Ok,
                 )
             };
-            record_success(&db.pool, &record, &rows, None, 0.0)
+            record_success(&app.pool, &record, &rows, None, 0.0)
                 .await
                 .unwrap();
         }
@@ -392,7 +392,7 @@ async fn write_windows(db: &TestDb, order: &[(i64, Period)]) {
 
 #[tokio::test]
 async fn windows_arriving_out_of_order_give_the_same_index() {
-    let (forward, backward) = (TestDb::new().await, TestDb::new().await);
+    let (forward, backward) = (TestApp::spawn().await, TestApp::spawn().await);
     let order = schedule();
     let mut reversed = order.clone();
     reversed.reverse();
@@ -400,8 +400,8 @@ async fn windows_arriving_out_of_order_give_the_same_index() {
     write_windows(&forward, &order).await;
     write_windows(&backward, &reversed).await;
 
-    let levels = |db: &TestDb| {
-        let pool = db.pool.clone();
+    let levels = |app: &TestApp| {
+        let pool = app.pool.clone();
         async move {
             sqlx::query_as::<_, (String, NaiveDate, f64, f64, f64, i32, i32)>(
                 "SELECT clip_id, day, index_value, index_low, index_high, segment, windows
@@ -419,14 +419,14 @@ async fn windows_arriving_out_of_order_give_the_same_index() {
 
 #[tokio::test]
 async fn partitions_are_created_ahead_and_take_over_rows_from_the_default_partition() {
-    let db = TestDb::new().await;
+    let app = TestApp::spawn().await;
     let partitions = "SELECT count(*) FROM pg_inherits
                       WHERE inhparent = 'trend_observations'::regclass";
-    let before = db.count(partitions).await;
+    let before = app.count(partitions).await;
     assert!(before >= 16, "{before} partitions after the migration");
     // The job is idempotent: everything from last month to three months ahead already exists.
     assert_eq!(
-        soundtrend::store::trend::ensure_partitions(&db.pool, 3)
+        soundtrend::store::trend::ensure_partitions(&app.pool, 3)
             .await
             .unwrap(),
         0
@@ -437,35 +437,35 @@ async fn partitions_are_created_ahead_and_take_over_rows_from_the_default_partit
          INSERT INTO trend_observations (fetch_id, clip_id, region, period, ts, value, observed_at)
          SELECT id, '1', 'US', 7, '2035-03-15 00:00+00', 0.5, now() FROM fetches",
     )
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
     assert_eq!(
-        db.count("SELECT count(*) FROM trend_observations_default")
+        app.count("SELECT count(*) FROM trend_observations_default")
             .await,
         1
     );
 
     sqlx::query("SELECT trend_observations_ensure_partitions('2035-03-01', 1)")
-        .execute(&db.pool)
+        .execute(&app.pool)
         .await
         .unwrap();
 
     assert_eq!(
-        db.count("SELECT count(*) FROM trend_observations_default")
+        app.count("SELECT count(*) FROM trend_observations_default")
             .await,
         0
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM trend_observations_2035_03")
+        app.count("SELECT count(*) FROM trend_observations_2035_03")
             .await,
         1
     );
-    assert_eq!(db.count(partitions).await, before + 1);
+    assert_eq!(app.count(partitions).await, before + 1);
 }
 
 /// Inserts an ok fetch (and its snapshot with `rank`) for a pair at `at`; returns its id.
-async fn snapshot(db: &TestDb, clip: &str, region: &str, at: &str, rank: Option<i32>) -> i64 {
+async fn snapshot(app: &TestApp, clip: &str, region: &str, at: &str, rank: Option<i32>) -> i64 {
     sqlx::query_scalar(
         "WITH f AS (
              INSERT INTO fetches (clip_id, region, period, provider, requested_at, duration_ms, outcome)
@@ -481,19 +481,19 @@ async fn snapshot(db: &TestDb, clip: &str, region: &str, at: &str, rank: Option<
     .bind(region)
     .bind(at)
     .bind(rank)
-    .fetch_one(&db.pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap()
 }
 
 /// A stitched series for a pair ending on 2026-03-10 (values oldest first) and its trend_pairs row.
-async fn index_series(db: &TestDb, clip: &str, values: &[f64], fetch_id: i64) {
+async fn index_series(app: &TestApp, clip: &str, values: &[f64], fetch_id: i64) {
     let last = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
     let days: Vec<NaiveDate> = (0..values.len())
         .map(|k| last - Duration::days((values.len() - 1 - k) as i64))
         .collect();
     let written = soundtrend::store::trend::write_index(
-        &db.pool,
+        &app.pool,
         clip,
         "US",
         &days
@@ -518,12 +518,12 @@ async fn index_series(db: &TestDb, clip: &str, values: &[f64], fetch_id: i64) {
 
 #[tokio::test]
 async fn sound_rising_measures_growth_rank_velocity_and_stage_by_the_documented_thresholds() {
-    let db = TestDb::new().await;
-    let early = snapshot(&db, "1", "US", "2026-03-03 12:00+00", Some(24)).await;
-    let late = snapshot(&db, "1", "US", "2026-03-10 12:00+00", Some(10)).await;
+    let app = TestApp::spawn().await;
+    let early = snapshot(&app, "1", "US", "2026-03-03 12:00+00", Some(24)).await;
+    let late = snapshot(&app, "1", "US", "2026-03-10 12:00+00", Some(10)).await;
     // Steady climb 30 → 65: rising. 7-day slope 5 points a day.
     index_series(
-        &db,
+        &app,
         "1",
         &[30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0, 65.0],
         late,
@@ -531,24 +531,24 @@ async fn sound_rising_measures_growth_rank_velocity_and_stage_by_the_documented_
     .await;
     // From almost nothing: emerging.
     index_series(
-        &db,
+        &app,
         "2",
         &[2.0, 2.0, 3.0, 5.0, 9.0, 15.0, 25.0, 40.0],
         early,
     )
     .await;
     // At its high and no longer climbing: peaking.
-    index_series(&db, "3", &[100.0; 8], early).await;
+    index_series(&app, "3", &[100.0; 8], early).await;
     // Halved: declining.
     index_series(
-        &db,
+        &app,
         "4",
         &[80.0, 75.0, 70.0, 65.0, 60.0, 50.0, 45.0, 40.0],
         early,
     )
     .await;
     // 1 → 1.5 is +10 % against the 5-point baseline, not +50 %: flat.
-    index_series(&db, "5", &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.5], early).await;
+    index_series(&app, "5", &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.5], early).await;
 
     type Row = (
         String,
@@ -567,7 +567,7 @@ async fn sound_rising_measures_growth_rank_velocity_and_stage_by_the_documented_
                 rank_velocity, days_observed, days_expected
          FROM sound_rising",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(&app.pool)
     .await
     .unwrap();
 
@@ -606,15 +606,15 @@ type DailyRow = (
 
 #[tokio::test]
 async fn sound_daily_joins_the_raw_window_value_and_the_day_s_snapshot() {
-    let db = TestDb::new().await;
-    let fetch = snapshot(&db, "1", "US", "2026-03-10 12:00+00", Some(7)).await;
-    index_series(&db, "1", &[50.0, 100.0], fetch).await;
+    let app = TestApp::spawn().await;
+    let fetch = snapshot(&app, "1", "US", "2026-03-10 12:00+00", Some(7)).await;
+    index_series(&app, "1", &[50.0, 100.0], fetch).await;
     sqlx::query(
         "INSERT INTO trend_points (clip_id, region, ts, value, fetch_id, period, observed_at)
          VALUES ('1', 'US', '2026-03-10 00:00+00', 0.8, $1, 7, now())",
     )
     .bind(fetch)
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
 
@@ -622,7 +622,7 @@ async fn sound_daily_joins_the_raw_window_value_and_the_day_s_snapshot() {
         "SELECT day, index_value, window_value, window_period, rank, snapshot_fetch_id
              FROM sound_daily WHERE clip_id = '1' AND region = 'US' ORDER BY day",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(&app.pool)
     .await
     .unwrap();
 
@@ -638,9 +638,9 @@ async fn sound_daily_joins_the_raw_window_value_and_the_day_s_snapshot() {
 
 #[tokio::test]
 async fn audience_shares_are_of_the_listed_total_and_change_against_the_previous_snapshot() {
-    let db = TestDb::new().await;
-    let first = snapshot(&db, "1", "US", "2026-03-09 12:00+00", None).await;
-    let second = snapshot(&db, "1", "US", "2026-03-10 12:00+00", None).await;
+    let app = TestApp::spawn().await;
+    let first = snapshot(&app, "1", "US", "2026-03-09 12:00+00", None).await;
+    let second = snapshot(&app, "1", "US", "2026-03-10 12:00+00", None).await;
     for (fetch, list) in [
         (first, vec![("US", 60.0), ("GB", 40.0)]),
         (second, vec![("US", 30.0), ("GB", 30.0), ("DE", 40.0)]),
@@ -657,7 +657,7 @@ async fn audience_shares_are_of_the_listed_total_and_change_against_the_previous
             .bind(position as i16 + 1)
             .bind(code)
             .bind(score)
-            .execute(&db.pool)
+            .execute(&app.pool)
             .await
             .unwrap();
             sqlx::query(
@@ -670,7 +670,7 @@ async fn audience_shares_are_of_the_listed_total_and_change_against_the_previous
             .bind(position as i16 + 1)
             .bind(format!("i{code}"))
             .bind(score)
-            .execute(&db.pool)
+            .execute(&app.pool)
             .await
             .unwrap();
         }
@@ -682,7 +682,7 @@ async fn audience_shares_are_of_the_listed_total_and_change_against_the_previous
                 "SELECT fetch_id, share, previous_fetch_id, share_change FROM {view}
              ORDER BY observed_at, position"
             )))
-            .fetch_all(&db.pool)
+            .fetch_all(&app.pool)
             .await
             .unwrap();
         let r = |x: f64| (x * 1e9).round() / 1e9;
@@ -706,13 +706,13 @@ async fn audience_shares_are_of_the_listed_total_and_change_against_the_previous
 
 #[tokio::test]
 async fn a_window_that_replay_no_longer_accepts_leaves_the_index() {
-    let db = TestDb::new().await;
-    write_windows(&db, &[(119, Period::Days120), (126, Period::Days7)]).await;
+    let app = TestApp::spawn().await;
+    write_windows(&app, &[(119, Period::Days120), (126, Period::Days7)]).await;
     let (clip, region) = pair(0);
     let last_day =
         "SELECT (max(day) - DATE '2026-01-01')::int8 FROM trend_index WHERE clip_id = $1";
-    let last = |db: &TestDb| {
-        let pool = db.pool.clone();
+    let last = |app: &TestApp| {
+        let pool = app.pool.clone();
         let clip = clip.clone();
         async move {
             sqlx::query_scalar::<_, i64>(last_day)
@@ -722,7 +722,7 @@ async fn a_window_that_replay_no_longer_accepts_leaves_the_index() {
                 .unwrap()
         }
     };
-    assert_eq!(last(&db).await, 126);
+    assert_eq!(last(&app).await, 126);
     // The newest window of pair 0 loses its sound: today's rules refuse it.
     sqlx::query(
         "UPDATE fetches SET body_json = jsonb_set(body_json, '{data,sound}', 'null')
@@ -730,21 +730,21 @@ async fn a_window_that_replay_no_longer_accepts_leaves_the_index() {
     )
     .bind(&clip)
     .bind(region)
-    .execute(&db.pool)
+    .execute(&app.pool)
     .await
     .unwrap();
 
-    let summary = soundtrend::cli::replay::replay(&db.pool, &Default::default(), 4, false)
+    let summary = soundtrend::cli::replay::replay(&app.pool, &Default::default(), 4, false)
         .await
         .unwrap();
 
     assert_eq!(summary.invalidated, 1, "{summary:?}");
-    assert_eq!(last(&db).await, 119, "the refused window's days are gone");
+    assert_eq!(last(&app).await, 119, "the refused window's days are gone");
     let rows: Vec<(i64, String, i32)> = sqlx::query_as(
         "SELECT fetch_id, region, cardinality(days) FROM trend_windows WHERE clip_id = $1 ORDER BY 1",
     )
     .bind(&clip)
-    .fetch_all(&db.pool)
+    .fetch_all(&app.pool)
     .await
     .unwrap();
     assert_eq!(rows.len(), 1, "the refused window is gone: {rows:?}");

@@ -7,6 +7,7 @@
 
 mod client;
 pub mod error;
+pub mod fake;
 pub mod wire;
 
 use std::fmt;

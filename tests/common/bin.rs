@@ -2,12 +2,12 @@
 
 use std::process::{Command, Output, Stdio};
 
-use super::TestDb;
+use super::TestApp;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_soundtrend");
 
 /// The binary with a clean environment: the test database, no credentials, no admin port.
-pub fn soundtrend(db: &TestDb, base: &str) -> Command {
+pub fn soundtrend(app: &TestApp, base: &str) -> Command {
     let mut c = Command::new(BIN);
     for var in [
         "KEYAPI_API_KEY",
@@ -18,7 +18,7 @@ pub fn soundtrend(db: &TestDb, base: &str) -> Command {
     ] {
         c.env_remove(var);
     }
-    c.env("DATABASE_URL", &db.url)
+    c.env("DATABASE_URL", &app.url)
         .env("SOUNDTREND__PROVIDER__BASE_URL", base)
         .env("SOUNDTREND__ADMIN__LISTEN", "")
         .env("SOUNDTREND__PROVIDER__RETRY_BASE_DELAY", "10ms")
@@ -30,9 +30,9 @@ pub fn soundtrend(db: &TestDb, base: &str) -> Command {
 }
 
 /// `soundtrend poll` of the sample clip in US over 7 days, against a local mock of KeyAPI.
-pub async fn poll_sample(db: &TestDb) -> Output {
-    let server = super::RecordingServer::start().await;
-    let mut c = soundtrend(db, &server.base);
+pub async fn poll_sample(app: &TestApp) -> Output {
+    let server = &app.provider;
+    let mut c = soundtrend(app, &server.base);
     c.env("KEYAPI_API_KEY", super::API_KEY).args([
         "poll",
         "--clip-id",

@@ -1,19 +1,25 @@
-//! Shared test helpers: a fresh Postgres database per test, a local mock of both providers'
-//! dialects, raw TCP fault servers, and a poller wired to them.
+//! The test harness: a [`TestApp`] with a fresh Postgres database and the shared fake provider
+//! (`soundtrend::provider::fake`), typed questions about the database, [`eventually`] for
+//! conditions that take time, and the odds and ends the fault tests need (wiremock mounts, raw TCP
+//! fault servers).
 #![allow(dead_code)]
 
+mod app;
 pub mod bin;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub use app::TestApp;
+#[allow(unused_imports)]
+pub use soundtrend::provider::fake::{FakeProvider, Faults, Hit};
 
 use soundtrend::clock::{Clock, SystemClock};
 use soundtrend::config::Settings;
@@ -28,143 +34,33 @@ pub const API_KEY: &str = "test-key-5f1c9a";
 pub const ECHO_USER: &str = "ana";
 pub const ECHO_PASSWORD: &str = "test-pass-77b2";
 
-/// The Postgres image used when no DATABASE_URL is given (pinned for reproducibility).
-const POSTGRES_IMAGE: (&str, &str) = ("postgres", "16.4-alpine");
-
-/// A database of its own for one test, dropped when the test ends (even when it panics).
-pub struct TestDb {
-    pub pool: PgPool,
-    pub url: String,
-    admin_url: String,
-    name: String,
+/// Waits until `done` holds, checking every 20 ms; fails the test naming `what` after `within`.
+pub async fn eventually(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done().await {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
-impl TestDb {
-    pub async fn new() -> Self {
-        let server = server_url().await;
-        let name = format!("soundtrend_test_{}", uuid::Uuid::new_v4().simple());
-        let admin_url = with_database(&server, "postgres");
-        let mut admin = PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the test Postgres at {admin_url}: {e}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        let url = with_database(&server, &name);
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(&url)
-            .await
-            .expect("connect to test database");
-        store::migrate(&pool).await.expect("migrations apply");
-        TestDb {
-            pool,
-            url,
-            admin_url,
-            name,
+/// Waits until `probe` gives `expected`; fails the test with the last value seen after `within`.
+pub async fn eventually_eq<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> T,
+    expected: T,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = probe().await;
+        if got == expected {
+            return;
         }
-    }
-
-    pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&self.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    pub async fn watch(&self, clip: &str, region: &str) {
-        sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES ($1, $2)")
-            .bind(clip)
-            .bind(region)
-            .execute(&self.pool)
-            .await
-            .expect("insert watchlist row");
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // Drop runs outside async context; a short-lived runtime on its own thread does the cleanup.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                if let Ok(mut c) = PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut c)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn with_database(server: &str, db: &str) -> String {
-    let mut url = url::Url::parse(server).expect("DATABASE_URL is a URL");
-    url.set_path(&format!("/{db}"));
-    url.to_string()
-}
-
-/// `DATABASE_URL` when set, else a Postgres started with testcontainers, else a panic that says how
-/// to provide one.
-async fn server_url() -> String {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        if !url.is_empty() {
-            return url;
-        }
-    }
-    container_url().await
-}
-
-async fn container_url() -> String {
-    use testcontainers::core::{IntoContainerPort, WaitFor};
-    use testcontainers::runners::AsyncRunner;
-    use testcontainers::{ContainerAsync, GenericImage, ImageExt};
-    use tokio::sync::OnceCell;
-
-    // One container per test binary; every test still gets its own database inside it.
-    static CONTAINER: OnceCell<Result<(ContainerAsync<GenericImage>, String), String>> =
-        OnceCell::const_new();
-    let started = CONTAINER
-        .get_or_init(|| async {
-            let image = GenericImage::new(POSTGRES_IMAGE.0, POSTGRES_IMAGE.1)
-                .with_exposed_port(5432.tcp())
-                .with_wait_for(WaitFor::message_on_stderr(
-                    "database system is ready to accept connections",
-                ))
-                .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust");
-            match tokio::time::timeout(Duration::from_secs(120), image.start()).await {
-                Ok(Ok(c)) => {
-                    let port = c
-                        .get_host_port_ipv4(5432)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    // The image logs "ready" once before its init restart; wait for the real one.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    Ok((c, format!("postgres://postgres@127.0.0.1:{port}/postgres")))
-                }
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out after 120 s starting the container".into()),
-            }
-        })
-        .await;
-    match started {
-        Ok((_, url)) => url.clone(),
-        Err(e) => panic!(
-            "no test database: DATABASE_URL is not set and Postgres could not be started with testcontainers ({e}). \
-             Set DATABASE_URL to a Postgres server this test may create databases on \
-             (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres), run scripts/test.sh \
-             (starts a local cluster), or start Docker."
-        ),
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {got:?}, expected {expected:?} after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -265,7 +161,7 @@ pub async fn mount_sample(server: &MockServer, kind: ProviderKind) {
     mount_body(server, kind, 200, sample_with(kind, |_| {})).await;
 }
 
-/// Answers the given clip with a generated window (see `soundtrend::cli::demo::response`).
+/// Answers the given clip with a generated window (see `soundtrend::provider::fake::response`).
 pub async fn mount_generated(
     server: &MockServer,
     kind: ProviderKind,
@@ -274,7 +170,7 @@ pub async fn mount_generated(
     period: i64,
     last_day: chrono::NaiveDate,
 ) {
-    let body = soundtrend::cli::demo::response(kind, clip, region, period, last_day);
+    let body = soundtrend::provider::fake::response(kind, clip, region, period, last_day);
     Mock::given(method("GET"))
         .and(path(kind.path()))
         .and(query_param("clip_id", clip))
@@ -323,154 +219,6 @@ pub async fn raw_fault_server(fault: RawFault) -> String {
     format!("http://{addr}/")
 }
 
-/// Every credit booked has its archived attempt: sum(fetches.credits) equals the ledger.
-pub async fn assert_ledger_equals_archive(db: &TestDb) {
-    assert_eq!(
-        db.count(
-            "SELECT COALESCE((SELECT sum(credits) FROM fetches), 0)
-                  - COALESCE((SELECT sum(credits_used) FROM credit_usage), 0)"
-        )
-        .await,
-        0,
-        "sum(fetches.credits) equals the credit ledger"
-    );
-}
-
-/// Rows in the data tables (everything but fetches and watchlist).
-pub async fn data_rows(db: &TestDb) -> i64 {
-    db.count(
-        "SELECT (SELECT count(*) FROM sounds) + (SELECT count(*) FROM sound_snapshots)
-              + (SELECT count(*) FROM trend_points) + (SELECT count(*) FROM audience_countries)
-              + (SELECT count(*) FROM audience_interests)",
-    )
-    .await
-}
-
-/// A provider stand-in that timestamps every request (both dialects, any clip), for the quota
-/// and scheduling tests. Behaviour can be switched while it runs.
-#[derive(Clone)]
-pub struct RecordingServer {
-    pub base: String,
-    pub log: Arc<std::sync::Mutex<Vec<Hit>>>,
-    pub behaviour: Arc<std::sync::Mutex<Behaviour>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Hit {
-    pub at: std::time::Instant,
-    pub clip_id: String,
-    pub region: String,
-    pub period: String,
-    /// Answered 429 rather than with data.
-    pub limited: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Behaviour {
-    /// Answer this many requests with 429 and `Retry-After: retry_after_secs`.
-    pub rate_limit_next: usize,
-    pub retry_after_secs: u64,
-    /// Hold every response this long.
-    pub delay: Duration,
-    /// When set, only this clip is rate limited (`rate_limit_next` counts its requests only).
-    pub limited_clip: Option<String>,
-    /// When set, only this clip is held for `delay`.
-    pub slow_clip: Option<String>,
-}
-
-impl RecordingServer {
-    pub async fn start() -> Self {
-        use axum::extract::{Query, State};
-        use axum::response::IntoResponse;
-        use std::collections::HashMap;
-
-        let log: Arc<std::sync::Mutex<Vec<Hit>>> = Arc::default();
-        let behaviour: Arc<std::sync::Mutex<Behaviour>> = Arc::default();
-        type St = (
-            Arc<std::sync::Mutex<Vec<Hit>>>,
-            Arc<std::sync::Mutex<Behaviour>>,
-        );
-        async fn handle(
-            kind: ProviderKind,
-            State((log, behaviour)): State<St>,
-            Query(q): Query<HashMap<String, String>>,
-        ) -> axum::response::Response {
-            let mut hit = Hit {
-                at: std::time::Instant::now(),
-                clip_id: q.get("clip_id").cloned().unwrap_or_default(),
-                region: q.get("region").cloned().unwrap_or_default(),
-                period: q.get("period").cloned().unwrap_or_default(),
-                limited: false,
-            };
-            let (limited, retry_after, delay) = {
-                let mut b = behaviour.lock().unwrap();
-                let this = |only: &Option<String>| only.as_ref().is_none_or(|c| *c == hit.clip_id);
-                let limited = b.rate_limit_next > 0 && this(&b.limited_clip);
-                if limited {
-                    b.rate_limit_next -= 1;
-                }
-                let delay = if this(&b.slow_clip) {
-                    b.delay
-                } else {
-                    Duration::ZERO
-                };
-                (limited, b.retry_after_secs, delay)
-            };
-            hit.limited = limited;
-            log.lock().unwrap().push(hit.clone());
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            if limited {
-                return (
-                    axum::http::StatusCode::TOO_MANY_REQUESTS,
-                    [("retry-after", retry_after.to_string())],
-                    "rate limited",
-                )
-                    .into_response();
-            }
-            let period: i64 = hit.period.parse().unwrap_or(7);
-            let yesterday = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
-            axum::Json(soundtrend::cli::demo::response(
-                kind,
-                &hit.clip_id,
-                &hit.region,
-                period,
-                yesterday,
-            ))
-            .into_response()
-        }
-        let app = axum::Router::new()
-            .route(
-                ProviderKind::KeyApi.path(),
-                axum::routing::get(|s, q| handle(ProviderKind::KeyApi, s, q)),
-            )
-            .route(
-                ProviderKind::EchoTik.path(),
-                axum::routing::get(|s, q| handle(ProviderKind::EchoTik, s, q)),
-            )
-            .with_state((log.clone(), behaviour.clone()));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        RecordingServer {
-            base: format!("http://{addr}/"),
-            log,
-            behaviour,
-        }
-    }
-
-    pub fn hits(&self) -> Vec<Hit> {
-        self.log.lock().unwrap().clone()
-    }
-
-    pub fn set(&self, f: impl FnOnce(&mut Behaviour)) {
-        f(&mut self.behaviour.lock().unwrap());
-    }
-}
-
 /// The most requests seen in any window of `window` (sliding, anchored at each request).
 pub fn max_in_window(hits: &[Hit], window: Duration) -> usize {
     let mut times: Vec<_> = hits.iter().map(|h| h.at).collect();
@@ -486,15 +234,6 @@ pub fn max_in_window(hits: &[Hit], window: Duration) -> usize {
     best
 }
 
-/// Inserts `n` distinct watchlist entries (clip ids 1000.., region US).
-pub async fn watch_many(db: &TestDb, n: usize) {
-    sqlx::query("INSERT INTO watchlist (clip_id, region) SELECT (1000 + g)::text, 'US' FROM generate_series(1, $1) g")
-        .bind(n as i32)
-        .execute(&db.pool)
-        .await
-        .expect("insert watchlist rows");
-}
-
 pub fn worker_options(settings: &Settings, owner: &str) -> soundtrend::poll::WorkerOptions {
     let mut o = soundtrend::poll::WorkerOptions::from_settings(settings);
     o.owner = owner.to_owned();
@@ -504,7 +243,7 @@ pub fn worker_options(settings: &Settings, owner: &str) -> soundtrend::poll::Wor
 /// A worker polling the KeyAPI dialect at `base` with a poller of its own, as one instance would.
 pub async fn keyapi_worker(
     settings: &Settings,
-    db: &TestDb,
+    db: &TestApp,
     base: &str,
     owner: &str,
 ) -> soundtrend::poll::Worker {
@@ -516,7 +255,7 @@ pub async fn keyapi_worker(
 
 /// `/metrics`, `/healthz` and `/readyz` on a free loopback port, for a KeyAPI poller that
 /// never gets to poll (its base URL answers nothing).
-pub async fn start_admin(db: &TestDb) -> std::net::SocketAddr {
+pub async fn start_admin(db: &TestApp) -> std::net::SocketAddr {
     let mut s = settings(&db.url);
     s.admin.listen = "127.0.0.1:0".into();
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;

@@ -1,19 +1,10 @@
-//! Shared benchmark plumbing: throwaway databases, a fast local provider, process statistics.
+//! Shared benchmark plumbing: throwaway databases and the fake provider (both from the library,
+//! shared with the tests), process statistics.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use bytes::Bytes;
-use soundtrend::provider::ProviderKind;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+pub use soundtrend::provider::fake::FakeProvider;
+pub use soundtrend::testkit::FreshDatabase;
 
 /// The Postgres server benchmarks create their databases on: DATABASE_URL or the local default.
 pub fn server_url() -> String {
@@ -23,132 +14,10 @@ pub fn server_url() -> String {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-pub fn with_database(server: &str, db: &str) -> String {
-    let mut url = url::Url::parse(server).expect("DATABASE_URL is a URL");
-    url.set_path(&format!("/{db}"));
-    url.to_string()
-}
-
-/// A fresh, migrated database, dropped by [`BenchDb::drop_now`].
-pub struct BenchDb {
-    pub pool: PgPool,
-    pub url: String,
-    pub name: String,
-}
-
-impl BenchDb {
-    pub async fn create(tag: &str) -> anyhow::Result<Self> {
-        let server = server_url();
-        let name = format!("soundtrend_bench_{tag}_{}", std::process::id());
-        let mut admin = PgConnection::connect(&with_database(&server, "postgres")).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
-        let url = with_database(&server, &name);
-        let pool = PgPoolOptions::new()
-            .max_connections(20)
-            .connect(&url)
-            .await?;
-        soundtrend::store::migrate(&pool).await?;
-        Ok(Self { pool, url, name })
-    }
-
-    pub async fn drop_now(self) -> anyhow::Result<()> {
-        self.pool.close().await;
-        let mut admin = PgConnection::connect(&with_database(&server_url(), "postgres")).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await?;
-        Ok(())
-    }
-}
-
-/// What the fast provider does besides answering.
-#[derive(Default)]
-pub struct ServerControl {
-    /// Arrival time of every request.
-    pub arrivals: Mutex<Vec<Instant>>,
-    /// While set and in the future, answer 429 with this Retry-After (seconds); the times the
-    /// 429s were sent are kept in `throttled`.
-    pub throttle_until: Mutex<Option<(Instant, u64)>>,
-    pub throttled: Mutex<Vec<Instant>>,
-}
-
-/// A local provider answering both dialects from pre-generated bodies (by clip_id), or from the
-/// demo generator for clips it has no body for. Serialisation is done before timing starts.
-#[derive(Clone)]
-pub struct FastServer {
-    pub base: String,
-    pub control: Arc<ServerControl>,
-}
-
-type Bodies = Arc<HashMap<String, Bytes>>;
-
-impl FastServer {
-    pub async fn start(bodies: HashMap<String, Bytes>) -> anyhow::Result<Self> {
-        let control = Arc::new(ServerControl::default());
-        let state = (Arc::new(bodies) as Bodies, control.clone());
-        let app = Router::new()
-            .route(
-                ProviderKind::KeyApi.path(),
-                get(|s, q| answer(ProviderKind::KeyApi, s, q)),
-            )
-            .route(
-                ProviderKind::EchoTik.path(),
-                get(|s, q| answer(ProviderKind::EchoTik, s, q)),
-            )
-            .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr: SocketAddr = listener.local_addr()?;
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Self {
-            base: format!("http://{addr}/"),
-            control,
-        })
-    }
-}
-
-async fn answer(
-    kind: ProviderKind,
-    State((bodies, control)): State<(Bodies, Arc<ServerControl>)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let now = Instant::now();
-    control.arrivals.lock().expect("lock").push(now);
-    if let Some((until, retry_after)) = *control.throttle_until.lock().expect("lock") {
-        if now < until {
-            control.throttled.lock().expect("lock").push(now);
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [(header::RETRY_AFTER, retry_after.to_string())],
-                "slow down",
-            )
-                .into_response();
-        }
-    }
-    let clip = q.get("clip_id").map(String::as_str).unwrap_or_default();
-    let body = match bodies.get(clip) {
-        Some(b) => b.clone(),
-        None => {
-            let region = q.get("region").map(String::as_str).unwrap_or("US");
-            let period: i64 = q.get("period").and_then(|p| p.parse().ok()).unwrap_or(7);
-            let day = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
-            Bytes::from(
-                soundtrend::cli::demo::response(kind, clip, region, period, day).to_string(),
-            )
-        }
-    };
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+/// A fresh, migrated database named for the benchmark `tag`; drop it with
+/// [`FreshDatabase::drop_now`].
+pub async fn database(tag: &str) -> anyhow::Result<FreshDatabase> {
+    FreshDatabase::create(&server_url(), &format!("soundtrend_bench_{tag}")).await
 }
 
 /// CPU seconds (user + system) and peak RSS (KiB) of a process, from /proc.

@@ -20,7 +20,7 @@ use soundtrend::provider::wire::{Envelope, MusicDetail};
 use soundtrend::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{ms, percentile, postgres_cpu_s, proc_stats, BenchDb, FastServer};
+use crate::common::{ms, percentile, postgres_cpu_s, proc_stats, FakeProvider};
 
 pub struct IngestArgs {
     pub sizes: Vec<usize>,
@@ -63,7 +63,7 @@ fn cases(n: usize, period: i16) -> Vec<Case> {
             } else {
                 ProviderKind::EchoTik
             };
-            let mut body = soundtrend::cli::demo::response(
+            let mut body = soundtrend::provider::fake::response(
                 kind,
                 &clip_id,
                 region,
@@ -150,7 +150,7 @@ pub async fn run(args: &IngestArgs) -> anyhow::Result<String> {
 }
 
 async fn poll_path(cases: &[Case], concurrency: usize) -> anyhow::Result<Measured> {
-    let db = BenchDb::create("ingest").await?;
+    let db = crate::common::database("ingest").await?;
     let clips: Vec<&str> = cases.iter().map(|c| c.clip_id.as_str()).collect();
     let regions: Vec<&str> = cases.iter().map(|c| c.region).collect();
     let periods: Vec<i16> = cases.iter().map(|c| c.period).collect();
@@ -165,7 +165,7 @@ async fn poll_path(cases: &[Case], concurrency: usize) -> anyhow::Result<Measure
         .iter()
         .map(|c| (c.clip_id.clone(), c.body.clone()))
         .collect();
-    let server = FastServer::start(bodies).await?;
+    let server = FakeProvider::builder().bodies(bodies).start().await?;
 
     let env = vec![("DATABASE_URL".to_owned(), db.url.clone())];
     let mut settings = Settings::from_sources("", "bench", &env)?;
@@ -279,7 +279,7 @@ async fn copy_path(cases: &[Case]) -> anyhow::Result<(i64, Duration)> {
             env.request_id.as_deref(),
         );
     }
-    let db = BenchDb::create("copy").await?;
+    let db = crate::common::database("copy").await?;
     let mut conn = db.pool.acquire().await?;
     let started = Instant::now();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;

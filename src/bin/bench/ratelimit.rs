@@ -3,7 +3,6 @@
 //! within R + burst, utilization must reach 97 % of R, and after a 429 with Retry-After no request
 //! may arrive before the time the provider named.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::common::{max_in_window, ms, soundtrend_binary, BenchDb, FastServer};
+use crate::common::{max_in_window, ms, soundtrend_binary, FakeProvider, FreshDatabase};
 
 pub struct RateLimitArgs {
     pub rate: f64,
@@ -263,7 +262,7 @@ async fn measure(
     } else {
         format!("rl{n}")
     };
-    let db = BenchDb::create(&tag).await?;
+    let db = crate::common::database(&tag).await?;
     let result = measure_on(bin, args, n, throttle, &db, &tag).await;
     let dropped = db.drop_now().await;
     let m = result?;
@@ -276,7 +275,7 @@ async fn measure_on(
     args: &RateLimitArgs,
     n: usize,
     throttle: bool,
-    db: &BenchDb,
+    db: &FreshDatabase,
     tag: &str,
 ) -> anyhow::Result<Measured> {
     sqlx::query(
@@ -286,7 +285,7 @@ async fn measure_on(
     .bind(backlog_size(args))
     .execute(&db.pool)
     .await?;
-    let server = FastServer::start(HashMap::new()).await?;
+    let server = FakeProvider::start().await?;
 
     // A directory of its own: the instances' logs, and no stray config.toml in the working dir.
     let dir = std::env::temp_dir().join(format!("soundtrend-bench-{tag}-{}", std::process::id()));
@@ -301,8 +300,8 @@ async fn measure_on(
     // The run starts with the first request to reach the provider.
     let waiting = Instant::now();
     let first = loop {
-        if let Some(&t) = server.control.arrivals.lock().expect("lock").first() {
-            break t;
+        if let Some(first) = server.hits().first() {
+            break first.at;
         }
         instances.ensure_running()?;
         anyhow::ensure!(
@@ -319,8 +318,10 @@ async fn measure_on(
     if throttle {
         sleep_until(first + span / 3).await;
         instances.ensure_running()?;
-        *server.control.throttle_until.lock().expect("lock") =
-            Some((Instant::now() + THROTTLE_FOR, RETRY_AFTER_S));
+        server.set_faults(|f| {
+            f.limited_until = Some(Instant::now() + THROTTLE_FOR);
+            f.retry_after_secs = RETRY_AFTER_S;
+        });
     }
     // Wake now and then to notice an instance that died.
     while Instant::now() < end {
@@ -331,13 +332,10 @@ async fn measure_on(
     instances.ensure_running()?;
     let unclean = instances.stop().await;
 
-    let mut arrivals: Vec<Instant> = server
-        .control
-        .arrivals
-        .lock()
-        .expect("lock")
+    let hits = server.hits();
+    let mut arrivals: Vec<Instant> = hits
         .iter()
-        .copied()
+        .map(|h| h.at)
         .filter(|&t| t >= first && t <= end)
         .collect();
     arrivals.sort_unstable();
@@ -349,7 +347,7 @@ async fn measure_on(
     )
     .fetch_one(&db.pool)
     .await?;
-    let mut throttled = server.control.throttled.lock().expect("lock").clone();
+    let mut throttled: Vec<Instant> = hits.iter().filter(|h| h.limited).map(|h| h.at).collect();
     throttled.sort_unstable();
     if unclean.is_empty() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -365,7 +363,7 @@ async fn measure_on(
 }
 
 /// The send time of every attempt, from the audit log the instances wrote.
-async fn sent_times(db: &BenchDb, span: Duration) -> anyhow::Result<Vec<Instant>> {
+async fn sent_times(db: &FreshDatabase, span: Duration) -> anyhow::Result<Vec<Instant>> {
     let times: Vec<DateTime<Utc>> =
         sqlx::query_scalar("SELECT requested_at FROM fetches ORDER BY requested_at")
             .fetch_all(&db.pool)
@@ -385,8 +383,8 @@ async fn sent_times(db: &BenchDb, span: Duration) -> anyhow::Result<Vec<Instant>
 fn instance_command(
     bin: &Path,
     args: &RateLimitArgs,
-    db: &BenchDb,
-    server: &FastServer,
+    db: &FreshDatabase,
+    server: &FakeProvider,
     i: usize,
     dir: &Path,
     log: &Path,

@@ -1,14 +1,13 @@
 //! Watchlist scale: claim and bookkeeping latency with up to 10⁶ entries, the claim's plan, and
 //! the RSS of a real `soundtrend run` against such a watchlist.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use soundtrend::store::watchlist;
 
-use crate::common::{ms, percentile, proc_stats, soundtrend_binary, BenchDb, FastServer};
+use crate::common::{ms, percentile, proc_stats, soundtrend_binary, FakeProvider, FreshDatabase};
 
 pub struct ScaleArgs {
     pub sizes: Vec<usize>,
@@ -24,7 +23,7 @@ pub async fn run(args: &ScaleArgs) -> anyhow::Result<String> {
     writeln!(out, "| entries | claim 100: median | claim 100: p99 | lease release: median | p99 | failure write + bookkeeping: median | p99 | daemon peak RSS | daemon RSS at end |")?;
     writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for &n in &args.sizes {
-        let db = BenchDb::create("scale").await?;
+        let db = crate::common::database("scale").await?;
         // Due times spread over ±1 day: about half the entries are due.
         sqlx::query(
             "INSERT INTO watchlist (clip_id, region, period, next_due_at)
@@ -142,8 +141,8 @@ async fn failure_write(
 }
 
 /// Runs the real daemon against the watchlist for `seconds`; returns (peak, final) RSS in KiB.
-async fn daemon_rss(db: &BenchDb, seconds: u64) -> anyhow::Result<(u64, u64)> {
-    let server = FastServer::start(HashMap::new()).await?;
+async fn daemon_rss(db: &FreshDatabase, seconds: u64) -> anyhow::Result<(u64, u64)> {
+    let server = FakeProvider::start().await?;
     let mut child = Command::new(soundtrend_binary()?)
         .env_remove("KEYAPI_API_KEY")
         .env("KEYAPI_API_KEY", "bench-key")

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use crate::common::{ms, percentile, BenchDb};
+use crate::common::{ms, percentile, FreshDatabase};
 
 pub struct ViewsArgs {
     pub pairs: i32,
@@ -15,7 +15,7 @@ pub struct ViewsArgs {
 }
 
 pub async fn run(args: &ViewsArgs) -> anyhow::Result<String> {
-    let db = BenchDb::create("views").await?;
+    let db = crate::common::database("views").await?;
     let started = Instant::now();
     load_history(&db, args.pairs, args.days).await?;
     let load = started.elapsed();
@@ -119,7 +119,7 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<String> {
 const REGIONS: [&str; 8] = ["US", "GB", "DE", "FR", "BR", "JP", "KR", "MX"];
 
 /// A year of daily polls per pair: fetches, snapshots, trend_points, trend_index, trend_pairs.
-async fn load_history(db: &BenchDb, pairs: i32, days: i32) -> anyhow::Result<()> {
+async fn load_history(db: &FreshDatabase, pairs: i32, days: i32) -> anyhow::Result<()> {
     let mut tx = db.pool.begin().await?;
     // Bulk load: foreign keys are known to hold, their triggers are skipped.
     sqlx::query("SET LOCAL session_replication_role = replica")
@@ -177,7 +177,7 @@ async fn load_history(db: &BenchDb, pairs: i32, days: i32) -> anyhow::Result<()>
 
 /// Bytes of `trend_observations` (every partition: heap, TOAST, indexes) and of `trend_windows`
 /// per pair per year of daily period-7 windows.
-async fn storage_per_pair_year(db: &BenchDb, pairs: i32) -> anyhow::Result<(f64, f64)> {
+async fn storage_per_pair_year(db: &FreshDatabase, pairs: i32) -> anyhow::Result<(f64, f64)> {
     sqlx::query("SELECT trend_observations_ensure_partitions(DATE '2024-12-01', 14)")
         .execute(&db.pool)
         .await?;
@@ -226,7 +226,7 @@ async fn storage_per_pair_year(db: &BenchDb, pairs: i32) -> anyhow::Result<(f64,
 
 /// Median time to re-stitch one pair with a year of daily period-7 windows (365 windows, 2,555
 /// observations) inside a transaction, as a poll does: (every index row rewritten, none changed).
-async fn restitch_cost(db: &BenchDb, pairs: i32) -> anyhow::Result<(f64, f64)> {
+async fn restitch_cost(db: &FreshDatabase, pairs: i32) -> anyhow::Result<(f64, f64)> {
     let (mut rewrite, mut unchanged) = (Vec::new(), Vec::new());
     for p in 0..pairs.min(20) {
         let clip = format!("{}", 8_000_000_000_000_000_000u64 + p as u64);
