@@ -35,7 +35,7 @@ async fn two_workers_never_double_poll_and_together_respect_the_quota() {
     let server = RecordingServer::start().await;
     let mut s = settings(&db.url);
     s.provider.requests_per_second = 10.0;
-    s.provider.burst = 2;
+    s.provider.burst = std::num::NonZeroU32::new(2).unwrap();
     s.poll.concurrency = 4;
     watch_many(&db, 40).await;
     let a = keyapi_worker(&s, &db, &server.base, "a").await;
@@ -96,7 +96,7 @@ async fn retry_after_is_respected_by_every_instance() {
     let mut s = settings(&db.url);
     // 200 ms between grants: the 429 is recorded in the shared quota long before the next grant.
     s.provider.requests_per_second = 5.0;
-    s.provider.burst = 1;
+    s.provider.burst = std::num::NonZeroU32::new(1).unwrap();
     watch_many(&db, 10).await;
     let a = keyapi_worker(&s, &db, &server.base, "a").await;
     let b = keyapi_worker(&s, &db, &server.base, "b").await;
@@ -345,7 +345,7 @@ async fn an_insert_wakes_the_daemon_within_seconds() {
     let db = TestDb::new().await;
     let server = RecordingServer::start().await;
     let mut s = settings(&db.url);
-    s.daemon.tick_cron = "0 0 0 1 1 *".into(); // once a year: only the notification can wake it
+    s.daemon.tick_cron = "0 0 0 1 1 *".parse().unwrap(); // once a year: only the notification can wake it
     let worker = keyapi_worker(&s, &db, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
@@ -406,7 +406,7 @@ async fn the_daemon_survives_its_database_connections_being_killed() {
     let db = TestDb::new().await;
     let server = RecordingServer::start().await;
     let mut s = settings(&db.url);
-    s.daemon.tick_cron = "* * * * * *".into();
+    s.daemon.tick_cron = "* * * * * *".parse().unwrap();
     s.daemon.database_retry_max = Duration::from_secs(1);
     let worker = keyapi_worker(&s, &db, &server.base, "a").await;
     let cancel = CancellationToken::new();
