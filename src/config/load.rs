@@ -95,6 +95,9 @@ fn one_line(e: &figment::Error, env_prefix: &str, database_var: &str, origin: &s
         Kind::InvalidValue(actual, expected) if expected == "a duration" => {
             format!("found {actual}, which is not a duration; write it like \"30s\", \"5m\" or \"1day\"")
         }
+        Kind::InvalidValue(actual, expected) if expected.starts_with("a nonzero") => {
+            format!("found {actual}; must be at least 1")
+        }
         Kind::Message(m) => m.clone(),
         other => other.to_string(),
     };

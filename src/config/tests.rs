@@ -236,7 +236,12 @@ fn a_bad_value_names_its_key_and_the_fix_on_one_line() {
             "provider.name",
             "keyapi",
         ),
-        ("[provider]\nburst = 0\n", &[], "provider.burst", "nonzero"),
+        (
+            "[provider]\nburst = 0\n",
+            &[],
+            "provider.burst",
+            "must be at least 1",
+        ),
         (
             "",
             &[("SOUNDTREND__PROVIDER__BURST", "0")],
@@ -253,7 +258,7 @@ fn a_bad_value_names_its_key_and_the_fix_on_one_line() {
             "[provider]\ndisable_after_not_found = 0\n",
             &[],
             "provider.disable_after_not_found",
-            "nonzero",
+            "must be at least 1",
         ),
         (
             "[poll]\nlease_ttl = \"soon\"\n",
@@ -396,4 +401,15 @@ fn debug_output_hides_the_database_password() {
         !serialized.contains("s3cr3t-pass") && !serialized.contains("p4ss"),
         "{serialized}"
     );
+}
+
+#[test]
+fn the_readme_configuration_table_lists_every_key() {
+    let readme = include_str!("../../README.md");
+    for (key, _) in leaves_of(&Settings::default()) {
+        assert!(
+            readme.contains(&format!("| `{key}` |")),
+            "README.md's configuration table lacks {key}"
+        );
+    }
 }
