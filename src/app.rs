@@ -187,7 +187,7 @@ pub fn quota_params(settings: &Settings, kind: ProviderKind) -> QuotaParams {
     QuotaParams {
         provider: kind,
         emission_interval: Duration::from_secs_f64(1.0 / settings.provider.requests_per_second),
-        burst: settings.provider.burst,
+        burst: settings.provider.burst.get(),
         credits_per_request: settings.credits_per_request(kind),
         daily_budget: (settings.provider.daily_credit_budget > 0)
             .then_some(settings.provider.daily_credit_budget),

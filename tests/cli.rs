@@ -23,6 +23,8 @@ async fn a_bad_config_value_fails_at_start_up_with_one_line_naming_the_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("provider.burst"), "{stderr}");
+    assert!(stderr.contains("must be at least 1"), "{stderr}");
+    assert!(stderr.contains("SOUNDTREND__PROVIDER__BURST"), "{stderr}");
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ async fn two_workers_never_double_poll_and_together_respect_the_quota() {
     let server = &app.provider;
     let mut s = settings(&app.url);
     s.provider.requests_per_second = 10.0;
-    s.provider.burst = 2;
+    s.provider.burst = std::num::NonZeroU32::new(2).unwrap();
     s.poll.concurrency = 4;
     app.watch_many(40).await;
     let a = keyapi_worker(&s, &app, &server.base, "a").await;
@@ -73,7 +73,7 @@ async fn retry_after_is_respected_by_every_instance() {
     let mut s = settings(&app.url);
     // 200 ms between grants: the 429 is recorded in the shared quota long before the next grant.
     s.provider.requests_per_second = 5.0;
-    s.provider.burst = 1;
+    s.provider.burst = std::num::NonZeroU32::new(1).unwrap();
     app.watch_many(10).await;
     let a = keyapi_worker(&s, &app, &server.base, "a").await;
     let b = keyapi_worker(&s, &app, &server.base, "b").await;
@@ -311,7 +311,7 @@ async fn an_insert_wakes_the_daemon_within_seconds() {
     let app = TestApp::spawn().await;
     let server = &app.provider;
     let mut s = settings(&app.url);
-    s.daemon.tick_cron = "0 0 0 1 1 *".into(); // once a year: only the notification can wake it
+    s.daemon.tick_cron = "0 0 0 1 1 *".parse().unwrap(); // once a year: only the notification can wake it
     let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
@@ -377,7 +377,7 @@ async fn the_daemon_survives_its_database_connections_being_killed() {
     let app = TestApp::spawn().await;
     let server = &app.provider;
     let mut s = settings(&app.url);
-    s.daemon.tick_cron = "* * * * * *".into();
+    s.daemon.tick_cron = "* * * * * *".parse().unwrap();
     s.daemon.database_retry_max = Duration::from_secs(1);
     let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();

@@ -458,7 +458,7 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
 async fn the_admin_listener_drops_a_client_that_never_finishes_its_request() {
     let app = TestApp::spawn().await;
     let mut s = settings(&app.url);
-    s.admin.listen = "127.0.0.1:0".into();
+    s.admin.listen = Some(([127, 0, 0, 1], 0).into());
     let poller = poller(&s, &app.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
     let addr = soundtrend::web::admin::start(&s, app.pool.clone(), poller)
         .await
@@ -508,7 +508,7 @@ async fn readiness_probes_the_database_once_per_few_seconds_whatever_the_request
     });
     let url = format!("postgres://postgres@{silent_addr}/none");
     let mut s = settings(&url);
-    s.admin.listen = "127.0.0.1:0".into();
+    s.admin.listen = Some(([127, 0, 0, 1], 0).into());
     s.database.connect_timeout = Duration::from_millis(1500);
     let pool = soundtrend::store::pool(&s.database).unwrap();
     let poller = std::sync::Arc::new(Poller::new(

@@ -549,7 +549,7 @@ async fn a_clip_the_provider_does_not_know_is_disabled_after_repeated_not_found(
     )
     .await;
     let mut s = settings(&app.url);
-    s.provider.disable_after_not_found = 2;
+    s.provider.disable_after_not_found = std::num::NonZeroU32::new(2).unwrap();
     let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
     app.watch(CLIP, "US").await;
 

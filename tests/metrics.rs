@@ -39,7 +39,7 @@ async fn a_scrape_after_some_polls_shows_the_counters_moved_by_the_right_amounts
         b.retry_after_secs = 0;
     });
     let mut s = settings(&app.url);
-    s.admin.listen = "127.0.0.1:0".into();
+    s.admin.listen = Some(([127, 0, 0, 1], 0).into());
     app.watch_many(4).await;
     let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.base).await;
     let addr = soundtrend::web::admin::start(&s, app.pool.clone(), poller.clone())

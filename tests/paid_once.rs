@@ -41,13 +41,13 @@ async fn two_quota_bound_instances_with_429s_and_a_slow_answer_pay_for_each_pair
     });
     let mut s = settings(&app.url);
     s.provider.requests_per_second = 2.0;
-    s.provider.burst = 1;
+    s.provider.burst = std::num::NonZeroU32::new(1).unwrap();
     s.provider.request_timeout = Duration::from_secs(2);
     s.poll.lease_ttl = Duration::from_secs(6);
     s.poll.concurrency = 4;
     // A 429 counts as a failed poll; keep its backoff short so the test need not wait a minute.
     s.poll.failure_backoff = Duration::from_secs(1);
-    s.daemon.tick_cron = "*/1 * * * * *".into();
+    s.daemon.tick_cron = "*/1 * * * * *".parse().unwrap();
     app.watch_many(40).await;
     let cancel = CancellationToken::new();
     let mut runs = Vec::new();
@@ -140,7 +140,7 @@ async fn pausing_resuming_and_removing_entries_mid_poll_never_pays_twice_or_lose
     let mut s = settings(&app.url);
     s.provider.request_timeout = Duration::from_secs(3);
     s.poll.concurrency = 3;
-    s.daemon.tick_cron = "*/1 * * * * *".into();
+    s.daemon.tick_cron = "*/1 * * * * *".parse().unwrap();
     for clip in ["11", "12", "13"] {
         app.watch(clip, "US").await;
     }

@@ -60,7 +60,7 @@ impl PollOptions {
                 .iter()
                 .map(|m| m.to_lowercase())
                 .collect(),
-            disable_after_not_found: s.provider.disable_after_not_found,
+            disable_after_not_found: s.provider.disable_after_not_found.get(),
             lease_ttl: s.poll.lease_ttl,
         }
     }

@@ -73,18 +73,10 @@ pub async fn start(
     pool: PgPool,
     poller: Arc<Poller>,
 ) -> anyhow::Result<Option<SocketAddr>> {
-    if settings.admin.listen.is_empty() {
+    // Parsed at load; None is `admin.listen = ""`.
+    let Some(addr) = settings.admin.listen else {
         return Ok(None);
-    }
-    let addr: SocketAddr = settings.admin.listen.parse().map_err(|e| {
-        fatal(
-            exit::CONFIG,
-            format!(
-                "config key `admin.listen`: {:?} is not an address like 127.0.0.1:9187: {e}",
-                settings.admin.listen
-            ),
-        )
-    })?;
+    };
     let handle = recorder()?;
     crate::telemetry::metrics::register(poller.provider());
     let state = AdminState {

@@ -66,10 +66,10 @@ pub async fn eventually_eq<T: PartialEq + std::fmt::Debug>(
 
 /// Settings tuned for tests: fast retries, no waiting on quota unless a test asks for it.
 pub fn settings(db_url: &str) -> Settings {
-    let env = vec![("DATABASE_URL".to_string(), db_url.to_string())];
-    let mut s = Settings::from_sources("", "test", &env).expect("test settings");
+    let mut s = Settings::default();
+    s.database.url = db_url.to_owned().into();
     s.provider.requests_per_second = 1000.0;
-    s.provider.burst = 100;
+    s.provider.burst = std::num::NonZeroU32::new(100).unwrap();
     s.provider.retry_base_delay = Duration::from_millis(10);
     s.provider.retry_max_delay = Duration::from_millis(50);
     s.provider.request_timeout = Duration::from_millis(1500);
@@ -257,7 +257,7 @@ pub async fn keyapi_worker(
 /// never gets to poll (its base URL answers nothing).
 pub async fn start_admin(db: &TestApp) -> std::net::SocketAddr {
     let mut s = settings(&db.url);
-    s.admin.listen = "127.0.0.1:0".into();
+    s.admin.listen = Some(([127, 0, 0, 1], 0).into());
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
     soundtrend::web::admin::start(&s, db.pool.clone(), poller)
         .await

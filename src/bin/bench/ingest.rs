@@ -167,10 +167,10 @@ async fn poll_path(cases: &[Case], concurrency: usize) -> anyhow::Result<Measure
         .collect();
     let server = FakeProvider::builder().bodies(bodies).start().await?;
 
-    let env = vec![("DATABASE_URL".to_owned(), db.url.clone())];
-    let mut settings = Settings::from_sources("", "bench", &env)?;
+    let mut settings = Settings::default();
+    settings.database.url = db.url.clone().into();
     settings.provider.requests_per_second = 1_000_000.0;
-    settings.provider.burst = 1_000_000;
+    settings.provider.burst = std::num::NonZeroU32::new(1_000_000).expect("not zero");
     settings.poll.concurrency = (concurrency / 2).max(1);
     settings.poll.claim_batch = 100;
     settings.database.max_connections = concurrency as u32 + 4;
