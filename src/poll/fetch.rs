@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Policy;
 use super::limiter::Limiter;
-use super::poller::{SkipReason, Timings};
+use super::outcome::{SkipReason, Timings};
 use super::write::Writer;
 use crate::domain::{ClipId, Period, Region};
 use crate::provider::{Attempt, ProviderClient, ProviderError};
@@ -201,23 +201,36 @@ impl FetchStep {
         }
     }
 
-    /// The retry decision for a retryable failure, given the delay backon drew: the provider's
-    /// `Retry-After` (capped) when it sent one, else the drawn delay. None ends the retries: the
-    /// last attempt failed, or the wait outlasts what a poll may hold its lease for.
+    /// backon's `adjust` hook: see [`decide`]. Remembers the decided wait, which a poll that
+    /// ends here still needs (the entry's not-before, a 429's shared pause).
     fn decide(&self, between: &Between, stop: &Stop, drawn: Option<Duration>) -> Option<Duration> {
         let Stop::Provider(error) = stop else {
             return None;
         };
-        let wait = error
-            .retry_after()
-            .map(|d| d.min(self.opts.max_retry_after))
-            .or(drawn)
-            .unwrap_or_default();
         let mut s = between.lock();
-        s.wait = wait;
         let last = s.tries >= self.opts.max_attempts;
-        (!last && wait <= self.limiter.longest_wait()).then_some(wait)
+        let (wait, retry) = decide(error, drawn, &self.opts, last, self.limiter.longest_wait());
+        s.wait = wait;
+        retry.then_some(wait)
     }
+}
+
+/// The retry decision for a retryable failure, given the one delay backon drew: the wait is the
+/// provider's `Retry-After` (capped) when it sent one, else the drawn delay. Retry only if this
+/// was not the `last` attempt and the wait fits in what a poll may hold its lease for.
+fn decide(
+    error: &ProviderError,
+    drawn: Option<Duration>,
+    opts: &RetryOptions,
+    last: bool,
+    longest_wait: Duration,
+) -> (Duration, bool) {
+    let wait = error
+        .retry_after()
+        .map(|d| d.min(opts.max_retry_after))
+        .or(drawn)
+        .unwrap_or_default();
+    (wait, !last && wait <= longest_wait)
 }
 
 /// Why backon stopped (or was asked to retry).
@@ -286,5 +299,74 @@ impl Between {
             _ = tokio::time::sleep(wait) => self.lock().timings.wait += wait,
             _ = self.cancel.cancelled() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn opts() -> RetryOptions {
+        RetryOptions {
+            max_attempts: 3,
+            delays: Policy::jittered(S, 10 * S),
+            max_retry_after: 60 * S,
+        }
+    }
+
+    fn rate_limited(retry_after: Option<Duration>) -> ProviderError {
+        ProviderError::RateLimited { retry_after }
+    }
+
+    #[test]
+    fn without_retry_after_the_drawn_delay_is_the_wait() {
+        let got = decide(&rate_limited(None), Some(3 * S), &opts(), false, 30 * S);
+        assert_eq!(got, (3 * S, true));
+    }
+
+    #[test]
+    fn a_retry_after_replaces_the_drawn_delay_and_is_capped() {
+        let got = decide(
+            &rate_limited(Some(7 * S)),
+            Some(3 * S),
+            &opts(),
+            false,
+            30 * S,
+        );
+        assert_eq!(got, (7 * S, true));
+        let got = decide(
+            &rate_limited(Some(3600 * S)),
+            Some(3 * S),
+            &opts(),
+            false,
+            900 * S,
+        );
+        assert_eq!(got, (60 * S, true));
+    }
+
+    #[test]
+    fn a_wait_longer_than_a_poll_may_hold_its_lease_ends_the_retries_but_is_kept() {
+        let got = decide(
+            &rate_limited(Some(40 * S)),
+            Some(3 * S),
+            &opts(),
+            false,
+            30 * S,
+        );
+        assert_eq!(got, (40 * S, false));
+    }
+
+    #[test]
+    fn the_last_attempt_is_not_retried_but_its_wait_still_counts() {
+        let got = decide(
+            &ProviderError::Http { status: 503 },
+            Some(2 * S),
+            &opts(),
+            true,
+            30 * S,
+        );
+        assert_eq!(got, (2 * S, false));
     }
 }

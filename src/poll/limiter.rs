@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::backoff::with_db_retry;
 use super::health::ProviderHealth;
-use super::poller::SkipReason;
+use super::outcome::SkipReason;
 use crate::clock::Clock;
 use crate::provider::ProviderKind;
 use crate::store::fetches::Booked;

@@ -1,7 +1,7 @@
 //! The poll path, as three pieces with narrow seams: rate limiting ([`limiter`]), fetching with
 //! retry ([`fetch`]) and storing ([`write`]). [`poller`] composes them into one poll of one entry;
 //! the worker ([`scheduler`]) claims due entries and runs polls. Around them: what the process
-//! knows of its provider ([`health`]), every backoff ([`backoff`]), the LISTEN wake-up ([`wake`])
+//! knows of its provider ([`health`]), how a poll ended ([`outcome`]), every backoff ([`backoff`]), the LISTEN wake-up ([`wake`])
 //! and the named UTC maintenance jobs ([`maintenance`]).
 
 pub mod backoff;
@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod health;
 pub mod limiter;
 pub mod maintenance;
+pub mod outcome;
 pub mod poller;
 pub mod scheduler;
 mod wake;
