@@ -58,7 +58,8 @@ pub struct Unreachable(pub String);
 /// Like [`database`], but waits for an unreachable server instead of failing: the daemon is
 /// started by service managers that may start it before Postgres.
 pub async fn database_when_reachable(settings: &Settings) -> anyhow::Result<PgPool> {
-    let mut delay = Duration::from_millis(500);
+    let mut delays =
+        crate::poll::backoff::database_wait(settings.daemon.database_retry_max).delays();
     let mut logged = false;
     loop {
         match database(settings).await {
@@ -67,8 +68,8 @@ pub async fn database_when_reachable(settings: &Settings) -> anyhow::Result<PgPo
                     tracing::warn!(error = %e, "The database is unreachable; waiting for it.");
                     logged = true;
                 }
+                let delay = delays.next().expect("backoff delays never end");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(settings.daemon.database_retry_max);
             }
             other => return other,
         }

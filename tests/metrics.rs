@@ -151,10 +151,7 @@ async fn a_scrape_after_some_polls_shows_the_counters_moved_by_the_right_amounts
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
 
     // Rejected credentials make the process unready.
-    poller
-        .state
-        .auth_rejected
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    poller.health().reject_credentials("http 401");
     let ready = http
         .get(format!("http://{addr}/readyz"))
         .timeout(Duration::from_secs(5))

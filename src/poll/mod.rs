@@ -1,12 +1,21 @@
-//! The poll path: one poll of one entry ([`poller`]), the worker that claims due entries and runs
-//! polls ([`scheduler`]), the LISTEN wake-up ([`wake`]) and the named UTC maintenance jobs
-//! ([`maintenance`]).
+//! The poll path, as three pieces with narrow seams: rate limiting ([`limiter`]), fetching with
+//! retry ([`fetch`]) and storing ([`write`]). [`poller`] composes them into one poll of one entry;
+//! the worker ([`scheduler`]) claims due entries and runs polls. Around them: what the process
+//! knows of its provider ([`health`]), how a poll ended ([`outcome`]), every backoff ([`backoff`]), the LISTEN wake-up ([`wake`])
+//! and the named UTC maintenance jobs ([`maintenance`]).
 
+pub mod backoff;
+pub mod fetch;
+pub mod health;
+pub mod limiter;
 pub mod maintenance;
+pub mod outcome;
 pub mod poller;
 pub mod scheduler;
 mod wake;
+pub mod write;
 
+pub use health::ProviderHealth;
 pub use maintenance::{create_partitions, maintain};
-pub use poller::{PollOptions, PollOutcome, Poller, ProviderState, SkipReason};
+pub use poller::{PollOptions, PollOutcome, Poller, SkipReason};
 pub use scheduler::{instance_name, Summary, Worker, WorkerOptions, WATCHLIST_CHANNEL};

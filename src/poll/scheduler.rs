@@ -17,6 +17,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::backoff::{self, Delays};
 use super::maintenance::{self, create_partitions, maintain};
 use super::wake::listen_for_inserts;
 
@@ -160,7 +161,8 @@ impl Worker {
         info!(owner = %self.opts.owner, provider = %self.poller.provider(), concurrency = self.opts.concurrency,
             "Worker started.");
 
-        let mut db_down: Option<(Instant, Duration)> = None;
+        // While the database is unreachable: when to try claiming again, and the delays after.
+        let mut db_down: Option<(Instant, Delays)> = None;
         // Fill the backlog gauges now rather than at the first maintenance tick.
         if let Err(e) = maintain(self.pool(), &self.poller, settings.retention.raw_body_days).await
         {
@@ -171,7 +173,7 @@ impl Worker {
         }
         wake.notify_one();
         loop {
-            let retry_at = db_down.map(|(at, _)| at);
+            let retry_at = db_down.as_ref().map(|(at, _)| *at);
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = wake.notified() => {}
@@ -188,15 +190,16 @@ impl Worker {
                     }
                 }
                 Err(e) if e.is_connection_error() => {
-                    let delay = match db_down {
+                    let mut delays = match db_down.take() {
                         None => {
                             warn!(error = %e, "The database is unreachable; pausing claims and retrying with backoff.");
-                            Duration::from_millis(500)
+                            backoff::database_wait(self.opts.database_retry_max).delays()
                         }
-                        Some((_, d)) => (d * 2).min(self.opts.database_retry_max),
+                        Some((_, delays)) => delays,
                     };
                     m::db_error();
-                    db_down = Some((Instant::now() + delay, delay));
+                    let delay = delays.next().expect("backoff delays never end");
+                    db_down = Some((Instant::now() + delay, delays));
                 }
                 Err(e) => {
                     m::db_error();
@@ -322,10 +325,9 @@ impl Worker {
         entry: &watchlist::Claimed,
         due_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(), StoreError> {
-        if let Some(token) = entry.lease_token {
-            watchlist::release(self.pool(), &entry.clip_id, &entry.region, token, due_at).await?;
-        }
-        Ok(())
+        self.poller
+            .release(entry, due_at, &self.cancel_for_tasks)
+            .await
     }
 
     fn finish(

@@ -1,33 +1,34 @@
 //! Waking the worker as soon as work is added, through Postgres `LISTEN`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::LISTEN_RECONNECT;
 use super::scheduler::WATCHLIST_CHANNEL;
 
 /// Wakes the worker when a row is inserted into (or re-enabled in) the watchlist. Only a hint:
 /// notifications are lost while disconnected, which the tick covers.
 pub(super) async fn listen_for_inserts(pool: PgPool, wake: Arc<Notify>, cancel: CancellationToken) {
-    let mut delay = Duration::from_millis(500);
+    let mut delays = LISTEN_RECONNECT.delays();
     while !cancel.is_cancelled() {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-                continue;
+        // Connecting and `LISTEN` fail alike (the database is down or refusing us): both wait
+        // longer each time, until a `LISTEN` succeeds.
+        let listener = match PgListener::connect_with(&pool).await {
+            Ok(mut l) => l.listen(WATCHLIST_CHANNEL).await.map(|()| l),
+            Err(e) => Err(e),
+        };
+        let Ok(mut listener) = listener else {
+            let delay = delays.next().expect("backoff delays never end");
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => continue,
             }
         };
-        if listener.listen(WATCHLIST_CHANNEL).await.is_err() {
-            tokio::time::sleep(delay).await;
-            continue;
-        }
-        delay = Duration::from_millis(500);
+        delays = LISTEN_RECONNECT.delays();
         // A reconnect may have missed notifications; look for work once.
         wake.notify_one();
         loop {

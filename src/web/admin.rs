@@ -8,7 +8,6 @@
 //! for the shared pool.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -158,24 +157,10 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
     if !database_answers(&s).await {
         problems.push("database unreachable".to_owned());
     }
-    if s.poller.state.auth_rejected.load(Ordering::Relaxed) {
-        let why = s
-            .poller
-            .state
-            .auth_error
-            .lock()
-            .expect("lock")
-            .clone()
-            .unwrap_or_default();
+    if let Some(why) = s.poller.health().credentials_rejected() {
         problems.push(format!("provider rejected the credentials: {why}"));
     }
-    let last = s
-        .poller
-        .state
-        .last_success
-        .lock()
-        .expect("lock")
-        .unwrap_or(s.started);
+    let last = s.poller.health().last_success().unwrap_or(s.started);
     let age = (Utc::now() - last).to_std().unwrap_or_default();
     if age > s.max_success_age {
         problems.push(format!("no successful poll for {}s", age.as_secs()));
