@@ -184,6 +184,7 @@ pub fn credentials(kind: ProviderKind) -> anyhow::Result<Credentials> {
     }
 }
 
+#[must_use]
 pub fn quota_params(settings: &Settings, kind: ProviderKind) -> QuotaParams {
     QuotaParams {
         provider: kind,

@@ -29,6 +29,7 @@ pub struct OffsetClock {
 }
 
 impl OffsetClock {
+    #[must_use]
     pub fn new() -> Self {
         Self {
             offset: Mutex::new(Duration::zero()),

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A TikTok music clip id: decimal digits only.
+/// A `TikTok` music clip id: decimal digits only.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClipId(String);
 
@@ -17,6 +17,7 @@ impl ClipId {
         Ok(Self(s.to_owned()))
     }
 
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -35,6 +36,7 @@ impl Region {
         Ok(Self(s))
     }
 
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -60,6 +62,7 @@ impl Period {
         }
     }
 
+    #[must_use]
     pub fn days(self) -> i16 {
         match self {
             Self::Days7 => 7,
@@ -70,6 +73,7 @@ impl Period {
 
     /// The smallest window that still covers `days_needed` days, or the largest one when none
     /// does (a gap longer than 120 days cannot be backfilled completely).
+    #[must_use]
     pub fn smallest_covering(days_needed: i64) -> Self {
         Self::ALL
             .into_iter()

@@ -1,4 +1,4 @@
-//! soundtrend keeps a historical, SQL-queryable record of how TikTok sounds trend.
+//! soundtrend keeps a historical, SQL-queryable record of how `TikTok` sounds trend.
 //!
 //! The pieces, each testable alone:
 //! - [`provider`]: the paid API in both dialects (client, wire types, classified errors);

@@ -10,10 +10,7 @@ async fn main() -> ExitCode {
     match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let code = e
-                .downcast_ref::<Fatal>()
-                .map(|f| f.code)
-                .unwrap_or(exit::RUNTIME);
+            let code = e.downcast_ref::<Fatal>().map_or(exit::RUNTIME, |f| f.code);
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(code)
         }

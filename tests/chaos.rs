@@ -88,7 +88,7 @@ async fn three_instances_under_kills_and_a_database_cut_pay_twice_only_for_reque
     }
     eventually_eq(
         "pairs polled",
-        Duration::from_secs(60),
+        Duration::from_mins(1),
         async || app.polled_entries().await,
         PAIRS as i64,
     )

@@ -269,7 +269,7 @@ async fn watch_import_reports_bad_lines_by_number_and_is_idempotent() {
 }
 
 /// Forwards 127.0.0.1:`port` to the test database server, from `after` on (nothing listens before).
-async fn late_database_proxy(db_url: &str, after: Duration) -> u16 {
+fn late_database_proxy(db_url: &str, after: Duration) -> u16 {
     let target = url::Url::parse(db_url).unwrap();
     let target = format!(
         "{}:{}",
@@ -307,7 +307,7 @@ async fn run_waits_for_a_database_that_is_not_up_yet_and_then_polls() {
     let app = TestApp::spawn().await;
     let server = &app.provider;
     app.watch(CLIP, "US").await;
-    let port = late_database_proxy(&app.url, Duration::from_secs(3)).await;
+    let port = late_database_proxy(&app.url, Duration::from_secs(3));
     let mut late_url = url::Url::parse(&app.url).unwrap();
     late_url.set_port(Some(port)).unwrap();
     let mut c = soundtrend(&app, &server.base);

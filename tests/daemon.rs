@@ -270,7 +270,7 @@ async fn a_poll_whose_lease_was_lost_before_sending_pays_nothing() {
         "fast",
         CLIP,
         "US",
-        Duration::from_secs(60),
+        Duration::from_mins(1),
     )
     .await
     .unwrap()

@@ -18,7 +18,7 @@ use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 async fn poll(app: &TestApp, poller: &Poller, clip: &str) -> PollOutcome {
-    let entry = watchlist::claim_one(&app.pool, "test", clip, "US", Duration::from_secs(60))
+    let entry = watchlist::claim_one(&app.pool, "test", clip, "US", Duration::from_mins(1))
         .await
         .unwrap()
         .unwrap()
@@ -35,7 +35,7 @@ fn sample_text_with(from: &str, to: &str) -> String {
     SAMPLE.replacen(from, to, 1)
 }
 
-/// A fresh database watching CLIP/US and a KeyAPI poller pointed at a mock that answers every
+/// A fresh database watching CLIP/US and a `KeyAPI` poller pointed at a mock that answers every
 /// request with `status` and `body`; `tweak` adjusts the settings first.
 async fn answering(
     status: u16,
@@ -392,7 +392,7 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
     s.poll.lease_ttl = Duration::from_secs(4);
     s.provider.request_timeout = Duration::from_secs(1);
     s.provider.max_attempts = 3;
-    s.poll.failure_backoff = Duration::from_secs(600);
+    s.poll.failure_backoff = Duration::from_mins(10);
     // Clip 108's `Retry-After: 1e20` pauses the provider for everyone, clamped to this.
     s.provider.max_retry_after = Duration::from_secs(2);
     for clip in &clips {

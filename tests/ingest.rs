@@ -22,7 +22,7 @@ async fn poll(
     region: &str,
     period: Option<Period>,
 ) -> PollOutcome {
-    let entry = watchlist::claim_one(&app.pool, "test", clip, region, Duration::from_secs(60))
+    let entry = watchlist::claim_one(&app.pool, "test", clip, region, Duration::from_mins(1))
         .await
         .unwrap()
         .unwrap()

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// One poll of CLIP/US through a fresh poller at `base`, as `soundtrend poll --clip-id` runs it.
 async fn poll_once(app: &TestApp, s: &soundtrend::config::Settings, base: &str) -> PollOutcome {
     let poller = poller(s, &app.pool, ProviderKind::KeyApi, base).await;
-    let entry = watchlist::claim_one(&app.pool, "t", CLIP, "US", Duration::from_secs(60))
+    let entry = watchlist::claim_one(&app.pool, "t", CLIP, "US", Duration::from_mins(1))
         .await
         .unwrap()
         .unwrap()
@@ -59,7 +59,7 @@ async fn two_quota_bound_instances_with_429s_and_a_slow_answer_pay_for_each_pair
 
     eventually(
         "all 40 pairs answered",
-        Duration::from_secs(60),
+        Duration::from_mins(1),
         async || server.answered().len() == 40,
     )
     .await;
@@ -90,7 +90,7 @@ async fn an_answer_that_outlives_its_lease_is_stored_and_flagged_not_discarded()
     server.set_faults(|b| b.delay = Duration::from_millis(800));
     let s = settings(&app.url);
     app.watch(CLIP, "US").await;
-    let entry = watchlist::claim_one(&app.pool, "slow", CLIP, "US", Duration::from_secs(60))
+    let entry = watchlist::claim_one(&app.pool, "slow", CLIP, "US", Duration::from_mins(1))
         .await
         .unwrap()
         .unwrap()
@@ -136,7 +136,7 @@ async fn an_answer_that_outlives_its_lease_is_stored_and_flagged_not_discarded()
 async fn pausing_resuming_and_removing_entries_mid_poll_never_pays_twice_or_loses_an_answer() {
     let app = TestApp::spawn().await;
     let server = &app.provider;
-    server.set_faults(|b| b.delay = Duration::from_millis(1000));
+    server.set_faults(|b| b.delay = Duration::from_secs(1));
     let mut s = settings(&app.url);
     s.provider.request_timeout = Duration::from_secs(3);
     s.poll.concurrency = 3;

@@ -325,9 +325,14 @@ async fn replay_after_truncating_the_derived_tables_rebuilds_the_very_same_index
     .execute(&app.pool)
     .await
     .unwrap();
-    soundtrend::cli::replay::replay(&app.pool, &Default::default(), 37, false)
-        .await
-        .unwrap();
+    soundtrend::cli::replay::replay(
+        &app.pool,
+        &soundtrend::cli::replay::ReplayFilter::default(),
+        37,
+        false,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(
         app.count("SELECT count(*) FROM trend_observations").await,
@@ -486,7 +491,7 @@ async fn snapshot(app: &TestApp, clip: &str, region: &str, at: &str, rank: Optio
     .unwrap()
 }
 
-/// A stitched series for a pair ending on 2026-03-10 (values oldest first) and its trend_pairs row.
+/// A stitched series for a pair ending on 2026-03-10 (values oldest first) and its `trend_pairs` row.
 async fn index_series(app: &TestApp, clip: &str, values: &[f64], fetch_id: i64) {
     let last = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
     let days: Vec<NaiveDate> = (0..values.len())
@@ -594,7 +599,7 @@ async fn sound_rising_measures_growth_rank_velocity_and_stage_by_the_documented_
     assert!(close(rows[2].4.unwrap(), 10.0));
 }
 
-/// day, index_value, window_value, window_period, rank, snapshot_fetch_id.
+/// day, `index_value`, `window_value`, `window_period`, rank, `snapshot_fetch_id`.
 type DailyRow = (
     NaiveDate,
     f64,
@@ -734,9 +739,14 @@ async fn a_window_that_replay_no_longer_accepts_leaves_the_index() {
     .await
     .unwrap();
 
-    let summary = soundtrend::cli::replay::replay(&app.pool, &Default::default(), 4, false)
-        .await
-        .unwrap();
+    let summary = soundtrend::cli::replay::replay(
+        &app.pool,
+        &soundtrend::cli::replay::ReplayFilter::default(),
+        4,
+        false,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(summary.invalidated, 1, "{summary:?}");
     assert_eq!(last(&app).await, 119, "the refused window's days are gone");

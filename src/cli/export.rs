@@ -14,7 +14,7 @@ use crate::store::sound::{self, Day};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The sound (TikTok clip id).
+    /// The sound (`TikTok` clip id).
     #[arg(long)]
     pub clip_id: String,
     /// Only this region (ISO 3166 alpha-2); default: every region.
@@ -76,14 +76,14 @@ pub async fn run(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
         regions.join(", "),
         args.out
             .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "stdout".into())
+            .map_or_else(|| "stdout".into(), |p| p.display().to_string())
     );
     Ok(())
 }
 
 /// The series as CSV. Every field is a number, a date, a digit-only clip id or a two-letter
 /// region, so none needs quoting; an unknown value is an empty field.
+#[must_use]
 pub fn csv(days: &[Day]) -> String {
     let mut out = format!("{COLUMNS}\n");
     let opt = |v: Option<String>| v.unwrap_or_default();

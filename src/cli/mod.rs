@@ -87,7 +87,7 @@ pub struct ReplayArgs {
     pub clip_id: Option<String>,
     #[arg(long)]
     pub region: Option<String>,
-    /// Also re-try bodies stored as invalid_payload (after a validation rule changed); those
+    /// Also re-try bodies stored as `invalid_payload` (after a validation rule changed); those
     /// that pass today's rules become ok.
     #[arg(long)]
     pub retry_invalid: bool,

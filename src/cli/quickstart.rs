@@ -97,45 +97,42 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
     // (provider, base URL, credentials, credits per request, region) for each poll to make.
     let mut plans = Vec::new();
     let demo_mode = live.is_none();
-    match live {
-        Some(credentials) => {
-            println!(
-                "  mode: LIVE: polling {kind} at {} with the credentials in {} ({} credits per request)",
-                settings.base_url(),
-                kind.credential_env_vars().join(", "),
-                settings.credits_per_request(kind)
-            );
-            plans.push((kind, settings.base_url(), credentials, None, region.clone()));
-        }
-        None => {
-            let (addr, _server) = demo::serve("127.0.0.1:0".parse().expect("address"))
-                .await
-                .context("cannot start the demo API")?;
-            let base: url::Url = format!("http://{addr}/").parse().expect("demo URL");
-            println!(
-                "  mode: DEMO: {} not set, so polling a local demo API at {base} that replays the providers' documented sample response in both dialects (no credits spent)",
-                kind.credential_env_vars().join(" / ")
-            );
-            let other =
-                Region::parse(if region.as_str() == "GB" { "US" } else { "GB" }).expect("valid");
-            plans.push((
-                ProviderKind::KeyApi,
-                base.clone(),
-                Credentials::Bearer(SecretString::from("demo-key".to_owned())),
-                Some(0),
-                region.clone(),
-            ));
-            plans.push((
-                ProviderKind::EchoTik,
-                base,
-                Credentials::Basic {
-                    username: "demo".into(),
-                    password: SecretString::from("demo".to_owned()),
-                },
-                Some(0),
-                other,
-            ));
-        }
+    if let Some(credentials) = live {
+        println!(
+            "  mode: LIVE: polling {kind} at {} with the credentials in {} ({} credits per request)",
+            settings.base_url(),
+            kind.credential_env_vars().join(", "),
+            settings.credits_per_request(kind)
+        );
+        plans.push((kind, settings.base_url(), credentials, None, region.clone()));
+    } else {
+        let (addr, _server) = demo::serve("127.0.0.1:0".parse().expect("address"))
+            .await
+            .context("cannot start the demo API")?;
+        let base: url::Url = format!("http://{addr}/").parse().expect("demo URL");
+        println!(
+            "  mode: DEMO: {} not set, so polling a local demo API at {base} that replays the providers' documented sample response in both dialects (no credits spent)",
+            kind.credential_env_vars().join(" / ")
+        );
+        let other =
+            Region::parse(if region.as_str() == "GB" { "US" } else { "GB" }).expect("valid");
+        plans.push((
+            ProviderKind::KeyApi,
+            base.clone(),
+            Credentials::Bearer(SecretString::from("demo-key".to_owned())),
+            Some(0),
+            region.clone(),
+        ));
+        plans.push((
+            ProviderKind::EchoTik,
+            base,
+            Credentials::Basic {
+                username: "demo".into(),
+                password: SecretString::from("demo".to_owned()),
+            },
+            Some(0),
+            other,
+        ));
     }
 
     let mut failures = 0;

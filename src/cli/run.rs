@@ -18,12 +18,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     app::spawn_signal_handler(cancel.clone());
     let pool = tokio::select! {
         pool = app::database_when_reachable(&settings) => pool?,
-        _ = cancel.cancelled() => return Ok(()),
+        () = cancel.cancelled() => return Ok(()),
     };
     let poller = app::poller(&settings, pool.clone(), client, Arc::new(SystemClock)).await?;
     let admin = crate::web::admin::start(&settings, pool.clone(), poller.clone()).await?;
     info!(provider = %kind, endpoint = %settings.base_url(), database = %settings.database.redacted_url(),
-        admin = admin.map(|a| a.to_string()).unwrap_or_else(|| "disabled".into()), "soundtrend is running.");
+        admin = admin.map_or_else(|| "disabled".into(), |a| a.to_string()), "soundtrend is running.");
     if let Some(w) = crate::config::database_tls_warning(secrecy::ExposeSecret::expose_secret(
         &settings.database.url,
     )) {

@@ -15,7 +15,7 @@ use crate::store::sound::{self, AudienceEntry, Day};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// The sound (TikTok clip id).
+    /// The sound (`TikTok` clip id).
     pub clip_id: String,
     /// Only this region (ISO 3166 alpha-2); default: every region it was polled in.
     #[arg(long)]
@@ -124,7 +124,7 @@ pub async fn render(
 }
 
 /// `one` or `many` as `n` asks.
-pub fn plural<N: PartialEq + From<u8>>(
+pub fn plural<N: PartialEq + From<u8> + Copy>(
     n: N,
     one: &'static str,
     many: &'static str,
@@ -180,6 +180,7 @@ const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█
 
 /// One character per day from `start` to `end`: a block for a 0–100 value, a space for a day
 /// no window covered. Values outside 0..=100 are clamped.
+#[must_use]
 pub fn sparkline(start: NaiveDate, end: NaiveDate, values: &[(NaiveDate, f64)]) -> String {
     start
         .iter_days()

@@ -33,11 +33,14 @@ pub async fn collect(pool: &PgPool, settings: &Settings) -> Result<Status, sqlx:
 }
 
 fn when(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| "never".into())
+    t.map_or_else(
+        || "never".into(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }
 
 /// The human-readable table.
+#[must_use]
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
     let e = &s.entries;
@@ -57,8 +60,7 @@ pub fn render(s: &Status) -> String {
     for p in &s.providers {
         let budget = if p.provider == s.configured_provider {
             s.daily_credit_budget
-                .map(|b| format!(" of {b}"))
-                .unwrap_or_else(|| " (no budget)".into())
+                .map_or_else(|| " (no budget)".into(), |b| format!(" of {b}"))
         } else {
             String::new()
         };

@@ -26,7 +26,7 @@ pub enum WatchCommand {
         #[arg(long)]
         interval: Option<String>,
     },
-    /// Add every line of a CSV file: clip_id,region[,period,poll_interval]. Bad lines are reported
+    /// Add every line of a CSV file: `clip_id,region`[,`period,poll_interval`]. Bad lines are reported
     /// by number and skipped; the good ones go in one transaction. Idempotent.
     Import { file: PathBuf },
     /// Show watched sounds, soonest due first.
@@ -98,9 +98,9 @@ pub async fn run(pool: &PgPool, cmd: WatchCommand) -> anyhow::Result<()> {
                 )
                 .await?;
                 if inserted {
-                    added += 1
+                    added += 1;
                 } else {
-                    updated += 1
+                    updated += 1;
                 }
             }
             tx.commit().await?;
@@ -134,17 +134,17 @@ pub async fn run(pool: &PgPool, cmd: WatchCommand) -> anyhow::Result<()> {
                     "{:<20} {:<3} {:>6} {:<12} {:<8} {:<20} {:<20} {:>4}  {}",
                     r.clip_id,
                     r.region,
-                    r.period
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "auto".into()),
+                    r.period.map_or_else(|| "auto".into(), |p| p.to_string()),
                     humane_interval(r.poll_interval_secs),
                     r.enabled,
-                    r.next_due_at
-                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                        .unwrap_or_else(|| "invalid".into()),
-                    r.last_success_at
-                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                        .unwrap_or_else(|| "never".into()),
+                    r.next_due_at.map_or_else(
+                        || "invalid".into(),
+                        |t| t.format("%Y-%m-%d %H:%M:%S").to_string()
+                    ),
+                    r.last_success_at.map_or_else(
+                        || "never".into(),
+                        |t| t.format("%Y-%m-%d %H:%M:%S").to_string()
+                    ),
                     r.consecutive_failures,
                     r.disabled_reason.or(r.last_error).unwrap_or_default()
                 );
@@ -205,7 +205,7 @@ fn parse_fields(
             let d = humantime::parse_duration(i).map_err(|e| {
                 format!("invalid poll interval {i:?}: {e} (write it like 12h or 1day)")
             })?;
-            if d < Duration::from_secs(60) {
+            if d < Duration::from_mins(1) {
                 return Err(format!(
                     "poll interval {i:?} is shorter than the 1 minute minimum"
                 ));
@@ -224,6 +224,7 @@ fn parse_fields(
 /// Parses an import file. Returns the good rows (a pair listed twice keeps its last line) and
 /// the refused lines with their 1-based numbers and reasons. A first line starting with
 /// `clip_id` is a header; blank lines and lines starting with `#` are skipped.
+#[must_use]
 pub fn parse_import(text: &str) -> (Vec<ImportRow>, Vec<(usize, String)>) {
     let mut rows: BTreeMap<(String, String), ImportRow> = BTreeMap::new();
     let mut problems = Vec::new();
@@ -267,6 +268,7 @@ pub fn parse_import(text: &str) -> (Vec<ImportRow>, Vec<(usize, String)>) {
 
 /// An interval the way `--interval` and `watch import` take it back: `1day`, `12h`,
 /// `1day 12h`, `90days`, `30m`; whole seconds only.
+#[must_use]
 pub fn humane_interval(secs: f64) -> String {
     if !secs.is_finite() || secs < 1.0 {
         return "0s".into();
@@ -335,7 +337,7 @@ mod tests {
         assert_eq!(rows.len(), 2);
         let gb = rows.iter().find(|r| r.region.as_str() == "GB").unwrap();
         assert_eq!(gb.period, Some(Period::Days30));
-        assert_eq!(gb.interval, Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(gb.interval, Some(Duration::from_hours(12)));
         let us = rows.iter().find(|r| r.region.as_str() == "US").unwrap();
         assert_eq!(
             us.period,

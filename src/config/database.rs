@@ -19,6 +19,7 @@ impl fmt::Debug for DatabaseSettings {
 
 impl DatabaseSettings {
     /// The URL with any password replaced, safe for logs and errors.
+    #[must_use]
     pub fn redacted_url(&self) -> String {
         redact_url(self.url.expose_secret())
     }
@@ -26,6 +27,7 @@ impl DatabaseSettings {
 
 /// A database URL with its password hidden, wherever libpq lets it hide: the user-info part
 /// and the `password` / `sslpassword` query parameters.
+#[must_use]
 pub fn redact_url(raw: &str) -> String {
     let Ok(mut u) = Url::parse(raw) else {
         return "<unparseable database url>".into();
@@ -76,6 +78,7 @@ pub fn database_tls_warning(raw: &str) -> Option<String> {
 }
 
 /// True for a URL whose host is this machine: plain HTTP there never crosses a network.
+#[must_use]
 pub fn is_loopback(u: &Url) -> bool {
     match u.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -69,7 +69,7 @@ pub struct ProviderSettings {
     pub request_timeout: Duration,
     pub requests_per_second: f64,
     pub burst: NonZeroU32,
-    /// 0: the provider's price (KeyAPI 2, EchoTik 1).
+    /// 0: the provider's price (`KeyAPI` 2, `EchoTik` 1).
     pub credits_per_request: u32,
     /// 0: unlimited.
     pub daily_credit_budget: u32,
@@ -87,7 +87,7 @@ pub struct ProviderSettings {
     /// Responses larger than this are refused unread (the real payload is a few KiB).
     pub max_body_bytes: usize,
     /// Allows an `http://` base URL to a host other than loopback (the key then travels in
-    /// cleartext). Off: plain HTTP is only accepted to 127.0.0.0/8, ::1 and localhost.
+    /// cleartext). Off: plain HTTP is only accepted to 127.0.0.0/8, `::1` and localhost.
     pub allow_insecure_http: bool,
 }
 
@@ -174,8 +174,8 @@ impl Default for ProviderSettings {
             daily_credit_budget: 0,
             max_attempts: 4,
             retry_base_delay: Duration::from_secs(1),
-            retry_max_delay: Duration::from_secs(60),
-            max_retry_after: Duration::from_secs(15 * 60),
+            retry_max_delay: Duration::from_mins(1),
+            max_retry_after: Duration::from_mins(15),
             not_found_codes: Vec::new(),
             not_found_messages: vec!["not found".into(), "not exist".into()],
             disable_after_not_found: NonZeroU32::new(3).expect("3 is not zero"),
@@ -191,9 +191,9 @@ impl Default for PollSettings {
             default_period: Period::Days120,
             concurrency: 4,
             claim_batch: 50,
-            lease_ttl: Duration::from_secs(5 * 60),
+            lease_ttl: Duration::from_mins(5),
             jitter: 0.1,
-            failure_backoff: Duration::from_secs(60),
+            failure_backoff: Duration::from_mins(1),
         }
     }
 }
@@ -214,7 +214,7 @@ impl Default for AdminSettings {
     fn default() -> Self {
         Self {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9187))),
-            ready_max_success_age: Duration::from_secs(2 * 24 * 3600),
+            ready_max_success_age: Duration::from_hours(48),
         }
     }
 }
@@ -231,6 +231,7 @@ impl Default for LogSettings {
 impl Settings {
     /// The provider's base URL, ending in `/` so relative paths join under it: the configured
     /// one, or the provider's public API.
+    #[must_use]
     pub fn base_url(&self) -> Url {
         let mut url = match &self.provider.base_url {
             Some(u) => u.clone(),
@@ -245,6 +246,7 @@ impl Settings {
     }
 
     /// Credits one request to `kind` costs: the configured figure, or the provider's price.
+    #[must_use]
     pub fn credits_per_request(&self, kind: ProviderKind) -> u32 {
         match self.provider.credits_per_request {
             0 => kind.default_credits_per_request(),

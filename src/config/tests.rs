@@ -5,7 +5,7 @@ use figment::providers::{Format, Toml};
 use super::*;
 
 /// Loads `toml` with `env` applied. `SOUNDTREND__…` and `DATABASE_URL` are renamed to variables
-/// only this call uses, so tests running side by side (and the shell's own DATABASE_URL) never
+/// only this call uses, so tests running side by side (and the shell's own `DATABASE_URL`) never
 /// see each other's environment; the real names are covered by tests/cli.rs.
 fn load(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     static CALLS: AtomicUsize = AtomicUsize::new(0);

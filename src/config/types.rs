@@ -18,6 +18,7 @@ pub struct CronExpr(String);
 
 impl CronExpr {
     /// The expression as written, for `Job::new_async`.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -82,6 +83,7 @@ impl fmt::Display for CronExpr {
 pub struct LogFilter(String);
 
 impl LogFilter {
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -139,8 +141,9 @@ pub(super) fn redacted<S: Serializer>(url: &SecretString, s: S) -> Result<S::Ok,
 /// An optional value written as a string, the empty string meaning none (`admin.listen = ""`
 /// disables the endpoint; `provider.base_url = ""` means the provider's public API).
 pub(super) mod empty_is_none {
-    use super::*;
+    use super::{fmt, Deserialize, Deserializer, FromStr, Serializer};
 
+    #[allow(clippy::ref_option)] // the signature `serialize_with` requires
     pub fn serialize<T: fmt::Display, S: Serializer>(
         v: &Option<T>,
         s: S,
@@ -190,8 +193,9 @@ pub(super) mod empty_is_none {
 
 /// `poll.default_period` is written as its number of days: 7, 30 or 120.
 pub(super) mod period_days {
-    use super::*;
+    use super::{Deserialize, Deserializer, Period, Serializer};
 
+    #[allow(clippy::trivially_copy_pass_by_ref)] // the signature `serialize_with` requires
     pub fn serialize<S: Serializer>(p: &Period, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_i64(i64::from(p.days()))
     }

@@ -35,6 +35,7 @@ pub struct Normalized {
 
 impl Normalized {
     /// Data rows this response writes (sound, snapshot, trend points, audiences).
+    #[must_use]
     pub fn row_count(&self) -> usize {
         2 + self.trend.len() + self.countries.len() + self.interests.len()
     }
@@ -104,6 +105,7 @@ pub enum NormalizeError {
 
 impl NormalizeError {
     /// The rule's name (see [`rules`]), the label of `soundtrend_validation_total`.
+    #[must_use]
     pub fn rule(&self) -> &'static str {
         match self {
             Self::NoSound => "no_sound",
@@ -327,6 +329,7 @@ fn audience_rows<'a>(
 
 /// Postgres text cannot hold NUL, so a provider string carrying one would make the whole write
 /// fail; it becomes U+FFFD instead.
+#[allow(clippy::ref_option)] // called with the wire struct's fields as they are
 fn text(s: &Option<String>) -> Option<String> {
     s.as_ref().map(|s| {
         if s.contains('\0') {
@@ -356,6 +359,7 @@ fn fit_i32(field: &'static str, v: Option<i64>) -> Result<Option<i32>, Normalize
         .transpose()
 }
 
+#[allow(clippy::ref_option)] // called with the wire struct's fields as they are
 fn non_null(v: &Option<Value>) -> Option<Value> {
     v.as_ref().filter(|v| !v.is_null()).map(clean_json)
 }
@@ -427,7 +431,7 @@ mod tests {
 
     #[test]
     fn repeated_days_with_one_value_collapse_and_points_without_data_are_skipped() {
-        let detail = trend_detail(serde_json::json!([
+        let detail = trend_detail(&serde_json::json!([
             {"time": 1769558400, "value": 0.9},
             {"time": 1769472000, "value": 0.5},
             {"time": 1769558400, "value": 0.9},
@@ -450,11 +454,11 @@ mod tests {
         );
     }
 
-    fn trend_detail(trend: serde_json::Value) -> MusicDetail {
+    fn trend_detail(trend: &serde_json::Value) -> MusicDetail {
         serde_json::from_value(serde_json::json!({"sound": {"trend": trend}})).unwrap()
     }
 
-    fn refused_by(trend: serde_json::Value) -> &'static str {
+    fn refused_by(trend: &serde_json::Value) -> &'static str {
         normalize(&trend_detail(trend), &obs()).unwrap_err().rule()
     }
 
@@ -469,7 +473,7 @@ mod tests {
 
     #[test]
     fn a_day_listed_twice_with_different_values_refuses_the_response() {
-        let rule = refused_by(serde_json::json!([
+        let rule = refused_by(&serde_json::json!([
             {"time": 1769558400, "value": 0.2},
             {"time": 1769558400, "value": 0.9}
         ]));
@@ -479,12 +483,12 @@ mod tests {
     #[test]
     fn trend_values_outside_zero_to_one_refuse_the_response_beyond_rounding() {
         for bad in [-0.01, 1.01, 1e300] {
-            let rule = refused_by(serde_json::json!([{"time": 1769558400, "value": bad}]));
+            let rule = refused_by(&serde_json::json!([{"time": 1769558400, "value": bad}]));
             assert_eq!(rule, "trend_value_out_of_range", "{bad}");
         }
         for rounded in [-0.004, 1.004, 0.0, 1.0] {
             let rows = normalize(
-                &trend_detail(serde_json::json!([{"time": 1769558400, "value": rounded}])),
+                &trend_detail(&serde_json::json!([{"time": 1769558400, "value": rounded}])),
                 &obs(),
             );
             assert!(rows.is_ok(), "{rounded}");
@@ -493,13 +497,13 @@ mod tests {
 
     #[test]
     fn a_trend_time_off_utc_midnight_refuses_the_response() {
-        let rule = refused_by(serde_json::json!([{"time": 1769558400 + 3600, "value": 0.5}]));
+        let rule = refused_by(&serde_json::json!([{"time": 1769558400 + 3600, "value": 0.5}]));
         assert_eq!(rule, "trend_day_not_midnight");
     }
 
     #[test]
     fn days_before_2016_in_the_future_or_outside_the_window_are_dropped_with_warnings() {
-        let detail = trend_detail(serde_json::json!([
+        let detail = trend_detail(&serde_json::json!([
             {"time": 0, "value": 0.5},
             {"time": 1769990400 + 30 * 86400, "value": 0.5},
             {"time": 1769990400 - 10 * 86400, "value": 0.5},
@@ -515,7 +519,7 @@ mod tests {
 
     #[test]
     fn an_old_window_is_kept_as_stale() {
-        let detail = trend_detail(serde_json::json!([{"time": 1767225600, "value": 1}]));
+        let detail = trend_detail(&serde_json::json!([{"time": 1767225600, "value": 1}]));
         assert_eq!(normalize(&detail, &obs()).unwrap().trend.len(), 1);
         assert_eq!(warned_by(&detail), vec!["stale_window"]);
     }

@@ -37,7 +37,7 @@ impl fmt::Display for Warning {
 
 /// The provider rounds to 2 decimals: a value may sit this far outside 0..1 and still be honest.
 pub const VALUE_TOLERANCE: f64 = 0.005;
-/// 2016-01-01T00:00:00Z: TikTok (and so any trend day) does not predate it.
+/// 2016-01-01T00:00:00Z: `TikTok` (and so any trend day) does not predate it.
 pub const EARLIEST_TREND_SECS: i64 = 1_451_606_400;
 /// How far past the observation a day may lie (the provider's "today").
 pub const FUTURE_SLACK_SECS: i64 = 86_400;
@@ -75,11 +75,13 @@ impl Findings {
 }
 
 /// A finite trend value within 0..1 (with the rounding tolerance).
+#[must_use]
 pub fn value_in_range(v: f64) -> bool {
     (-VALUE_TOLERANCE..=1.0 + VALUE_TOLERANCE).contains(&v)
 }
 
 /// Whether a window ending on `newest` is stale when observed at `observed_at`.
+#[must_use]
 pub fn is_stale(newest: DateTime<Utc>, observed_at: DateTime<Utc>) -> bool {
     observed_at - newest > chrono::Duration::days(STALE_AFTER_DAYS)
 }

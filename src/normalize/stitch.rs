@@ -46,11 +46,12 @@ pub struct IndexDay {
     pub segment: i32,
     /// Windows that covered the day.
     pub windows: i32,
-    /// The newest window (by observed_at, then fetch_id) that covered the day.
+    /// The newest window (by `observed_at`, then `fetch_id`) that covered the day.
     pub fetch_id: i64,
 }
 
 /// Stitches every window of one (clip, region) into one row per covered day, ascending by day.
+#[must_use]
 pub fn stitch(input: &[Window]) -> Vec<IndexDay> {
     let mut windows: Vec<&Window> = input.iter().filter(|w| !w.points.is_empty()).collect();
     windows.sort_by_key(|w| (w.points[0].0, w.points[w.points.len() - 1].0, w.fetch_id));
@@ -95,6 +96,7 @@ pub fn stitch(input: &[Window]) -> Vec<IndexDay> {
     scale_to_segments(&days)
 }
 
+#[allow(clippy::struct_field_names)] // a day's level is called `level` in the paper and the docs
 struct Level {
     day: i32,
     component: usize,

@@ -17,7 +17,7 @@ use crate::telemetry::metrics as m;
 pub const DATABASE_WRITE: Policy =
     Policy::fixed(Duration::from_millis(200), Duration::from_secs(5));
 /// How long a store call on the poll path keeps retrying before its error is returned.
-pub const DATABASE_WRITE_GIVE_UP: Duration = Duration::from_secs(60);
+pub const DATABASE_WRITE_GIVE_UP: Duration = Duration::from_mins(1);
 /// Waiting for an unreachable database: at start-up (`app`) and between claims (`scheduler`).
 /// The cap is `daemon.database_retry_max`, see [`database_wait`].
 pub const DATABASE_WAIT_FIRST: Duration = Duration::from_millis(500);
@@ -26,6 +26,7 @@ pub const LISTEN_RECONNECT: Policy =
     Policy::fixed(Duration::from_millis(500), Duration::from_secs(30));
 
 /// The database-wait policy, capped by the configured `daemon.database_retry_max`.
+#[must_use]
 pub fn database_wait(cap: Duration) -> Policy {
     Policy::fixed(DATABASE_WAIT_FIRST, cap)
 }
@@ -42,6 +43,7 @@ pub struct Policy {
 
 impl Policy {
     /// Without jitter: for waits on our own infrastructure, where nobody else is synchronized.
+    #[must_use]
     pub const fn fixed(first: Duration, max: Duration) -> Self {
         Self {
             first,
@@ -51,6 +53,7 @@ impl Policy {
     }
 
     /// With full jitter: for retries against the provider.
+    #[must_use]
     pub const fn jittered(first: Duration, max: Duration) -> Self {
         Self {
             first,
@@ -60,6 +63,7 @@ impl Policy {
     }
 
     /// The delays, endless; each `next()` draws exactly one.
+    #[must_use]
     pub fn delays(self) -> Delays {
         Delays {
             policy: self,
@@ -161,7 +165,7 @@ mod tests {
 
     #[test]
     fn a_huge_attempt_number_saturates_instead_of_overflowing() {
-        let mut d = Policy::fixed(Duration::from_secs(1), Duration::from_secs(3600)).delays();
-        assert_eq!(d.nth(1000), Some(Duration::from_secs(3600)));
+        let mut d = Policy::fixed(Duration::from_secs(1), Duration::from_hours(1)).delays();
+        assert_eq!(d.nth(1000), Some(Duration::from_hours(1)));
     }
 }

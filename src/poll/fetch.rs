@@ -296,8 +296,8 @@ impl Between {
             return;
         }
         tokio::select! {
-            _ = tokio::time::sleep(wait) => self.lock().timings.wait += wait,
-            _ = self.cancel.cancelled() => {}
+            () = tokio::time::sleep(wait) => self.lock().timings.wait += wait,
+            () = self.cancel.cancelled() => {}
         }
     }
 }

@@ -122,7 +122,7 @@ mod tests {
     fn a_pause_blocks_until_it_ends_and_a_shorter_one_does_not_shorten_it() {
         let h = ProviderHealth::default();
         let today = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
-        assert!(h.note_pause(Duration::from_secs(60)));
+        assert!(h.note_pause(Duration::from_mins(1)));
         assert!(!h.note_pause(Duration::from_millis(1)));
         assert!(h.is_blocked(today));
         let now = Utc::now();

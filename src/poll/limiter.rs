@@ -107,8 +107,8 @@ impl Limiter {
         // The local limiter paces this process once per request; the shared quota below may
         // make it wait again, without taking a second local slot.
         tokio::select! {
-            _ = self.local.until_ready() => {}
-            _ = cancel.cancelled() => return Ok(Err(SkipReason::ShuttingDown)),
+            () = self.local.until_ready() => {}
+            () = cancel.cancelled() => return Ok(Err(SkipReason::ShuttingDown)),
         }
         loop {
             match self.take(booking, cancel).await? {
@@ -116,8 +116,8 @@ impl Limiter {
                 Admission::Refused(why) => return Ok(Err(why)),
                 Admission::Wait(d) => {
                     tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        _ = cancel.cancelled() => return Ok(Err(SkipReason::ShuttingDown)),
+                        () = tokio::time::sleep(d) => {}
+                        () = cancel.cancelled() => return Ok(Err(SkipReason::ShuttingDown)),
                     }
                 }
             }

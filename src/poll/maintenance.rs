@@ -9,7 +9,7 @@ use crate::store::{self, fetches, watchlist};
 use crate::telemetry::metrics as m;
 
 /// The youngest a `pending` attempt is taken for orphaned.
-const ORPHANED_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+const ORPHANED_AFTER: std::time::Duration = std::time::Duration::from_mins(15);
 
 /// The maintenance job: tidies expired leases, applies retention, refreshes backlog gauges.
 pub async fn maintain(

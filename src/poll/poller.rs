@@ -46,6 +46,7 @@ pub struct PollOptions {
 }
 
 impl PollOptions {
+    #[must_use]
     pub fn from_settings(s: &Settings) -> Self {
         Self {
             default_period: s.poll.default_period,
@@ -116,39 +117,47 @@ impl Poller {
         }
     }
 
+    #[must_use]
     pub fn provider(&self) -> ProviderKind {
         self.provider
     }
 
+    #[must_use]
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 
+    #[must_use]
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
+    #[must_use]
     pub fn lease_ttl(&self) -> Duration {
         self.opts.lease_ttl
     }
 
     /// Why this process stopped polling the provider, and when it last stored an answer.
+    #[must_use]
     pub fn health(&self) -> &ProviderHealth {
         &self.health
     }
 
     /// See [`Limiter::requests_per_half_lease`].
+    #[must_use]
     pub fn requests_per_half_lease(&self) -> u32 {
         self.limiter.requests_per_half_lease()
     }
 
     /// True while this process must not claim work for this provider (rejected credentials, a
     /// provider pause, or the day's budget spent).
+    #[must_use]
     pub fn is_blocked(&self) -> bool {
         self.health.is_blocked(self.clock.today())
     }
 
     /// When the provider's pause (as this process knows it) ends, if one is in force.
+    #[must_use]
     pub fn pause_ends_at(&self) -> Option<DateTime<Utc>> {
         self.health.pause_ends_at(self.clock.now())
     }
@@ -165,6 +174,7 @@ impl Poller {
 
     /// The window to ask for: the entry's own, or the smallest one covering the days since its last
     /// success, so no day is missed after downtime.
+    #[must_use]
     pub fn choose_period(&self, entry: &Claimed) -> Period {
         if let Some(p) = entry.period.and_then(|d| Period::from_days(d.into()).ok()) {
             return p;

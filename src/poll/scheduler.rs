@@ -43,6 +43,7 @@ pub struct WorkerOptions {
 }
 
 impl WorkerOptions {
+    #[must_use]
     pub fn from_settings(s: &Settings) -> Self {
         Self {
             owner: instance_name(&s.daemon.instance_name),
@@ -105,6 +106,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    #[must_use]
     pub fn new(poller: Arc<Poller>, opts: WorkerOptions) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(opts.concurrency)),
@@ -117,6 +119,7 @@ impl Worker {
         }
     }
 
+    #[must_use]
     pub fn owner(&self) -> &str {
         &self.opts.owner
     }
@@ -175,10 +178,10 @@ impl Worker {
         loop {
             let retry_at = db_down.as_ref().map(|(at, _)| *at);
             tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = wake.notified() => {}
+                () = cancel.cancelled() => break,
+                () = wake.notified() => {}
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finish(done),
-                _ = sleep_until_opt(retry_at), if retry_at.is_some() => {}
+                () = sleep_until_opt(retry_at), if retry_at.is_some() => {}
             }
             if matches!(db_down, Some((at, _)) if Instant::now() < at) {
                 continue;
@@ -220,7 +223,7 @@ impl Worker {
         while !self.tasks.is_empty() {
             tokio::select! {
                 Some(done) = self.tasks.join_next() => self.finish(done),
-                _ = &mut grace => {
+                () = &mut grace => {
                     warn!(aborted = self.tasks.len(), "Grace period over; abandoning in-flight polls (their writes roll back).");
                     self.tasks.abort_all();
                     while self.tasks.join_next().await.is_some() {}
@@ -426,6 +429,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// The lease owner of this process: `instance_name` (default hostname-pid) plus a random
 /// suffix, so two processes given the same name never release each other's leases.
+#[must_use]
 pub fn instance_name(configured: &str) -> String {
     let name = if configured.trim().is_empty() {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -24,8 +24,8 @@ pub(super) async fn listen_for_inserts(pool: PgPool, wake: Arc<Notify>, cancel: 
         let Ok(mut listener) = listener else {
             let delay = delays.next().expect("backoff delays never end");
             tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(delay) => continue,
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => continue,
             }
         };
         delays = LISTEN_RECONNECT.delays();
@@ -33,7 +33,7 @@ pub(super) async fn listen_for_inserts(pool: PgPool, wake: Arc<Notify>, cancel: 
         wake.notify_one();
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                () = cancel.cancelled() => return,
                 msg = listener.try_recv() => match msg {
                     Ok(Some(_)) => wake.notify_one(),
                     Ok(None) => { wake.notify_one(); }

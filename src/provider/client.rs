@@ -64,7 +64,7 @@ impl ProviderClient {
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
             .user_agent(options.user_agent.clone())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_mins(1))
             // A redirect is an answer we did not ask for: following it would archive another
             // host's body as the provider's. It is recorded as an http_error with its Location.
             .redirect(reqwest::redirect::Policy::none())
@@ -80,10 +80,12 @@ impl ProviderClient {
         })
     }
 
+    #[must_use]
     pub fn kind(&self) -> ProviderKind {
         self.kind
     }
 
+    #[must_use]
     pub fn endpoint(&self) -> &Url {
         &self.endpoint
     }
@@ -158,9 +160,9 @@ impl ProviderClient {
             env
         });
         if let Ok(env) = &envelope {
-            attempt.request_id = env.request_id.clone();
+            attempt.request_id.clone_from(&env.request_id);
             attempt.api_code = env.code;
-            attempt.api_message = env.message.clone();
+            attempt.api_message.clone_from(&env.message);
         }
         attempt.request_id = attempt.request_id.take().or(header_request_id);
         attempt.body = (!body.is_empty()).then_some(body);
@@ -174,6 +176,7 @@ impl ProviderClient {
 
     /// The endpoint as errors show it: no user-info and no query, so nothing secret (the
     /// credentials travel in a header anyway) and no clip id.
+    #[must_use]
     pub fn shown_endpoint(&self) -> String {
         let mut url = self.endpoint.clone();
         let _ = url.set_username("");

@@ -63,6 +63,7 @@ impl Outcome {
         Outcome::StoreError,
     ];
 
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -79,6 +80,7 @@ impl Outcome {
 }
 
 impl ProviderError {
+    #[must_use]
     pub fn outcome(&self) -> Outcome {
         match self {
             Self::RateLimited { .. } => Outcome::RateLimited,
@@ -94,6 +96,7 @@ impl ProviderError {
 
     /// Worth trying again within the same poll: the provider or the network had a bad moment.
     /// Business errors, bad payloads and rejected credentials would only burn credits.
+    #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::RateLimited { .. } | Self::Timeout(_) | Self::Network(_) | Self::Unreached(_) => {
@@ -110,10 +113,12 @@ impl ProviderError {
 
     /// Whether the request reached the provider (and so may be billed): everything but an
     /// attempt that never got a connection.
+    #[must_use]
     pub fn reached_provider(&self) -> bool {
         !matches!(self, Self::Unreached(_))
     }
 
+    #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } => *retry_after,
@@ -128,10 +133,11 @@ fn fmt_retry_after(d: Option<Duration>) -> String {
 }
 
 /// The longest `Retry-After` read from a header; `provider.max_retry_after` caps it further.
-const RETRY_AFTER_CEILING: Duration = Duration::from_secs(7 * 24 * 3600);
+const RETRY_AFTER_CEILING: Duration = Duration::from_hours(168);
 
 /// Parses `Retry-After`: delay-seconds or an HTTP date, relative to `now`, clamped to a week. A
 /// date in the past means "now" (zero); garbage (negative, NaN) means "not given".
+#[must_use]
 pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {

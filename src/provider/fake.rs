@@ -1,7 +1,7 @@
 //! A local stand-in for both providers: `soundtrend demo-server`, the quick start, the integration
 //! tests and the benchmarks all talk to this one server.
 //!
-//! It answers the "trending music detail" endpoint in the KeyAPI and the EchoTik dialect with
+//! It answers the "trending music detail" endpoint in the `KeyAPI` and the `EchoTik` dialect with
 //! responses shaped exactly like the providers' documented sample (see [`response`]), trend
 //! windows ending yesterday (UTC). It records every request it receives as a [`Hit`] and can be
 //! told to misbehave the ways the real providers do ([`Faults`]: 429 with Retry-After, slow
@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::ProviderKind;
 
-/// The documented sample response (KeyAPI's; EchoTik's differs only in `message`).
+/// The documented sample response (`KeyAPI`'s; `EchoTik`'s differs only in `message`).
 pub const SAMPLE_RESPONSE: &str = include_str!("../../tests/fixtures/keyapi_sample.json");
 /// The clip of the documented sample.
 pub const SAMPLE_CLIP_ID: &str = "6703723351497508865";
@@ -90,6 +90,7 @@ struct Shared {
 }
 
 impl FakeProvider {
+    #[must_use]
     pub fn builder() -> FakeProviderBuilder {
         FakeProviderBuilder::default()
     }
@@ -99,20 +100,24 @@ impl FakeProvider {
         Self::builder().start().await
     }
 
+    #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Every request received so far, in arrival order.
+    #[must_use]
     pub fn hits(&self) -> Vec<Hit> {
         lock(&self.shared.hits).clone()
     }
 
+    #[must_use]
     pub fn hit_count(&self) -> usize {
         lock(&self.shared.hits).len()
     }
 
     /// Requests answered with data (not 429) per (clip, region): what was paid for with data.
+    #[must_use]
     pub fn answered(&self) -> HashMap<(String, String), usize> {
         let mut per_pair = HashMap::new();
         for h in lock(&self.shared.hits).iter().filter(|h| !h.limited) {
@@ -133,12 +138,14 @@ impl FakeProviderBuilder {
     /// Behave like the real API toward a misconfigured client: refuse requests without
     /// credentials in the provider's scheme (401) and answer invalid parameters with the
     /// provider's error envelope. Any credentials in the right scheme are accepted.
+    #[must_use]
     pub fn strict(mut self) -> Self {
         self.strict = true;
         self
     }
 
     /// Keep no [`Hit`]s, for a server that runs for hours (`demo-server`).
+    #[must_use]
     pub fn forget_hits(mut self) -> Self {
         self.forget_hits = true;
         self
@@ -146,6 +153,7 @@ impl FakeProviderBuilder {
 
     /// Answer these clips with these exact bodies (prepared ahead, so serving them costs no
     /// serialisation); other clips get generated data.
+    #[must_use]
     pub fn bodies(mut self, bodies: HashMap<String, Bytes>) -> Self {
         self.bodies = bodies;
         self
@@ -193,7 +201,7 @@ impl FakeProviderBuilder {
 
 /// A poisoned lock only means another request panicked; the data is still good.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn answer(
@@ -294,6 +302,7 @@ fn refuse(kind: ProviderKind, headers: &HeaderMap, hit: &Hit) -> Option<Response
 /// A response in `kind`'s dialect for any clip: the sample's shape and audience lists, a
 /// deterministic trend for the window ending `last_day`, and the sample's metadata for the sample
 /// clip (a generated title for others).
+#[must_use]
 pub fn response(
     kind: ProviderKind,
     clip_id: &str,
@@ -331,7 +340,7 @@ pub fn trend(seed: u64, period: i64, last_day: NaiveDate) -> Vec<Value> {
             0.05 + (x % 1000) as f64 / 1000.0
         })
         .collect();
-    let max = raw.iter().cloned().fold(f64::MIN, f64::max);
+    let max = raw.iter().copied().fold(f64::MIN, f64::max);
     raw.iter()
         .enumerate()
         .map(|(i, v)| {

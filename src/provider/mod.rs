@@ -27,6 +27,7 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::KeyApi => "keyapi",
@@ -34,6 +35,7 @@ impl ProviderKind {
         }
     }
 
+    #[must_use]
     pub fn default_base_url(self) -> &'static str {
         match self {
             Self::KeyApi => "https://api.keyapi.ai",
@@ -41,6 +43,7 @@ impl ProviderKind {
         }
     }
 
+    #[must_use]
     pub fn path(self) -> &'static str {
         match self {
             Self::KeyApi => "/v1/tiktok/trending/music/detail",
@@ -49,6 +52,7 @@ impl ProviderKind {
     }
 
     /// The `message` a successful response carries. Informational only: success is `code == 0`.
+    #[must_use]
     pub fn success_message(self) -> &'static str {
         match self {
             Self::KeyApi => "success",
@@ -56,7 +60,8 @@ impl ProviderKind {
         }
     }
 
-    /// Credits one request costs, as the provider's price list says (KeyAPI: 2).
+    /// Credits one request costs, as the provider's price list says (`KeyAPI`: 2).
+    #[must_use]
     pub fn default_credits_per_request(self) -> u32 {
         match self {
             Self::KeyApi => 2,
@@ -65,6 +70,7 @@ impl ProviderKind {
     }
 
     /// The environment variables that hold this provider's secrets.
+    #[must_use]
     pub fn credential_env_vars(self) -> &'static [&'static str] {
         match self {
             Self::KeyApi => &["KEYAPI_API_KEY"],

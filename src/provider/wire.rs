@@ -133,7 +133,7 @@ pub struct LabelledId {
 
 /// Deserializers that accept what real payloads send for a scalar and refuse the rest.
 mod lenient {
-    use super::*;
+    use super::{Deserialize, Deserializer, Value};
     use serde::de::Error;
 
     pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -63,6 +63,7 @@ pub struct AttemptContext<'a> {
 impl<'a> FetchRecord<'a> {
     /// A row with only what identifies the attempt; everything else empty (first try, no status,
     /// no body, no credits). Callers set the rest with struct-update syntax.
+    #[must_use]
     pub fn new(
         clip_id: &'a str,
         region: &'a str,

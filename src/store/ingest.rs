@@ -32,6 +32,7 @@ pub struct Written {
 
 impl Written {
     /// Rows written to the data tables: sound, snapshot, trend points, audiences.
+    #[must_use]
     pub fn rows(&self) -> i64 {
         2 + self.trend_points + self.countries + self.interests
     }
@@ -101,7 +102,7 @@ pub async fn replay_derived(
 #[derive(Debug, Clone)]
 pub struct FailureBookkeeping {
     /// Base of the exponential backoff: the entry is due again after
-    /// `failure_backoff * 2^(failures - 1)`, capped at its poll_interval.
+    /// `failure_backoff * 2^(failures - 1)`, capped at its `poll_interval`.
     pub failure_backoff: Duration,
     /// Not due again before this (a provider's Retry-After that outlasts the poll).
     pub not_before: Duration,

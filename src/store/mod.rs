@@ -30,6 +30,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// True when the database itself is unreachable (as opposed to a query being refused).
+    #[must_use]
     pub fn is_connection_error(&self) -> bool {
         match self {
             StoreError::Database(e) => is_connection_error(e),
@@ -37,15 +38,17 @@ impl StoreError {
     }
 }
 
+#[must_use]
 pub fn is_connection_error(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
         // 57P01 admin_shutdown (pg_terminate_backend, restart), 57P02/57P03, 08xxx connection.
         sqlx::Error::Database(db) => db
             .code()
-            .map(|c| c.starts_with("08") || c.starts_with("57P"))
-            .unwrap_or(false),
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
         _ => false,
     }
 }
@@ -58,7 +61,7 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout)
-        .idle_timeout(Some(Duration::from_secs(300)))
+        .idle_timeout(Some(Duration::from_mins(5)))
         .connect_lazy_with(options))
 }
 

@@ -12,7 +12,7 @@ use crate::provider::ProviderKind;
 #[derive(Debug, Clone, Copy)]
 pub struct QuotaParams {
     pub provider: ProviderKind,
-    /// 1 / requests_per_second.
+    /// 1 / `requests_per_second`.
     pub emission_interval: Duration,
     pub burst: u32,
     pub credits_per_request: u32,
@@ -244,7 +244,7 @@ pub async fn usage(
     )
     .fetch_optional(db)
     .await?;
-    Ok(row
-        .map(|r| (i64::from(r.credits_used), i64::from(r.requests)))
-        .unwrap_or((0, 0)))
+    Ok(row.map_or((0, 0), |r| {
+        (i64::from(r.credits_used), i64::from(r.requests))
+    }))
 }

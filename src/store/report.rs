@@ -83,7 +83,7 @@ pub async fn entry_counts(pool: &PgPool) -> Result<EntryCounts, sqlx::Error> {
 }
 
 /// One line per provider that has a quota row or fetches. The latest success and failure are
-/// found by walking the requested_at index backwards, not by scanning the archive.
+/// found by walking the `requested_at` index backwards, not by scanning the archive.
 pub async fn providers(
     pool: &PgPool,
     today: NaiveDate,

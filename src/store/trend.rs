@@ -13,6 +13,7 @@ use crate::normalize::stitch::{stitch, IndexDay, Window};
 use crate::normalize::TrendRow;
 
 /// The advisory-lock key of a (clip, region) pair (FNV-1a of `clip/region`).
+#[must_use]
 pub fn pair_lock_key(clip_id: &str, region: &str) -> i64 {
     let hash = format!("{clip_id}/{region}")
         .bytes()
@@ -24,6 +25,7 @@ pub fn pair_lock_key(clip_id: &str, region: &str) -> i64 {
 
 /// The statement that opens a poll's transaction already holding the pair's lock (one round trip).
 /// The only SQL built at run time: the key is an `i64` formatted by Rust, nothing from outside.
+#[must_use]
 pub fn begin_locked(clip_id: &str, region: &str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(format!(
         "BEGIN; SELECT pg_advisory_xact_lock({})",
@@ -92,7 +94,8 @@ pub async fn windows(
     Ok(assemble(r.fetch_ids, r.observed, r.days, r.vals))
 }
 
-/// Windows from stored points ordered by fetch_id, then day, as [`windows`] reads them.
+/// Windows from stored points ordered by `fetch_id`, then day, as [`windows`] reads them.
+#[must_use]
 pub fn assemble(
     fetch_ids: Vec<i64>,
     observed: Vec<DateTime<Utc>>,
@@ -122,6 +125,7 @@ pub fn assemble(
 
 /// The window a poll writes to `trend_windows`: one point per timestamp (the first), ordered by
 /// time, the later point of a UTC day.
+#[must_use]
 pub fn new_window(fetch_id: i64, observed_at: DateTime<Utc>, trend: &[TrendRow]) -> Window {
     let mut points: Vec<(DateTime<Utc>, f64)> = trend.iter().map(|t| (t.ts, t.value)).collect();
     points.sort_by_key(|p| p.0);

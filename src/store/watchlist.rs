@@ -194,7 +194,7 @@ pub async fn upsert(
     Ok(inserted)
 }
 
-/// Pauses or resumes an entry; resuming clears a disabled_reason and makes it due now.
+/// Pauses or resumes an entry; resuming clears a `disabled_reason` and makes it due now.
 pub async fn set_enabled(
     db: impl PgExecutor<'_>,
     clip_id: &str,

@@ -29,7 +29,7 @@ use crate::config::Settings;
 use crate::poll::Poller;
 
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+pub const CONNECTION_LIFETIME: Duration = Duration::from_mins(1);
 pub const MAX_CONNECTIONS: usize = 32;
 pub const READY_PROBE_EVERY: Duration = Duration::from_secs(5);
 
@@ -142,7 +142,7 @@ async fn database_answers(s: &AdminState) -> bool {
     }
     let ok = matches!(
         tokio::time::timeout(Duration::from_secs(2), crate::store::ping(&s.pool),).await,
-        Ok(Ok(_))
+        Ok(Ok(()))
     );
     *last = Some((std::time::Instant::now(), ok));
     ok

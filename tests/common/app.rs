@@ -10,7 +10,7 @@ use soundtrend::config::Settings;
 use soundtrend::provider::fake::FakeProvider;
 use soundtrend::testkit::FreshDatabase;
 
-/// The Postgres image used when no DATABASE_URL is given (pinned for reproducibility).
+/// The Postgres image used when no `DATABASE_URL` is given (pinned for reproducibility).
 const POSTGRES_IMAGE: (&str, &str) = ("postgres", "16.4-alpine");
 
 /// A fresh, migrated database (dropped when the test ends, even when it panics) and a lenient
@@ -202,7 +202,7 @@ async fn container_url() -> String {
                     "database system is ready to accept connections",
                 ))
                 .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust");
-            match tokio::time::timeout(Duration::from_secs(120), image.start()).await {
+            match tokio::time::timeout(Duration::from_mins(2), image.start()).await {
                 Ok(Ok(c)) => {
                     let port = c
                         .get_host_port_ipv4(5432)

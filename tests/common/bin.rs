@@ -29,7 +29,7 @@ pub fn soundtrend(app: &TestApp, base: &str) -> Command {
     c
 }
 
-/// `soundtrend poll` of the sample clip in US over 7 days, against a local mock of KeyAPI.
+/// `soundtrend poll` of the sample clip in US over 7 days, against a local mock of `KeyAPI`.
 pub async fn poll_sample(app: &TestApp) -> Output {
     let server = &app.provider;
     let mut c = soundtrend(app, &server.base);

@@ -74,8 +74,8 @@ pub fn settings(db_url: &str) -> Settings {
     s.provider.retry_max_delay = Duration::from_millis(50);
     s.provider.request_timeout = Duration::from_millis(1500);
     s.provider.connect_timeout = Duration::from_millis(500);
-    s.poll.lease_ttl = Duration::from_secs(60);
-    s.poll.failure_backoff = Duration::from_secs(60);
+    s.poll.lease_ttl = Duration::from_mins(1);
+    s.poll.failure_backoff = Duration::from_mins(1);
     s
 }
 
@@ -236,11 +236,11 @@ pub fn max_in_window(hits: &[Hit], window: Duration) -> usize {
 
 pub fn worker_options(settings: &Settings, owner: &str) -> soundtrend::poll::WorkerOptions {
     let mut o = soundtrend::poll::WorkerOptions::from_settings(settings);
-    o.owner = owner.to_owned();
+    owner.clone_into(&mut o.owner);
     o
 }
 
-/// A worker polling the KeyAPI dialect at `base` with a poller of its own, as one instance would.
+/// A worker polling the `KeyAPI` dialect at `base` with a poller of its own, as one instance would.
 pub async fn keyapi_worker(
     settings: &Settings,
     db: &TestApp,
@@ -253,7 +253,7 @@ pub async fn keyapi_worker(
     )
 }
 
-/// `/metrics`, `/healthz` and `/readyz` on a free loopback port, for a KeyAPI poller that
+/// `/metrics`, `/healthz` and `/readyz` on a free loopback port, for a `KeyAPI` poller that
 /// never gets to poll (its base URL answers nothing).
 pub async fn start_admin(db: &TestApp) -> std::net::SocketAddr {
     let mut s = settings(&db.url);

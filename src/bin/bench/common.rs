@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 pub use soundtrend::provider::fake::FakeProvider;
 pub use soundtrend::testkit::FreshDatabase;
 
-/// The Postgres server benchmarks create their databases on: DATABASE_URL or the local default.
+/// The Postgres server benchmarks create their databases on: `DATABASE_URL` or the local default.
 pub fn server_url() -> String {
     std::env::var("DATABASE_URL")
         .ok()
@@ -32,7 +32,7 @@ pub fn proc_stats(pid: u32) -> ProcStats {
     let ticks = 100.0; // USER_HZ on Linux
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start after the last ')'.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = after.split_whitespace().collect();
     let cpu = |i: usize| {
         fields
@@ -62,12 +62,11 @@ pub fn postgres_cpu_s() -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
-    dir.filter_map(|e| e.ok())
+    dir.filter_map(std::result::Result::ok)
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|c| c.trim() == "postgres")
-                .unwrap_or(false)
+                .is_ok_and(|c| c.trim() == "postgres")
         })
         .map(|pid| proc_stats(pid).cpu_s)
         .sum()

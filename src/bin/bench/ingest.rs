@@ -135,10 +135,7 @@ pub async fn run(args: &IngestArgs) -> anyhow::Result<String> {
             copy_rows_per_s,
             rows_per_s / copy_rows_per_s
         )?;
-        eprintln!(
-            "ingest N={n}: {:.0} rows/s live, {copy_rows_per_s:.0} rows/s COPY",
-            rows_per_s
-        );
+        eprintln!("ingest N={n}: {rows_per_s:.0} rows/s live, {copy_rows_per_s:.0} rows/s COPY");
     }
     writeln!(
         out,
@@ -400,8 +397,7 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map(|v| esc(&v.to_string()))
-        .unwrap_or_else(|| "\\N".into())
+    v.map_or_else(|| "\\N".into(), |v| esc(&v.to_string()))
 }
 
 /// COPY text-format escaping.

@@ -31,7 +31,7 @@ enum What {
     Ingest {
         #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
         sizes: Vec<usize>,
-        /// Polls in flight (split over a KeyAPI and an EchoTik worker).
+        /// Polls in flight (split over a `KeyAPI` and an `EchoTik` worker).
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
         /// Trend window of every entry: 7, 30, 120, or 0 for a mix of all three.
@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "{}",
                 ratelimit::run(&rl_args(rate, burst, seconds, instances)).await?
-            )
+            );
         }
         What::All => {
             println!(
@@ -150,9 +150,7 @@ fn machine() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

@@ -29,8 +29,8 @@ const RETRY_AFTER_S: u64 = 2;
 /// Requests that arrive this soon after the first 429 were sent before any client saw it.
 const IN_FLIGHT_GRACE: Duration = Duration::from_millis(100);
 /// How long the instances may take to send their first request.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a SIGTERMed instance may take to exit before it gets SIGKILL.
+const START_TIMEOUT: Duration = Duration::from_mins(1);
+/// How long a `SIGTERMed` instance may take to exit before it gets SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub async fn run(args: &RateLimitArgs) -> anyhow::Result<String> {
@@ -88,7 +88,7 @@ pub async fn run(args: &RateLimitArgs) -> anyhow::Result<String> {
             m.double_polled,
             m.per_second()
                 .iter()
-                .map(|c| c.to_string())
+                .map(std::string::ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(" ")
         ));
@@ -161,9 +161,7 @@ pub async fn run(args: &RateLimitArgs) -> anyhow::Result<String> {
             let next = m
                 .arrivals
                 .iter()
-                .find(|&&t| t > grace_end)
-                .map(|&t| format!("{:.3} s after t0", t.duration_since(t0).as_secs_f64()))
-                .unwrap_or_else(|| "none".into());
+                .find(|&&t| t > grace_end).map_or_else(|| "none".into(), |&t| format!("{:.3} s after t0", t.duration_since(t0).as_secs_f64()));
             let within_bound = max1 as f64 <= bound + 1e-9;
             let result = match (early == 0, within_bound) {
                 (true, true) => "PASS".to_owned(),
@@ -234,8 +232,10 @@ impl Measured {
         let t = &self.arrivals;
         (0..t.len().saturating_sub(count.saturating_sub(1)))
             .find(|&i| count > 0 && t[i + count - 1].duration_since(t[i]) < window)
-            .map(|i| format!("+{:.2} s", t[i].duration_since(self.first).as_secs_f64()))
-            .unwrap_or_else(|| "–".into())
+            .map_or_else(
+                || "–".into(),
+                |i| format!("+{:.2} s", t[i].duration_since(self.first).as_secs_f64()),
+            )
     }
 
     fn notes(&self) -> String {

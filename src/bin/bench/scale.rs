@@ -42,7 +42,7 @@ pub async fn run(args: &ScaleArgs) -> anyhow::Result<String> {
         for round in 0..ROUNDS {
             let t = Instant::now();
             let claimed =
-                watchlist::claim_due(&db.pool, "bench", 100, Duration::from_secs(300)).await?;
+                watchlist::claim_due(&db.pool, "bench", 100, Duration::from_mins(5)).await?;
             claims.push(t.elapsed());
             for (i, c) in claimed.iter().enumerate() {
                 let token = c.lease_token.expect("claimed entries have a lease");
@@ -131,7 +131,7 @@ async fn failure_write(
         )
     };
     let book = FailureBookkeeping {
-        failure_backoff: Duration::from_secs(60),
+        failure_backoff: Duration::from_mins(1),
         not_before: Duration::ZERO,
         not_found: false,
         disable_after_not_found: 3,

@@ -118,7 +118,7 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<String> {
 
 const REGIONS: [&str; 8] = ["US", "GB", "DE", "FR", "BR", "JP", "KR", "MX"];
 
-/// A year of daily polls per pair: fetches, snapshots, trend_points, trend_index, trend_pairs.
+/// A year of daily polls per pair: fetches, snapshots, `trend_points`, `trend_index`, `trend_pairs`.
 async fn load_history(db: &FreshDatabase, pairs: i32, days: i32) -> anyhow::Result<()> {
     let mut tx = db.pool.begin().await?;
     // Bulk load: foreign keys are known to hold, their triggers are skipped.
