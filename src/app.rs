@@ -241,8 +241,8 @@ pub async fn claim_for_one_poll(
     {
         Ok(Some(entry)) => Ok(entry),
         Ok(None) => Ok(watchlist::Claimed {
-            clip_id: clip_id.to_string(),
-            region: region.to_string(),
+            clip_id: clip_id.clone(),
+            region: region.clone(),
             period: None,
             poll_interval_secs: 0.0,
             last_success_at: None,

@@ -168,8 +168,8 @@ async fn poll_history(app: &TestApp) {
         for p in 0..PAIRS {
             let (clip_id, region) = pair(p);
             let entry = Claimed {
-                clip_id,
-                region: region.into(),
+                clip_id: clip_id.parse().unwrap(),
+                region: region.parse().unwrap(),
                 period: None,
                 poll_interval_secs: 86_400.0,
                 last_success_at: None,

@@ -162,8 +162,8 @@ impl FetchStep {
         }
         let entry = &between.entry;
         let booking = quota::Attempt {
-            clip_id: &entry.clip_id,
-            region: &entry.region,
+            clip_id: entry.clip_id.as_str(),
+            region: entry.region.as_str(),
             period: between.period.days(),
             attempt: i16::try_from(number).unwrap_or(i16::MAX),
             lease: entry.lease_token,

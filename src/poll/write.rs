@@ -184,7 +184,13 @@ impl Writer {
             return Ok(());
         };
         with_db_retry(cancel, || {
-            watchlist::release(&self.pool, &entry.clip_id, &entry.region, token, due_at)
+            watchlist::release(
+                &self.pool,
+                entry.clip_id.as_str(),
+                entry.region.as_str(),
+                token,
+                due_at,
+            )
         })
         .await
         .map(drop)
@@ -201,7 +207,13 @@ impl Writer {
             return Ok(());
         };
         with_db_retry(cancel, || {
-            watchlist::disable_with_error(&self.pool, &entry.clip_id, &entry.region, token, reason)
+            watchlist::disable_with_error(
+                &self.pool,
+                entry.clip_id.as_str(),
+                entry.region.as_str(),
+                token,
+                reason,
+            )
         })
         .await
     }
@@ -214,8 +226,8 @@ impl Writer {
         error: Option<&ProviderError>,
     ) -> FetchRecord<'a> {
         let ctx = AttemptContext {
-            clip_id: &entry.clip_id,
-            region: &entry.region,
+            clip_id: entry.clip_id.as_str(),
+            region: entry.region.as_str(),
             period: period.days(),
             provider: self.provider,
             try_number: fetched.number,

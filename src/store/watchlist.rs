@@ -8,12 +8,14 @@ use sqlx::postgres::types::PgInterval;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::domain::{ClipId, Period, Region};
+
 /// A watchlist entry this worker holds a lease on.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
-    pub clip_id: String,
-    pub region: String,
-    pub period: Option<i16>,
+    pub clip_id: ClipId,
+    pub region: Region,
+    pub period: Option<Period>,
     pub poll_interval_secs: f64,
     pub last_success_at: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
@@ -64,7 +66,8 @@ pub async fn claim_one(
         WHERE clip_id = $1 AND region = $2
           AND (lease_token IS NULL OR lease_expires_at <= now())
         -- The same columns, and the same guards, as claim_due.sql.
-        RETURNING w.clip_id, w.region, w.period,
+        RETURNING w.clip_id AS "clip_id: ClipId", w.region AS "region: Region",
+    w.period AS "period: Period",
             extract(epoch FROM w.poll_interval)::float8 AS "poll_interval_secs!",
             CASE WHEN isfinite(w.last_success_at) AND w.last_success_at < '10000-01-01'
                  THEN w.last_success_at END AS last_success_at,

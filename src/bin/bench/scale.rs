@@ -52,7 +52,14 @@ pub async fn run(args: &ScaleArgs) -> anyhow::Result<String> {
                     writes.push(t.elapsed());
                 } else if i < 5 {
                     let t = Instant::now();
-                    watchlist::release(&db.pool, &c.clip_id, &c.region, token, None).await?;
+                    watchlist::release(
+                        &db.pool,
+                        c.clip_id.as_str(),
+                        c.region.as_str(),
+                        token,
+                        None,
+                    )
+                    .await?;
                     releases.push(t.elapsed());
                 }
             }
@@ -122,8 +129,8 @@ async fn failure_write(
         error: Some("unexpected HTTP 503 from the provider".into()),
         credits: 2,
         ..FetchRecord::new(
-            &c.clip_id,
-            &c.region,
+            c.clip_id.as_str(),
+            c.region.as_str(),
             7,
             ProviderKind::KeyApi,
             chrono::Utc::now(),

@@ -18,7 +18,8 @@ FROM due WHERE w.clip_id = due.clip_id AND w.region = due.region
 -- Analysts write these columns by hand, so nothing read here may be able to make the decode
 -- fail or panic: timestamps outside what chrono holds read as NULL (the constraints of migration
 -- 0005 already refuse them; this is the second line of defence for a row written before it).
-RETURNING w.clip_id, w.region, w.period,
+RETURNING w.clip_id AS "clip_id: ClipId", w.region AS "region: Region",
+    w.period AS "period: Period",
     extract(epoch FROM w.poll_interval)::float8 AS "poll_interval_secs!",
     CASE WHEN isfinite(w.last_success_at) AND w.last_success_at < '10000-01-01'
          THEN w.last_success_at END AS last_success_at,
