@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod fetch;
 pub mod health;
+mod jobs;
 pub mod limiter;
 pub mod maintenance;
 pub mod outcome;

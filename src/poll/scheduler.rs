@@ -13,12 +13,12 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::backoff::{self, Delays};
-use super::maintenance::{self, create_partitions, maintain};
+use super::jobs;
+use super::maintenance::{create_partitions, maintain};
 use super::wake::listen_for_inserts;
 
 use crate::config::Settings;
@@ -155,7 +155,13 @@ impl Worker {
     ) -> anyhow::Result<Summary> {
         self.cancel_for_tasks = cancel.clone();
         let wake = Arc::new(Notify::new());
-        let scheduler = self.start_schedules(settings, wake.clone()).await?;
+        let scheduler = jobs::start(
+            self.pool().clone(),
+            self.poller.clone(),
+            settings,
+            wake.clone(),
+        )
+        .await?;
         let listener = tokio::spawn(listen_for_inserts(
             self.pool().clone(),
             wake.clone(),
@@ -353,70 +359,6 @@ impl Worker {
                 error!(error = %e, "A poll task panicked; its lease expires and it is polled again.");
             }
         }
-    }
-
-    async fn start_schedules(
-        &self,
-        settings: &Settings,
-        wake: Arc<Notify>,
-    ) -> anyhow::Result<JobScheduler> {
-        let scheduler = JobScheduler::new()
-            .await
-            .context("cannot start the scheduler")?;
-        let tick_wake = wake.clone();
-        let tick = Job::new_async(settings.daemon.tick_cron.as_str(), move |_id, _sched| {
-            let wake = tick_wake.clone();
-            Box::pin(async move { wake.notify_one() })
-        })
-        .with_context(|| {
-            format!(
-                "config key `daemon.tick_cron`: cannot schedule {:?}",
-                settings.daemon.tick_cron
-            )
-        })?;
-        scheduler
-            .add(tick)
-            .await
-            .context("cannot schedule the poll tick")?;
-
-        let pool = self.pool().clone();
-        let retention_days = settings.retention.raw_body_days;
-        let poller = self.poller.clone();
-        let maintenance = Job::new_async(settings.daemon.maintenance_cron.as_str(), move |_id, _sched| {
-            let pool = pool.clone();
-            let poller = poller.clone();
-            Box::pin(async move {
-                if let Err(e) = maintain(&pool, &poller, retention_days).await {
-                    m::db_error();
-                    warn!(error = %e, "Maintenance failed; it runs again on its next schedule.");
-                }
-            })
-        })
-        .with_context(|| format!("config key `daemon.maintenance_cron`: cannot schedule {:?}", settings.daemon.maintenance_cron))?;
-        scheduler
-            .add(maintenance)
-            .await
-            .context("cannot schedule maintenance")?;
-        let pool = self.pool().clone();
-        let partitions = Job::new_async(maintenance::PARTITIONS_CRON, move |_id, _sched| {
-            let pool = pool.clone();
-            Box::pin(async move {
-                if let Err(e) = create_partitions(&pool).await {
-                    m::db_error();
-                    warn!(error = %e, "The partition job failed; it runs again on its next schedule.");
-                }
-            })
-        })
-        .context("cannot schedule the partition job")?;
-        scheduler
-            .add(partitions)
-            .await
-            .context("cannot schedule the partition job")?;
-        scheduler
-            .start()
-            .await
-            .context("cannot start the scheduler")?;
-        Ok(scheduler)
     }
 }
 
