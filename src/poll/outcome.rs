@@ -48,8 +48,6 @@ pub enum SkipReason {
     },
     /// An analyst paused the entry while its poll waited; the lease was given back unpaid.
     EntryPaused,
-    /// The row cannot be polled (it was disabled with the reason).
-    InvalidEntry(String),
 }
 
 /// Where a poll's time went: `wait` for the rate limit, the shared quota and retry backoff;

@@ -196,28 +196,6 @@ impl Writer {
         .map(drop)
     }
 
-    /// Disables an entry that cannot be polled at all, with the reason.
-    pub async fn disable(
-        &self,
-        entry: &Claimed,
-        reason: &str,
-        cancel: &CancellationToken,
-    ) -> Result<(), StoreError> {
-        let Some(token) = entry.lease_token else {
-            return Ok(());
-        };
-        with_db_retry(cancel, || {
-            watchlist::disable_with_error(
-                &self.pool,
-                entry.clip_id.as_str(),
-                entry.region.as_str(),
-                token,
-                reason,
-            )
-        })
-        .await
-    }
-
     fn record<'a>(
         &self,
         entry: &'a Claimed,

@@ -143,30 +143,6 @@ pub async fn clear_expired_leases(db: impl PgExecutor<'_>) -> Result<u64, sqlx::
     Ok(done.rows_affected())
 }
 
-/// Records that an entry cannot be polled at all (a row the daemon cannot use) and disables it,
-/// so it is skipped instead of retried forever.
-pub async fn disable_with_error(
-    db: impl PgExecutor<'_>,
-    clip_id: &str,
-    region: &str,
-    token: Uuid,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE watchlist SET enabled = false, disabled_reason = $4, last_error = $4,
-             consecutive_failures = LEAST(consecutive_failures + 1, 1000000),
-             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-         WHERE clip_id = $1 AND region = $2 AND lease_token = $3",
-        clip_id,
-        region,
-        token,
-        reason,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// Adds an entry, or updates its period and interval when it is already watched.
 pub async fn upsert(
     db: impl PgExecutor<'_>,
