@@ -9,8 +9,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::clock::Clock;
-use crate::config::{DatabaseSettings, Settings};
-use crate::poll::{PollOptions, Poller};
+use crate::config::{DatabaseSettings, ProviderSettings, Settings};
+use crate::poll::{LaneSpec, PollOptions, Poller};
 use crate::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
 use crate::store::{self, quota::QuotaParams};
 
@@ -152,24 +152,23 @@ pub async fn drop_database(db: &DatabaseSettings) -> anyhow::Result<bool> {
     .with_context(|| format!("cannot drop database {name:?}"))
 }
 
-/// The provider client for `kind` at `base_url` with credentials from the environment.
+/// The provider client for `p` at `base_url` with `credentials`.
 pub fn client(
-    settings: &Settings,
-    kind: ProviderKind,
+    p: &ProviderSettings,
     base_url: url::Url,
     credentials: Credentials,
 ) -> anyhow::Result<ProviderClient> {
     let options = ClientOptions {
         base_url,
-        connect_timeout: settings.provider.connect_timeout,
-        request_timeout: settings.provider.request_timeout,
-        user_agent: settings.provider.user_agent.clone(),
-        max_body_bytes: settings.provider.max_body_bytes,
+        connect_timeout: p.connect_timeout,
+        request_timeout: p.request_timeout,
+        user_agent: p.user_agent.clone(),
+        max_body_bytes: p.max_body_bytes,
     };
-    ProviderClient::new(kind, credentials, &options).map_err(|e| fatal(exit::CONFIG, e))
+    ProviderClient::new(p.name, credentials, &options).map_err(|e| fatal(exit::CONFIG, e))
 }
 
-/// Credentials for the configured provider, or an error that says which variables to set.
+/// Credentials for `kind`, or an error that says which variables to set.
 pub fn credentials(kind: ProviderKind) -> anyhow::Result<Credentials> {
     match Credentials::from_env(kind) {
         Ok(Some(c)) => Ok(c),
@@ -185,34 +184,45 @@ pub fn credentials(kind: ProviderKind) -> anyhow::Result<Credentials> {
 }
 
 #[must_use]
-pub fn quota_params(settings: &Settings, kind: ProviderKind) -> QuotaParams {
+pub fn quota_params(p: &ProviderSettings) -> QuotaParams {
     QuotaParams {
-        provider: kind,
-        emission_interval: Duration::from_secs_f64(1.0 / settings.provider.requests_per_second),
-        burst: settings.provider.burst.get(),
-        credits_per_request: settings.credits_per_request(kind),
-        daily_budget: (settings.provider.daily_credit_budget > 0)
-            .then_some(settings.provider.daily_credit_budget),
+        provider: p.name,
+        emission_interval: Duration::from_secs_f64(1.0 / p.requests_per_second),
+        burst: p.burst.get(),
+        credits_per_request: p.credits(),
+        daily_budget: p.daily_budget(),
     }
 }
 
+/// Every provider in force, in order, with its client (credentials from the environment): a
+/// provider without credentials is an error naming the variables to set.
+pub fn lanes(settings: &Settings) -> anyhow::Result<Vec<LaneSpec>> {
+    settings
+        .provider_lanes()
+        .iter()
+        .map(|p| {
+            let client = client(p, p.endpoint(), credentials(p.name)?)?;
+            Ok(LaneSpec {
+                client,
+                quota: quota_params(p),
+                opts: PollOptions::for_provider(settings, p),
+            })
+        })
+        .collect()
+}
+
+/// The poller over `lanes`, with each provider's shared quota row in place.
 pub async fn poller(
-    settings: &Settings,
     pool: PgPool,
-    client: ProviderClient,
+    lanes: Vec<LaneSpec>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<Poller>> {
-    let kind = client.kind();
-    store::quota::ensure_provider(&pool, kind)
-        .await
-        .context("cannot prepare the provider quota row")?;
-    Ok(Arc::new(Poller::new(
-        pool,
-        client,
-        quota_params(settings, kind),
-        PollOptions::from_settings(settings),
-        clock,
-    )))
+    for lane in &lanes {
+        store::quota::ensure_provider(&pool, lane.client.kind())
+            .await
+            .context("cannot prepare the provider quota row")?;
+    }
+    Ok(Arc::new(Poller::with_lanes(pool, lanes, clock)))
 }
 
 /// Claims one entry for an ad-hoc poll (`soundtrend poll --clip-id`, quickstart). A pair that is
@@ -248,6 +258,7 @@ pub async fn claim_for_one_poll(
             last_success_at: None,
             consecutive_failures: 0,
             lease_token: None,
+            provider: None,
         }),
         Err(holder) => Err(fatal(
             exit::RUNTIME,

@@ -7,7 +7,7 @@ use soundtrend::cli::{self, Cli};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli::run(cli).await {
+    match Box::pin(cli::run(cli)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.downcast_ref::<Fatal>().map_or(exit::RUNTIME, |f| f.code);

@@ -44,6 +44,7 @@ pub mod metrics {
     use metrics::{counter, gauge, histogram};
 
     use crate::provider::{Attempt, Outcome, ProviderKind};
+    use crate::store::health::ProviderState;
     use crate::store::ingest::Written;
 
     /// The tables `soundtrend_rows_written_total` counts.
@@ -92,6 +93,8 @@ pub mod metrics {
             counter!(name, "provider" => p).increment(0);
         }
         gauge!("soundtrend_credits_spent_today", "provider" => p).increment(0.0);
+        counter!("soundtrend_failovers_total", "provider" => p).increment(0);
+        provider_state(provider, ProviderState::Healthy);
         for table in TABLES {
             counter!("soundtrend_rows_written_total", "table" => table).increment(0);
         }
@@ -106,6 +109,20 @@ pub mod metrics {
         ] {
             gauge!(name).increment(0.0);
         }
+    }
+
+    /// 1 for the provider's current state (as this process last read or changed it), 0 for
+    /// the others.
+    pub fn provider_state(provider: ProviderKind, state: ProviderState) {
+        for s in ProviderState::ALL {
+            gauge!("soundtrend_provider_state", "provider" => provider.as_str(), "state" => s.as_str())
+                .set(if s == state { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// A poll this provider could not take, handed over to the next one in the order.
+    pub fn failover(provider: ProviderKind) {
+        counter!("soundtrend_failovers_total", "provider" => provider.as_str()).increment(1);
     }
 
     pub fn poll(provider: ProviderKind, outcome: &'static str) {

@@ -496,7 +496,7 @@ async fn a_retry_after_longer_than_a_lease_pauses_claims_instead_of_sitting_on_l
     assert_eq!(server.hits().len(), 1, "no request during the pause");
     assert_eq!(summary.stored, 0);
     assert!(
-        poller.is_blocked(),
+        poller.refresh_health().await.unwrap().is_empty(),
         "this process stops claiming until the pause ends"
     );
     assert_eq!(app.fetches_with_outcome("rate_limited").await, 1);
@@ -521,8 +521,8 @@ async fn a_retry_after_longer_than_a_lease_pauses_claims_instead_of_sitting_on_l
         "the entry claimed ahead but not yet polled is due after the pause too"
     );
 
-    // Another instance, unaware of the pause, claims the last entry and a new one, sees the pause
-    // in the shared quota and gives them back until it ends, without a request.
+    // Another instance, unaware of the pause, reads it from the shared state and claims nothing
+    // (the new entry stays due, unleased), without a request.
     app.watch(CLIP, "US").await;
     let other = Worker::new(
         poller_with_clock(
@@ -537,6 +537,20 @@ async fn a_retry_after_longer_than_a_lease_pauses_claims_instead_of_sitting_on_l
     );
     let summary = other.drain(&CancellationToken::new()).await.unwrap();
     assert!(summary.provider_paused);
+    assert_eq!(
+        summary.stored + summary.failed + summary.skipped,
+        0,
+        "nothing claimed"
+    );
     assert_eq!(server.hits().len(), 1);
-    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at > now() + interval '590 seconds'").await, 4);
+    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at > now() + interval '590 seconds'").await, 2, "as the first instance left them");
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at <= now()"
+        )
+        .await,
+        2,
+        "the last entry and the new one wait, due, unclaimed"
+    );
+    assert_eq!(app.leases_held().await, 0);
 }

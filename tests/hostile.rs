@@ -395,6 +395,9 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
     s.poll.failure_backoff = Duration::from_mins(10);
     // Clip 108's `Retry-After: 1e20` pauses the provider for everyone, clamped to this.
     s.provider.max_retry_after = Duration::from_secs(2);
+    // Clip 107's 503s (and timeouts on a loaded machine) must not open the circuit breaker and
+    // stop the other clips' polls: this test is about bodies; tests/failover.rs about outages.
+    s.provider.breaker_failures = std::num::NonZeroU32::new(100).unwrap();
     for clip in &clips {
         app.watch(clip, "US").await;
     }

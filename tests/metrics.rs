@@ -151,7 +151,11 @@ async fn a_scrape_after_some_polls_shows_the_counters_moved_by_the_right_amounts
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
 
     // Rejected credentials make the process unready.
-    poller.health().reject_credentials("http 401");
+    // (as any instance may have recorded it: readyz reads the shared state).
+    sqlx::query("UPDATE provider_quota SET auth_failed_at = now(), auth_error = 'http 401'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let ready = http
         .get(format!("http://{addr}/readyz"))
         .timeout(Duration::from_secs(5))

@@ -192,11 +192,25 @@ async fn status_reports_entries_credits_disabled_entries_and_errors() {
     let keyapi = status
         .providers
         .iter()
-        .find(|p| p.provider == "keyapi")
+        .find(|p| p.report.provider == "keyapi")
         .unwrap();
-    assert_eq!(keyapi.credits_used_today, 6);
-    assert!(keyapi.last_success_at.is_some());
-    assert!(keyapi.last_failure.as_deref().unwrap().contains("timeout"));
+    assert_eq!(keyapi.report.credits_used_today, 6);
+    assert!(keyapi.report.last_success_at.is_some());
+    assert!(keyapi
+        .report
+        .last_failure
+        .as_deref()
+        .unwrap()
+        .contains("timeout"));
+    assert_eq!(
+        keyapi.state,
+        soundtrend::store::health::ProviderState::Healthy,
+        "a success after the timeout closed the breaker's count"
+    );
+    assert!(
+        text_has_state(&status),
+        "the status shows each provider's state"
+    );
     assert_eq!(status.recent_errors.len(), 1);
     let text = soundtrend::cli::status::render(&status);
     assert!(text.contains("6 of 100"), "{text}");
@@ -206,4 +220,13 @@ async fn status_reports_entries_credits_disabled_entries_and_errors() {
     );
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["entries"]["total"], 4);
+    assert_eq!(
+        json["providers"][0]["credits_used_today"], 6,
+        "flattened as before"
+    );
+    assert_eq!(json["providers"][0]["state"], "healthy");
+}
+
+fn text_has_state(status: &soundtrend::cli::status::Status) -> bool {
+    soundtrend::cli::status::render(status).contains("state           healthy")
 }

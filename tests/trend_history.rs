@@ -175,6 +175,7 @@ async fn poll_history(app: &TestApp) {
                 last_success_at: None,
                 consecutive_failures: 0,
                 lease_token: None,
+                provider: None,
             };
             let outcome = poller.poll(&entry, Some(period), &cancel).await.unwrap();
             assert!(matches!(outcome, PollOutcome::Stored { .. }), "{outcome:?}");

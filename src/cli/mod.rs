@@ -163,11 +163,12 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
         .map(str::parse::<Period>)
         .transpose()
         .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
-    let kind = settings.provider.name;
-    let credentials = app::credentials(kind)?;
-    let client = app::client(settings, kind, settings.base_url(), credentials)?;
+    let lanes = app::lanes(settings)?;
     let pool = app::database(settings).await?;
-    let poller = app::poller(settings, pool.clone(), client, Arc::new(SystemClock)).await?;
+    let poller = app::poller(pool.clone(), lanes, Arc::new(SystemClock)).await?;
+    let kind = poller.provider();
+    let kinds: Vec<&str> = poller.providers().iter().map(|p| p.as_str()).collect();
+    let kinds = kinds.join(", ");
     let cancel = CancellationToken::new();
     app::spawn_signal_handler(cancel.clone());
 
@@ -175,7 +176,7 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
         let worker = Worker::new(poller, WorkerOptions::from_settings(settings));
         let summary = worker.drain(&cancel).await?;
         println!(
-            "polled due entries via {kind}: {} stored ({} {}), {} failed, {} skipped",
+            "polled due entries via {kinds}: {} stored ({} {}), {} failed, {} skipped",
             summary.stored,
             summary.rows,
             crate::cli::show::plural(summary.rows, "row", "rows"),
@@ -193,6 +194,9 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
         }
         if summary.budget_exhausted {
             return Err(fatal(exit::BUDGET, "the daily credit budget is spent; the remaining entries are polled after the next UTC midnight"));
+        }
+        if summary.provider_down {
+            return Err(fatal(exit::POLL_FAILED, format!("no provider could take some entries ({kinds}: down or out); they are polled when one is usable again, see `soundtrend status`")));
         }
         if summary.provider_paused {
             return Err(fatal(exit::POLL_FAILED, format!("{kind} asked every instance to wait (429 Retry-After); the remaining entries are polled after the pause")));
@@ -214,12 +218,13 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
     let region = Region::parse(args.region.as_deref().unwrap_or_default())
         .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
     let entry = app::claim_for_one_poll(settings, &pool, "cli", &clip_id, &region).await?;
+    poller.forgive_credentials().await?;
     let outcome = poller
         .poll(&entry, period, &cancel)
         .await
         .context("cannot record the poll")?;
     match outcome {
-        PollOutcome::Stored { period, written, attempts } => {
+        PollOutcome::Stored { period, written, attempts, provider: kind } => {
             println!(
                 "ok: {clip_id}/{region} period={period} via {kind}: fetch_id={} rows={} (trend points {}, countries {}, interests {}), attempts={attempts}",
                 written.fetch_id, written.rows(), written.trend_points, written.countries, written.interests
@@ -228,7 +233,7 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
         }
         PollOutcome::Failed { error, attempts, .. } => Err(fatal(
             exit::POLL_FAILED,
-            format!("{clip_id}/{region} failed after {attempts} attempt(s) via {kind}: {error} (outcome {})", error.outcome().as_str()),
+            format!("{clip_id}/{region} failed after {attempts} attempt(s) via {kinds}: {error} (outcome {})", error.outcome().as_str()),
         )),
         PollOutcome::Skipped(SkipReason::CredentialsRejected) => Err(fatal(exit::CREDENTIALS, format!("{kind} rejected the credentials; check {}", kind.credential_env_vars().join(", ")))),
         PollOutcome::Skipped(SkipReason::ProviderPaused { wait }) => Err(fatal(

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app;
 use crate::cli::demo;
 use crate::clock::SystemClock;
-use crate::config::{DatabaseSettings, Settings};
+use crate::config::{DatabaseSettings, ProviderSettings, Settings};
 use crate::domain::{ClipId, Region};
 use crate::poll::{PollOptions, PollOutcome, Poller};
 use crate::provider::{Credentials, ProviderKind};
@@ -67,7 +67,12 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         ClipId::parse(&args.clip_id).map_err(|e| app::fatal(app::exit::CONFIG, e.to_string()))?;
     let region =
         Region::parse(&args.region).map_err(|e| app::fatal(app::exit::CONFIG, e.to_string()))?;
-    let kind = settings.provider.name;
+    let first = settings
+        .provider_lanes()
+        .into_iter()
+        .next()
+        .expect("config validation requires a provider");
+    let kind = first.name;
     let live = Credentials::from_env(kind).map_err(|m| app::fatal(app::exit::CREDENTIALS, m))?;
 
     println!("soundtrend quickstart");
@@ -100,11 +105,11 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
     if let Some(credentials) = live {
         println!(
             "  mode: LIVE: polling {kind} at {} with the credentials in {} ({} credits per request)",
-            settings.base_url(),
+            first.endpoint(),
             kind.credential_env_vars().join(", "),
-            settings.credits_per_request(kind)
+            first.credits()
         );
-        plans.push((kind, settings.base_url(), credentials, None, region.clone()));
+        plans.push((kind, first.endpoint(), credentials, None, region.clone()));
     } else {
         let (addr, _server) = demo::serve("127.0.0.1:0".parse().expect("address"))
             .await
@@ -143,9 +148,18 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             "  watchlist: {clip_id}/{region} {}",
             if inserted { "added" } else { "already watched" }
         );
-        let client = app::client(settings, kind, base, credentials)?;
+        // The provider's own settings when it is configured, else the first one's under its name.
+        let p = settings
+            .provider_lanes()
+            .into_iter()
+            .find(|p| p.name == kind)
+            .unwrap_or_else(|| ProviderSettings {
+                name: kind,
+                ..first.clone()
+            });
+        let client = app::client(&p, base, credentials)?;
         crate::store::quota::ensure_provider(&pool, kind).await?;
-        let mut quota = app::quota_params(settings, kind);
+        let mut quota = app::quota_params(&p);
         if let Some(c) = cost {
             quota.credits_per_request = c;
             quota.daily_budget = None;
@@ -154,11 +168,12 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             pool.clone(),
             client,
             quota,
-            PollOptions::from_settings(settings),
+            PollOptions::for_provider(settings, &p),
             Arc::new(SystemClock),
         ));
         let entry =
             app::claim_for_one_poll(settings, &pool, "quickstart", &clip_id, &region).await?;
+        poller.forgive_credentials().await?;
         match poller.poll(&entry, None, &CancellationToken::new()).await? {
             PollOutcome::Stored { period, written, .. } => println!(
                 "  poll: {clip_id}/{region} via {kind} ({} dialect), period {period} days: stored fetch {} with {} {}",

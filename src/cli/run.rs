@@ -11,18 +11,21 @@ use crate::config::Settings;
 use crate::poll::{Worker, WorkerOptions};
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let kind = settings.provider.name;
-    let credentials = app::credentials(kind)?;
-    let client = app::client(&settings, kind, settings.base_url(), credentials)?;
+    let lanes = app::lanes(&settings)?;
+    let endpoints: Vec<String> = settings
+        .provider_lanes()
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.endpoint()))
+        .collect();
     let cancel = CancellationToken::new();
     app::spawn_signal_handler(cancel.clone());
     let pool = tokio::select! {
         pool = app::database_when_reachable(&settings) => pool?,
         () = cancel.cancelled() => return Ok(()),
     };
-    let poller = app::poller(&settings, pool.clone(), client, Arc::new(SystemClock)).await?;
+    let poller = app::poller(pool.clone(), lanes, Arc::new(SystemClock)).await?;
     let admin = crate::web::admin::start(&settings, pool.clone(), poller.clone()).await?;
-    info!(provider = %kind, endpoint = %settings.base_url(), database = %settings.database.redacted_url(),
+    info!(providers = %endpoints.join(" "), database = %settings.database.redacted_url(),
         admin = admin.map_or_else(|| "disabled".into(), |a| a.to_string()), "soundtrend is running.");
     if let Some(w) = crate::config::database_tls_warning(secrecy::ExposeSecret::expose_secret(
         &settings.database.url,

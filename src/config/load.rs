@@ -73,12 +73,35 @@ impl Settings {
                     .map(|_| "database.url".into()),
             );
         }
+        refuse_mixed_provider_forms(&figment)?;
         let settings: Settings = figment
             .extract()
             .map_err(|e| one_line(&e, env_prefix, database_var, origin))?;
         settings.validate()?;
         Ok(settings)
     }
+}
+
+/// `[provider]` and `[providers]` describe the same thing two ways; taking either silently would
+/// poll with settings the user did not mean. A `name` under `[providers.<name>]` would contradict
+/// the section's own name.
+fn refuse_mixed_provider_forms(figment: &Figment) -> Result<(), ConfigError> {
+    if figment.find_value("providers").is_ok() && figment.find_value("provider").is_ok() {
+        return Err(key_error(
+            "providers",
+            "cannot be used together with [provider]; move the [provider] keys under [providers.<name>] and delete [provider] (and any SOUNDTREND__PROVIDER__ variables)",
+        ));
+    }
+    for kind in ["keyapi", "echotik"] {
+        let key = format!("providers.{kind}.name");
+        if figment.find_value(&key).is_ok() {
+            return Err(key_error(
+                &key,
+                format!("no such key; the section [providers.{kind}] is already {kind}'s"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The first of figment's errors as one line: the dotted key, what is wrong, where it was set.

@@ -34,7 +34,12 @@ pub use types::{CronExpr, LogFilter};
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub database: DatabaseSettings,
+    /// The single-provider form. Ignored when [`Settings::providers`] is set (both at once is
+    /// refused at load); use [`Settings::provider_lanes`] to read whichever is in force.
     pub provider: ProviderSettings,
+    /// Several providers with failover (`[providers]`); None when the file has no such section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub providers: Option<ProvidersSettings>,
     pub poll: PollSettings,
     pub daemon: DaemonSettings,
     pub retention: RetentionSettings,
@@ -89,6 +94,29 @@ pub struct ProviderSettings {
     /// Allows an `http://` base URL to a host other than loopback (the key then travels in
     /// cleartext). Off: plain HTTP is only accepted to 127.0.0.0/8, `::1` and localhost.
     pub allow_insecure_http: bool,
+    /// The circuit breaker, shared by every instance: this many transport or 5xx failures in a
+    /// row mark the provider down.
+    pub breaker_failures: NonZeroU32,
+    /// How long a down provider rests before one probe request; doubles after each failed
+    /// probe, up to `breaker_cooldown_max`.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown_max: Duration,
+}
+
+/// `[providers]`: every provider soundtrend may use, in order of preference.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersSettings {
+    /// Preference; a provider left out is not used. Empty: the sections present, `KeyAPI` first.
+    #[serde(default)]
+    pub order: Vec<ProviderKind>,
+    /// Each section takes every key of `[provider]` except `name`, which the section's name is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyapi: Option<ProviderSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echotik: Option<ProviderSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -181,6 +209,9 @@ impl Default for ProviderSettings {
             disable_after_not_found: NonZeroU32::new(3).expect("3 is not zero"),
             max_body_bytes: 1024 * 1024,
             allow_insecure_http: false,
+            breaker_failures: NonZeroU32::new(5).expect("5 is not zero"),
+            breaker_cooldown: Duration::from_secs(30),
+            breaker_cooldown_max: Duration::from_mins(10),
         }
     }
 }
@@ -229,13 +260,64 @@ impl Default for LogSettings {
 }
 
 impl Settings {
-    /// The provider's base URL, ending in `/` so relative paths join under it: the configured
-    /// one, or the provider's public API.
+    /// The providers in force, in order of preference, each with its `name` set: the
+    /// `[providers]` sections in `providers.order`, or the single `[provider]`.
     #[must_use]
-    pub fn base_url(&self) -> Url {
-        let mut url = match &self.provider.base_url {
+    pub fn provider_lanes(&self) -> Vec<ProviderSettings> {
+        let Some(providers) = &self.providers else {
+            return vec![self.provider.clone()];
+        };
+        providers
+            .order()
+            .into_iter()
+            .map(|kind| {
+                let mut p = providers.section(kind).cloned().unwrap_or_default();
+                p.name = kind;
+                p
+            })
+            .collect()
+    }
+
+    /// The config key prefix of `kind`'s settings (`provider` or `providers.keyapi`), for messages.
+    #[must_use]
+    pub fn provider_key(&self, kind: ProviderKind) -> String {
+        match self.providers {
+            Some(_) => format!("providers.{kind}"),
+            None => "provider".into(),
+        }
+    }
+}
+
+impl ProvidersSettings {
+    /// `order`, or when it is empty the providers that have a section, `KeyAPI` first.
+    #[must_use]
+    pub fn order(&self) -> Vec<ProviderKind> {
+        if !self.order.is_empty() {
+            return self.order.clone();
+        }
+        [ProviderKind::KeyApi, ProviderKind::EchoTik]
+            .into_iter()
+            .filter(|k| self.section(*k).is_some())
+            .collect()
+    }
+
+    #[must_use]
+    pub fn section(&self, kind: ProviderKind) -> Option<&ProviderSettings> {
+        match kind {
+            ProviderKind::KeyApi => self.keyapi.as_ref(),
+            ProviderKind::EchoTik => self.echotik.as_ref(),
+        }
+    }
+}
+
+impl ProviderSettings {
+    /// The base URL, ending in `/` so relative paths join under it: the configured one, or the
+    /// provider's public API.
+    #[must_use]
+    pub fn endpoint(&self) -> Url {
+        let mut url = match &self.base_url {
             Some(u) => u.clone(),
-            None => Url::parse(self.provider.name.default_base_url())
+            None => Url::parse(self.name.default_base_url())
                 .expect("a provider's public API URL parses"),
         };
         if !url.path().ends_with('/') {
@@ -245,12 +327,18 @@ impl Settings {
         url
     }
 
-    /// Credits one request to `kind` costs: the configured figure, or the provider's price.
+    /// Credits one request costs: the configured figure, or the provider's price.
     #[must_use]
-    pub fn credits_per_request(&self, kind: ProviderKind) -> u32 {
-        match self.provider.credits_per_request {
-            0 => kind.default_credits_per_request(),
+    pub fn credits(&self) -> u32 {
+        match self.credits_per_request {
+            0 => self.name.default_credits_per_request(),
             n => n,
         }
+    }
+
+    /// None: unlimited.
+    #[must_use]
+    pub fn daily_budget(&self) -> Option<u32> {
+        (self.daily_credit_budget > 0).then_some(self.daily_credit_budget)
     }
 }

@@ -125,7 +125,7 @@ fn environment_overrides_the_file() {
     assert_eq!(s.provider.name, ProviderKind::EchoTik);
     assert_eq!(s.provider.burst.get(), 3);
     assert_eq!(s.provider.requests_per_second, 2.5);
-    assert_eq!(s.base_url().as_str(), "http://127.0.0.1:9/");
+    assert_eq!(s.provider.endpoint().as_str(), "http://127.0.0.1:9/");
     assert_eq!(s.poll.lease_ttl, Duration::from_secs(4));
     assert_eq!(s.daemon.tick_cron.as_str(), "*/1 * * * * *");
     assert_eq!(s.provider.not_found_codes, [404, 40401]);
@@ -412,4 +412,113 @@ fn the_readme_configuration_table_lists_every_key() {
             "README.md's configuration table lacks {key}"
         );
     }
+}
+
+#[test]
+fn two_providers_load_in_order_each_with_its_own_keys_and_environment_overrides() {
+    let s = load(
+        "[providers]\norder = [\"echotik\", \"keyapi\"]\n\
+         [providers.keyapi]\nrequests_per_second = 2.0\ndaily_credit_budget = 100\n\
+         [providers.echotik]\nburst = 3\n",
+        &[
+            (
+                "SOUNDTREND__PROVIDERS__KEYAPI__BASE_URL",
+                "http://127.0.0.1:9",
+            ),
+            ("SOUNDTREND__PROVIDERS__ECHOTIK__BREAKER_FAILURES", "2"),
+        ],
+    )
+    .unwrap();
+    let lanes = s.provider_lanes();
+    let names: Vec<_> = lanes.iter().map(|p| p.name).collect();
+    assert_eq!(names, [ProviderKind::EchoTik, ProviderKind::KeyApi]);
+    let (echotik, keyapi) = (&lanes[0], &lanes[1]);
+    assert_eq!(echotik.burst.get(), 3);
+    assert_eq!(echotik.breaker_failures.get(), 2);
+    assert_eq!(echotik.credits(), 1);
+    assert_eq!(
+        echotik.endpoint().as_str(),
+        "https://open.echotik.live/",
+        "the provider's own public API"
+    );
+    assert_eq!(keyapi.requests_per_second, 2.0);
+    assert_eq!(keyapi.daily_budget(), Some(100));
+    assert_eq!(keyapi.credits(), 2);
+    assert_eq!(keyapi.endpoint().as_str(), "http://127.0.0.1:9/");
+    assert_eq!(s.provider_key(ProviderKind::KeyApi), "providers.keyapi");
+}
+
+#[test]
+fn without_an_order_the_configured_sections_are_used_keyapi_first() {
+    let s = load("[providers.echotik]\n[providers.keyapi]\n", &[]).unwrap();
+    let names: Vec<_> = s.provider_lanes().iter().map(|p| p.name).collect();
+    assert_eq!(names, [ProviderKind::KeyApi, ProviderKind::EchoTik]);
+    let s = load("[providers.echotik]\n", &[]).unwrap();
+    let names: Vec<_> = s.provider_lanes().iter().map(|p| p.name).collect();
+    assert_eq!(
+        names,
+        [ProviderKind::EchoTik],
+        "a provider left out is not used"
+    );
+}
+
+#[test]
+fn the_single_provider_section_keeps_working_unchanged() {
+    let s = load("[provider]\nname = \"echotik\"\nburst = 2\n", &[]).unwrap();
+    let lanes = s.provider_lanes();
+    assert_eq!(lanes.len(), 1);
+    assert_eq!(lanes[0].name, ProviderKind::EchoTik);
+    assert_eq!(lanes[0].burst.get(), 2);
+    assert_eq!(s.provider_key(ProviderKind::EchoTik), "provider");
+}
+
+#[test]
+fn provider_and_providers_together_are_refused_on_one_line() {
+    let e = err("[provider]\nname = \"keyapi\"\n[providers.echotik]\n", &[]);
+    assert!(
+        e.starts_with("config key `providers`: cannot be used together with [provider]"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'));
+    let e = err(
+        "[providers.echotik]\n",
+        &[("SOUNDTREND__PROVIDER__BURST", "2")],
+    );
+    assert!(e.contains("cannot be used together with [provider]"), "{e}");
+}
+
+#[test]
+fn bad_values_in_a_providers_section_name_the_full_key() {
+    let e = err("[providers.keyapi]\nname = \"echotik\"\n", &[]);
+    assert!(
+        e.starts_with("config key `providers.keyapi.name`: no such key"),
+        "{e}"
+    );
+    let e = err("[providers.echotik]\nmax_attempts = 0\n", &[]);
+    assert!(
+        e.starts_with("config key `providers.echotik.max_attempts`"),
+        "{e}"
+    );
+    let e = err(
+        "[providers.keyapi]\nbase_url = \"http://example.com\"\n",
+        &[],
+    );
+    assert!(e.contains("providers.keyapi.allow_insecure_http"), "{e}");
+    let e = err("[providers.keyapi]\nbogus = 1\n", &[]);
+    assert!(
+        e.starts_with("config key `providers.keyapi.bogus`: no such key"),
+        "{e}"
+    );
+    let e = err("[providers]\norder = [\"keyapi\", \"keyapi\"]\n", &[]);
+    assert!(
+        e.starts_with("config key `providers.order`: lists keyapi twice"),
+        "{e}"
+    );
+    let e = err("[providers]\norder = []\n", &[]);
+    assert!(
+        e.starts_with("config key `providers.order`: names no provider"),
+        "{e}"
+    );
+    let e = err("[providers]\norder = [\"acme\"]\n", &[]);
+    assert!(e.starts_with("config key `providers.order"), "{e}");
 }

@@ -168,6 +168,7 @@ impl FetchStep {
             attempt: i16::try_from(number).unwrap_or(i16::MAX),
             lease: entry.lease_token,
             lease_ttl: self.limiter.lease_ttl(),
+            key: self.limiter.key(),
         };
         let provider = self.limiter.provider();
         let asked = Instant::now();
@@ -186,6 +187,11 @@ impl FetchStep {
         let error = attempt.result.as_ref().err().cloned();
         if error.as_ref().is_none_or(ProviderError::reached_provider) {
             m::credits_spent(provider, self.limiter.credits_per_request());
+        }
+        if let Err(e) = self.limiter.report(error.as_ref(), &between.cancel).await {
+            // The answer is paid for and must still be stored; the breaker's count is not worth
+            // losing it over, so the poll goes on and the next report catches up.
+            tracing::warn!(provider = %provider, error = %e, "Could not record the provider's health.");
         }
         let fetched = Fetched {
             attempt,

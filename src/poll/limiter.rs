@@ -1,22 +1,28 @@
-//! Rate limiting: this process's own pace (a `governor` limiter) and the quota every instance
-//! shares in Postgres (`store::quota`): the request rate, the provider's pauses and the daily
-//! credit budget. A grant books the request's credits and its pending `fetches` row.
+//! Rate limiting and admission for one provider: this process's own pace (a `governor` limiter)
+//! and what every instance shares in Postgres: the quota (`store::quota`: the request rate, the
+//! provider's pauses, the daily credit budget) and the provider's health (`store::health`: the
+//! circuit breaker, rejected credentials). A grant books the request's credits and its pending
+//! `fetches` row; every answer or outage is reported back to the breaker.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::backoff::with_db_retry;
 use super::health::ProviderHealth;
 use super::outcome::SkipReason;
 use crate::clock::Clock;
-use crate::provider::ProviderKind;
+use crate::provider::{ProviderError, ProviderKind};
 use crate::store::fetches::Booked;
+use crate::store::health::{
+    self, Availability, Breaker, ProviderState, Snapshot, Standing, Transition,
+};
 use crate::store::quota::{self, Grant, QuotaParams};
 use crate::store::StoreError;
 use crate::telemetry::metrics as m;
@@ -38,18 +44,42 @@ pub struct Limiter {
     local: DefaultDirectRateLimiter,
     quota: QuotaParams,
     lease_ttl: Duration,
+    breaker: Breaker,
+    /// Fingerprint of this process's credentials for the provider.
+    key: String,
     health: Arc<ProviderHealth>,
     clock: Arc<dyn Clock>,
+    /// The provider's shared state as last read; None before the first read.
+    latest: Mutex<Option<Snapshot>>,
+    /// The shared row may hold failures or rejected credentials to clear on the next answer.
+    /// True at start (a previous run may have left them) and after any failure or read that
+    /// says so; false once a success has cleared them, so a healthy provider's answers cost no
+    /// extra statement.
+    suspect: AtomicBool,
+}
+
+/// What a [`Limiter`] is built from, besides the pool and the clock.
+#[derive(Debug, Clone)]
+pub struct LimiterParams {
+    pub quota: QuotaParams,
+    pub lease_ttl: Duration,
+    pub breaker: Breaker,
+    pub key: String,
 }
 
 impl Limiter {
     pub fn new(
         pool: PgPool,
-        quota: QuotaParams,
-        lease_ttl: Duration,
+        params: LimiterParams,
         health: Arc<ProviderHealth>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let LimiterParams {
+            quota,
+            lease_ttl,
+            breaker,
+            key,
+        } = params;
         let burst = NonZeroU32::new(quota.burst.max(1)).expect("non-zero");
         let local_quota = Quota::with_period(quota.emission_interval)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
@@ -59,13 +89,116 @@ impl Limiter {
             local: RateLimiter::direct(local_quota),
             quota,
             lease_ttl,
+            breaker,
+            key,
             health,
             clock,
+            latest: Mutex::new(None),
+            suspect: AtomicBool::new(true),
+        }
+    }
+
+    /// Takes in the provider's shared state, as read by the scheduler for a claim round.
+    pub fn observe(&self, snapshot: Snapshot) {
+        let state = snapshot.state(Some(&self.key));
+        if state != ProviderState::Healthy {
+            self.suspect.store(true, Ordering::Relaxed);
+        }
+        m::provider_state(self.provider(), state);
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(snapshot);
+    }
+
+    /// The provider's state as last read; None before the first read.
+    pub fn standing(&self) -> Option<Standing> {
+        let latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(
+            latest
+                .as_ref()?
+                .standing(Some(&self.key), self.longest_wait()),
+        )
+    }
+
+    /// Whether the last read says this process may send to the provider (true before any read:
+    /// the quota statement has the last word anyway).
+    pub fn usable(&self) -> bool {
+        self.standing()
+            .is_none_or(|s| s.availability == Availability::Usable)
+    }
+
+    /// Reports what a request to the provider came to, for the circuit breaker every instance
+    /// shares: an outage counts towards opening it; an answer (even a business error) closes it.
+    /// A 429 and rejected credentials are handled by the pause and `reject_credentials`.
+    pub async fn report(
+        &self,
+        error: Option<&ProviderError>,
+        cancel: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let transition = match error {
+            Some(e) if e.is_outage() => {
+                self.suspect.store(true, Ordering::Relaxed);
+                let message = e.to_string();
+                Some(
+                    with_db_retry(cancel, || {
+                        health::record_failure(&self.pool, self.provider(), &self.breaker, &message)
+                    })
+                    .await?,
+                )
+            }
+            Some(ProviderError::RateLimited { .. } | ProviderError::Auth { .. }) => None,
+            _ if self.suspect.swap(false, Ordering::Relaxed) => {
+                with_db_retry(cancel, || {
+                    health::record_success(&self.pool, self.provider())
+                })
+                .await?
+            }
+            _ => None,
+        };
+        if let Some(t) = transition.filter(|t| t.changed()) {
+            self.log_transition(t, error);
+        }
+        Ok(())
+    }
+
+    /// Marks the credentials rejected for every instance holding them. Returns true when this
+    /// report marked it, so it is logged once.
+    pub async fn reject_credentials(
+        &self,
+        message: &str,
+        cancel: &CancellationToken,
+    ) -> Result<bool, StoreError> {
+        self.suspect.store(true, Ordering::Relaxed);
+        let first = with_db_retry(cancel, || {
+            health::mark_auth_failed(&self.pool, self.provider(), &self.key, message)
+        })
+        .await?;
+        if first {
+            m::provider_state(self.provider(), ProviderState::AuthFailed);
+        }
+        Ok(first)
+    }
+
+    /// One line per change of the shared state, by the instance whose report changed it: WARN
+    /// when the provider goes out or comes back, INFO between healthy and degraded.
+    fn log_transition(&self, t: Transition, error: Option<&ProviderError>) {
+        m::provider_state(self.provider(), t.after);
+        let serious = |s| !matches!(s, ProviderState::Healthy | ProviderState::Degraded);
+        let error = error.map(ToString::to_string).unwrap_or_default();
+        if serious(t.before) || serious(t.after) {
+            warn!(provider = %self.provider(), from = %t.before, to = %t.after, error = %error,
+                "Provider state changed.");
+        } else {
+            info!(provider = %self.provider(), from = %t.before, to = %t.after, error = %error,
+                "Provider state changed.");
         }
     }
 
     pub fn provider(&self) -> ProviderKind {
         self.quota.provider
+    }
+
+    /// See [`Limiter::key`]: the fingerprint of this process's credentials.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     pub fn credits_per_request(&self) -> u32 {
@@ -134,9 +267,6 @@ impl Limiter {
         if cancel.is_cancelled() {
             return Ok(Admission::Refused(SkipReason::ShuttingDown));
         }
-        if self.health.is_credentials_rejected() {
-            return Ok(Admission::Refused(SkipReason::CredentialsRejected));
-        }
         let day = self.clock.today();
         let grant = with_db_retry(cancel, || {
             quota::take(&self.pool, &self.quota, day, booking)
@@ -152,6 +282,8 @@ impl Limiter {
             }
             Grant::LeaseLost => Admission::Refused(SkipReason::LeaseLost),
             Grant::EntryPaused => Admission::Refused(SkipReason::EntryPaused),
+            Grant::AuthFailed => Admission::Refused(SkipReason::CredentialsRejected),
+            Grant::Down(wait) => Admission::Refused(SkipReason::ProviderDown { wait }),
             Grant::Wait(d) if d > self.longest_wait() => {
                 self.note_pause(d);
                 Admission::Refused(SkipReason::ProviderPaused { wait: d })

@@ -49,8 +49,10 @@ pub async fn maintain(
         leased,
     } = store::watchlist::backlog(pool).await?;
     m::backlog(due, overdue.max(0.0), leased);
-    let (used, _) = store::quota::usage(pool, poller.provider(), poller.clock().today()).await?;
-    m::credits_today(poller.provider(), used);
+    for provider in poller.providers() {
+        let (used, _) = store::quota::usage(pool, provider, poller.clock().today()).await?;
+        m::credits_today(provider, used);
+    }
     Ok(())
 }
 

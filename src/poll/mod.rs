@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod fetch;
 pub mod health;
 mod jobs;
+mod lane;
 pub mod limiter;
 pub mod maintenance;
 pub mod outcome;
@@ -17,6 +18,7 @@ mod wake;
 pub mod write;
 
 pub use health::ProviderHealth;
+pub use lane::{LaneSpec, PollOptions};
 pub use maintenance::{create_partitions, maintain};
-pub use poller::{PollOptions, PollOutcome, Poller, SkipReason};
+pub use poller::{PollOutcome, Poller, SkipReason};
 pub use scheduler::{instance_name, Summary, Worker, WorkerOptions, WATCHLIST_CHANNEL};

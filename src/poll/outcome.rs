@@ -18,6 +18,8 @@ pub enum PollOutcome {
         period: Period,
         written: Written,
         attempts: u32,
+        /// Which provider answered.
+        provider: ProviderKind,
     },
     Failed {
         period: Period,
@@ -48,6 +50,28 @@ pub enum SkipReason {
     },
     /// An analyst paused the entry while its poll waited; the lease was given back unpaid.
     EntryPaused,
+    /// The provider's circuit breaker is open (or its one probe is in flight): not before
+    /// `wait`. The entry goes to the next provider in the order, if there is one.
+    ProviderDown {
+        wait: Duration,
+    },
+    /// No configured provider may take the entry now (the ones it may use are down, out of
+    /// budget or rejecting the credentials): it waits, unpaid.
+    NoUsableProvider,
+}
+
+impl SkipReason {
+    /// About the provider, not the entry: the next provider in the order may take the entry.
+    #[must_use]
+    pub fn fails_over(&self) -> bool {
+        matches!(
+            self,
+            Self::CredentialsRejected
+                | Self::BudgetExhausted { .. }
+                | Self::ProviderPaused { .. }
+                | Self::ProviderDown { .. }
+        )
+    }
 }
 
 /// Where a poll's time went: `wait` for the rate limit, the shared quota and retry backoff;
@@ -74,7 +98,7 @@ pub(super) fn report(
             written, attempts, ..
         } => {
             m::poll(provider, "ok");
-            info!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(), outcome = "ok",
+            info!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(), outcome = "ok", provider = %provider,
                 latency_ms, wait_ms, request_ms, attempts, rows = written.rows(), fetch_id = written.fetch_id, "Polled.");
         }
         PollOutcome::Failed {
@@ -84,7 +108,7 @@ pub(super) fn report(
             ..
         } => {
             m::poll(provider, error.outcome().as_str());
-            warn!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(),
+            warn!(clip_id = %entry.clip_id, region = %entry.region, period = period.days(), provider = %provider,
                 outcome = error.outcome().as_str(), latency_ms, wait_ms, request_ms, attempts, rows = 0, disabled, error = %error, "Poll failed.");
         }
         PollOutcome::Skipped(reason) => {

@@ -1,6 +1,8 @@
 //! One poll of one watchlist entry, composed from the three pieces of the poll path: the
-//! [`FetchStep`] (rate limit, request, retries), `normalize`, and the [`Writer`]. The daemon and
-//! `soundtrend poll` both use this; it knows nothing about scheduling.
+//! [`FetchStep`] (rate limit, request, retries), `normalize`, and the [`Writer`], one set of them
+//! per provider (a [`Lane`]). A poll tries the entry's providers in order and hands over to the
+//! next when one is out (down, rate limited, out of budget, rejecting the credentials). The
+//! daemon and `soundtrend poll` both use this; it knows nothing about scheduling.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,78 +11,32 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Policy;
-use super::fetch::{Ended, FetchStep, Fetched, RetryOptions};
-use super::health::ProviderHealth;
-use super::limiter::Limiter;
+use super::fetch::{Ended, Fetched};
+use super::lane::{Lane, LaneSpec, PollOptions};
 use super::outcome::{report, Timings};
 pub use super::outcome::{PollOutcome, SkipReason};
-use super::write::{FailureKind, Writer};
+use super::write::FailureKind;
 use crate::clock::Clock;
-use crate::config::Settings;
 use crate::domain::{ClipId, Period, Region};
 use crate::normalize::{normalize, Observation};
 use crate::provider::{ProviderClient, ProviderError, ProviderKind};
+use crate::store::health::{self, Availability, Standing};
 use crate::store::ingest::Written;
 use crate::store::quota::QuotaParams;
 use crate::store::watchlist::Claimed;
 use crate::store::StoreError;
 use crate::telemetry::metrics as m;
 
-/// The knobs of a poll, taken from [`Settings`].
-#[derive(Debug, Clone)]
-pub struct PollOptions {
-    pub default_period: Period,
-    pub max_attempts: u32,
-    pub retry_base_delay: Duration,
-    pub retry_max_delay: Duration,
-    pub max_retry_after: Duration,
-    pub jitter: f64,
-    pub failure_backoff: Duration,
-    pub not_found_codes: Vec<i64>,
-    pub not_found_messages: Vec<String>,
-    pub disable_after_not_found: u32,
-    /// The claim's lease: a poll never waits so long that its lease could run out.
-    pub lease_ttl: Duration,
-}
-
-impl PollOptions {
-    #[must_use]
-    pub fn from_settings(s: &Settings) -> Self {
-        Self {
-            default_period: s.poll.default_period,
-            max_attempts: s.provider.max_attempts,
-            retry_base_delay: s.provider.retry_base_delay,
-            retry_max_delay: s.provider.retry_max_delay,
-            max_retry_after: s.provider.max_retry_after,
-            jitter: s.poll.jitter,
-            failure_backoff: s.poll.failure_backoff,
-            not_found_codes: s.provider.not_found_codes.clone(),
-            not_found_messages: s
-                .provider
-                .not_found_messages
-                .iter()
-                .map(|m| m.to_lowercase())
-                .collect(),
-            disable_after_not_found: s.provider.disable_after_not_found.get(),
-            lease_ttl: s.poll.lease_ttl,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Poller {
     pool: PgPool,
-    provider: ProviderKind,
-    limiter: Arc<Limiter>,
-    fetch: FetchStep,
-    writer: Writer,
-    health: Arc<ProviderHealth>,
-    opts: PollOptions,
+    /// In order of preference; never empty.
+    lanes: Vec<Lane>,
     clock: Arc<dyn Clock>,
 }
 
 impl Poller {
+    /// A poller for one provider.
     pub fn new(
         pool: PgPool,
         client: ProviderClient,
@@ -88,37 +44,112 @@ impl Poller {
         opts: PollOptions,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let provider = client.kind();
-        let health = Arc::new(ProviderHealth::default());
-        let credits = quota.credits_per_request;
-        let limiter = Arc::new(Limiter::new(
-            pool.clone(),
-            quota,
-            opts.lease_ttl,
-            health.clone(),
-            clock.clone(),
-        ));
-        let writer = Writer::new(pool.clone(), provider, credits, &opts, health.clone());
-        let retry = RetryOptions {
-            max_attempts: opts.max_attempts,
-            delays: Policy::jittered(opts.retry_base_delay, opts.retry_max_delay),
-            max_retry_after: opts.max_retry_after,
-        };
-        Self {
-            fetch: FetchStep::new(client, limiter.clone(), writer.clone(), retry),
+        Self::with_lanes(
             pool,
-            provider,
-            limiter,
-            writer,
-            health,
-            opts,
+            vec![LaneSpec {
+                client,
+                quota,
+                opts,
+            }],
             clock,
-        }
+        )
     }
 
+    /// A poller for several providers, `lanes` in order of preference.
+    ///
+    /// # Panics
+    /// When `lanes` is empty or names a provider twice (config validation refuses both).
+    pub fn with_lanes(pool: PgPool, lanes: Vec<LaneSpec>, clock: Arc<dyn Clock>) -> Self {
+        assert!(!lanes.is_empty(), "a poller needs a provider");
+        let lanes: Vec<Lane> = lanes
+            .into_iter()
+            .map(|spec| Lane::new(&pool, spec, &clock))
+            .collect();
+        for (i, lane) in lanes.iter().enumerate() {
+            assert!(
+                lanes[..i].iter().all(|l| l.kind != lane.kind),
+                "{} is configured twice",
+                lane.kind
+            );
+        }
+        Self { pool, lanes, clock }
+    }
+
+    /// The providers, in order of preference.
+    #[must_use]
+    pub fn providers(&self) -> Vec<ProviderKind> {
+        self.lanes.iter().map(|l| l.kind).collect()
+    }
+
+    /// The preferred provider (the first in the order).
     #[must_use]
     pub fn provider(&self) -> ProviderKind {
-        self.provider
+        self.lanes[0].kind
+    }
+
+    fn lane(&self, kind: ProviderKind) -> Option<&Lane> {
+        self.lanes.iter().find(|l| l.kind == kind)
+    }
+
+    /// Reads every provider's shared state (one statement) and returns the providers this process
+    /// may send to now, in order: what the scheduler claims work for.
+    pub async fn refresh_health(&self) -> Result<Vec<ProviderKind>, StoreError> {
+        let rows = health::snapshot(&self.pool, self.clock.today()).await?;
+        for row in rows {
+            if let Some(lane) = self.lane(row.provider) {
+                lane.limiter.observe(row);
+            }
+        }
+        Ok(self.usable_providers())
+    }
+
+    /// The providers usable as last read, in order.
+    #[must_use]
+    pub fn usable_providers(&self) -> Vec<ProviderKind> {
+        self.lanes
+            .iter()
+            .filter(|l| l.limiter.usable())
+            .map(|l| l.kind)
+            .collect()
+    }
+
+    /// Each provider's state as last read (providers not read yet are left out).
+    #[must_use]
+    pub fn standings(&self) -> Vec<Standing> {
+        self.lanes
+            .iter()
+            .filter_map(|l| l.limiter.standing())
+            .collect()
+    }
+
+    /// The earliest time a provider that is out now may be used again, if any will by itself.
+    #[must_use]
+    pub fn next_usable_at(&self) -> Option<DateTime<Utc>> {
+        self.standings()
+            .into_iter()
+            .filter_map(|s| match s.availability {
+                Availability::OutUntil(t) => Some(t),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Before an operator's explicit poll: credentials a provider rejected earlier get one more
+    /// try (the operator may have fixed the account without changing the key).
+    pub async fn forgive_credentials(&self) -> Result<(), StoreError> {
+        for lane in &self.lanes {
+            health::forgive_credentials(&self.pool, lane.kind, lane.limiter.key()).await?;
+        }
+        Ok(())
+    }
+
+    /// When this process last stored an answer, from any provider.
+    #[must_use]
+    pub fn last_success(&self) -> Option<DateTime<Utc>> {
+        self.lanes
+            .iter()
+            .filter_map(|l| l.health.last_success())
+            .max()
     }
 
     #[must_use]
@@ -133,32 +164,17 @@ impl Poller {
 
     #[must_use]
     pub fn lease_ttl(&self) -> Duration {
-        self.opts.lease_ttl
+        self.lanes[0].opts.lease_ttl
     }
 
-    /// Why this process stopped polling the provider, and when it last stored an answer.
-    #[must_use]
-    pub fn health(&self) -> &ProviderHealth {
-        &self.health
-    }
-
-    /// See [`Limiter::requests_per_half_lease`].
+    /// See [`Limiter::requests_per_half_lease`]: the most any provider in the order allows.
     #[must_use]
     pub fn requests_per_half_lease(&self) -> u32 {
-        self.limiter.requests_per_half_lease()
-    }
-
-    /// True while this process must not claim work for this provider (rejected credentials, a
-    /// provider pause, or the day's budget spent).
-    #[must_use]
-    pub fn is_blocked(&self) -> bool {
-        self.health.is_blocked(self.clock.today())
-    }
-
-    /// When the provider's pause (as this process knows it) ends, if one is in force.
-    #[must_use]
-    pub fn pause_ends_at(&self) -> Option<DateTime<Utc>> {
-        self.health.pause_ends_at(self.clock.now())
+        self.lanes
+            .iter()
+            .map(|l| l.limiter.requests_per_half_lease())
+            .max()
+            .unwrap_or(1)
     }
 
     /// Gives a claimed entry back unpolled, due again at `due_at` (None: keeps its due time).
@@ -168,7 +184,7 @@ impl Poller {
         due_at: Option<DateTime<Utc>>,
         cancel: &CancellationToken,
     ) -> Result<(), StoreError> {
-        self.writer.release(entry, due_at, cancel).await
+        self.lanes[0].writer.release(entry, due_at, cancel).await
     }
 
     /// The window to ask for: the entry's own, or the smallest one covering the days since its last
@@ -179,13 +195,28 @@ impl Poller {
             return p;
         }
         match entry.last_success_at {
-            None => self.opts.default_period,
+            None => self.lanes[0].opts.default_period,
             Some(last) => {
                 let elapsed = (self.clock.now() - last).num_seconds().max(0);
                 // +1: the day of the last success itself may have changed since.
                 let days = (elapsed + 86_399) / 86_400 + 1;
                 Period::smallest_covering(days)
             }
+        }
+    }
+
+    /// The lanes a poll of `entry` tries, in order: the one it is pinned to, or every provider
+    /// in the order, those the last read says are out left out (unless all are: the quota
+    /// statement has the last word).
+    fn candidates(&self, entry: &Claimed) -> Vec<&Lane> {
+        if let Some(kind) = entry.provider {
+            return self.lane(kind).into_iter().collect();
+        }
+        let usable: Vec<&Lane> = self.lanes.iter().filter(|l| l.limiter.usable()).collect();
+        if usable.is_empty() {
+            self.lanes.iter().collect()
+        } else {
+            usable
         }
     }
 
@@ -205,35 +236,54 @@ impl Poller {
         let period = period_override.unwrap_or_else(|| self.choose_period(entry));
         tracing::Span::current().record("period", period.days());
         let mut timings = Timings::default();
-        let fetched = self
-            .fetch
-            .fetch(entry, (clip_id, region), period, &mut timings, cancel)
-            .await?;
-        let outcome = match fetched {
-            Ok(fetched) => match self
-                .store(entry, (clip_id, region), period, &fetched, cancel)
-                .await?
-            {
-                Ok(written) => PollOutcome::Stored {
-                    period,
-                    written,
-                    attempts: fetched.number,
-                },
-                // Neither is worth retrying: the same answer would be bought again.
-                Err(error) => {
-                    let wait = Duration::ZERO;
-                    let ended = Ended::Failed {
+        let lanes = self.candidates(entry);
+        let mut outcome = PollOutcome::Skipped(SkipReason::NoUsableProvider);
+        let mut provider = entry.provider.unwrap_or_else(|| self.provider());
+        for (i, lane) in lanes.iter().enumerate() {
+            provider = lane.kind;
+            let fetched = lane
+                .fetch
+                .fetch(entry, (clip_id, region), period, &mut timings, cancel)
+                .await?;
+            let ended = match fetched {
+                Ok(fetched) => match self
+                    .store(lane, entry, (clip_id, region), period, &fetched, cancel)
+                    .await?
+                {
+                    Ok(written) => {
+                        outcome = PollOutcome::Stored {
+                            period,
+                            written,
+                            attempts: fetched.number,
+                            provider: lane.kind,
+                        };
+                        break;
+                    }
+                    // Neither is worth retrying: the same answer would be bought again.
+                    Err(error) => Ended::Failed {
                         fetched: Box::new(fetched),
                         error,
-                        wait,
-                    };
-                    self.end(entry, period, ended, cancel).await?
-                }
-            },
-            Err(ended) => self.end(entry, period, ended, cancel).await?,
-        };
+                        wait: Duration::ZERO,
+                    },
+                },
+                Err(ended) => ended,
+            };
+            let next = lanes.get(i + 1);
+            if let (Some(next), true) = (next, Lane::hands_over(&ended)) {
+                self.hand_over(lane, entry, period, ended, cancel).await?;
+                m::failover(lane.kind);
+                tracing::debug!(clip_id = %clip_id, region = %region, from = %lane.kind, to = %next.kind,
+                    "Handing the poll over to the next provider.");
+                continue;
+            }
+            outcome = self.end(lane, entry, period, ended, cancel).await?;
+            break;
+        }
+        if let PollOutcome::Skipped(SkipReason::NoUsableProvider) = outcome {
+            self.release(entry, self.next_usable_at(), cancel).await?;
+        }
         report(
-            self.provider,
+            provider,
             entry,
             period,
             &outcome,
@@ -247,6 +297,7 @@ impl Poller {
     /// database refused it; the poll then fails with it.
     async fn store(
         &self,
+        lane: &Lane,
         entry: &Claimed,
         (clip_id, region): (&ClipId, &Region),
         period: Period,
@@ -264,7 +315,7 @@ impl Poller {
         };
         match normalize(detail, &obs) {
             Ok(rows) => {
-                self.writer
+                lane.writer
                     .success(entry, period, fetched, &rows, cancel)
                     .await
             }
@@ -275,10 +326,53 @@ impl Poller {
         }
     }
 
+    /// A provider could not take the poll, and the next one will: archives its last attempt (if
+    /// there was one) and, for rejected credentials, takes the provider out. The entry and its
+    /// lease stay as they are.
+    async fn hand_over(
+        &self,
+        lane: &Lane,
+        entry: &Claimed,
+        period: Period,
+        ended: Ended,
+        cancel: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let Ended::Failed { fetched, error, .. } = ended else {
+            return Ok(());
+        };
+        lane.writer
+            .retried(entry, period, &fetched, &error, cancel)
+            .await?;
+        if matches!(error, ProviderError::Auth { .. }) {
+            self.reject_credentials(lane, &error, cancel).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the provider out for every instance holding these credentials; logs it once.
+    async fn reject_credentials(
+        &self,
+        lane: &Lane,
+        error: &ProviderError,
+        cancel: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        if lane
+            .limiter
+            .reject_credentials(&error.to_string(), cancel)
+            .await?
+        {
+            let vars = lane.kind.credential_env_vars().join(", ");
+            tracing::error!(provider = %lane.kind, error = %error,
+                "The provider rejected the credentials; no instance with them polls it until a key change (or the row in provider_quota is cleared). Check {vars}.");
+        }
+        Ok(())
+    }
+
     /// Records how a poll that stored nothing ended, and gives the lease back when it was not
     /// used up.
     async fn end(
         &self,
+        lane: &Lane,
         entry: &Claimed,
         period: Period,
         ended: Ended,
@@ -289,18 +383,21 @@ impl Poller {
             Ended::Skipped(SkipReason::LeaseLost) => SkipReason::LeaseLost,
             Ended::Skipped(why) => {
                 let due_at = match &why {
-                    SkipReason::ProviderPaused { wait } => chrono::Duration::from_std(*wait)
-                        .ok()
-                        .map(|w| self.clock.now() + w),
+                    SkipReason::ProviderPaused { wait } | SkipReason::ProviderDown { wait } => {
+                        chrono::Duration::from_std(*wait)
+                            .ok()
+                            .map(|w| self.clock.now() + w)
+                    }
                     _ => None,
                 };
                 self.release(entry, due_at, cancel).await?;
                 why
             }
             Ended::Failed { fetched, error, .. } if matches!(error, ProviderError::Auth { .. }) => {
-                self.writer
-                    .credentials_rejected(entry, period, &fetched, &error, cancel)
+                lane.writer
+                    .retried(entry, period, &fetched, &error, cancel)
                     .await?;
+                self.reject_credentials(lane, &error, cancel).await?;
                 self.release(entry, None, cancel).await?;
                 SkipReason::CredentialsRejected
             }
@@ -311,9 +408,9 @@ impl Poller {
             } => {
                 let kind = FailureKind {
                     not_before: wait,
-                    not_found: self.means_not_found(&error),
+                    not_found: means_not_found(&lane.opts, &error),
                 };
-                let disabled = self
+                let disabled = lane
                     .writer
                     .failure(entry, period, &fetched, &error, kind, cancel)
                     .await?;
@@ -327,18 +424,17 @@ impl Poller {
         };
         Ok(PollOutcome::Skipped(skip))
     }
+}
 
-    /// The provider's ways of saying "no such clip", as configured.
-    fn means_not_found(&self, error: &ProviderError) -> bool {
-        let ProviderError::Api { code, message } = error else {
-            return false;
-        };
-        let message = message.to_lowercase();
-        self.opts.not_found_codes.contains(code)
-            || self
-                .opts
-                .not_found_messages
-                .iter()
-                .any(|m| !m.is_empty() && message.contains(m))
-    }
+/// The provider's ways of saying "no such clip", as configured.
+fn means_not_found(opts: &PollOptions, error: &ProviderError) -> bool {
+    let ProviderError::Api { code, message } = error else {
+        return false;
+    };
+    let message = message.to_lowercase();
+    opts.not_found_codes.contains(code)
+        || opts
+            .not_found_messages
+            .iter()
+            .any(|m| !m.is_empty() && message.contains(m))
 }

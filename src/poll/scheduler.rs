@@ -23,6 +23,7 @@ use super::wake::listen_for_inserts;
 
 use crate::config::Settings;
 use crate::poll::{PollOutcome, Poller, SkipReason};
+use crate::store::health::ProviderState;
 use crate::store::{watchlist, StoreError};
 use crate::telemetry::metrics as m;
 
@@ -59,6 +60,7 @@ impl WorkerOptions {
 
 /// Totals of a run, for the CLI's summary line.
 #[derive(Debug, Default, Clone, PartialEq)]
+#[allow(clippy::struct_excessive_bools)] // independent flags, one per reason the run stopped short
 pub struct Summary {
     pub stored: u64,
     pub failed: u64,
@@ -68,11 +70,26 @@ pub struct Summary {
     pub budget_exhausted: bool,
     /// The provider asked for a pause longer than a poll may wait.
     pub provider_paused: bool,
+    /// A provider's circuit breaker was open, or no provider could take an entry.
+    pub provider_down: bool,
     /// Per-poll latencies, when [`WorkerOptions::record_latencies`] is on.
     pub latencies: Vec<Duration>,
 }
 
 impl Summary {
+    /// Due work waited because no provider could take it: says why, as a skipped poll would.
+    fn note_waiting(&mut self, poller: &Poller) {
+        for standing in poller.standings() {
+            match standing.state {
+                ProviderState::AuthFailed => self.auth_rejected = true,
+                ProviderState::BudgetSpent => self.budget_exhausted = true,
+                ProviderState::Down => self.provider_down = true,
+                ProviderState::Degraded => self.provider_paused = true,
+                ProviderState::Healthy => {}
+            }
+        }
+    }
+
     fn add(&mut self, outcome: &PollOutcome) {
         match outcome {
             PollOutcome::Stored { written, .. } => {
@@ -86,6 +103,9 @@ impl Summary {
                     SkipReason::CredentialsRejected => self.auth_rejected = true,
                     SkipReason::BudgetExhausted { .. } => self.budget_exhausted = true,
                     SkipReason::ProviderPaused { .. } => self.provider_paused = true,
+                    SkipReason::ProviderDown { .. } | SkipReason::NoUsableProvider => {
+                        self.provider_down = true;
+                    }
                     _ => {}
                 }
             }
@@ -167,7 +187,8 @@ impl Worker {
             wake.clone(),
             cancel.clone(),
         ));
-        info!(owner = %self.opts.owner, provider = %self.poller.provider(), concurrency = self.opts.concurrency,
+        let providers: Vec<&str> = self.poller.providers().iter().map(|p| p.as_str()).collect();
+        info!(owner = %self.opts.owner, providers = %providers.join(","), concurrency = self.opts.concurrency,
             "Worker started.");
 
         // While the database is unreachable: when to try claiming again, and the delays after.
@@ -250,9 +271,22 @@ impl Worker {
     /// were claimed.
     async fn claim(&mut self, cancel: &CancellationToken) -> Result<usize, StoreError> {
         let mut started = 0;
+        // Which providers may take work now, as every instance sees it: entries that only an
+        // unusable provider could poll are not claimed, and with none usable nothing is.
+        let usable = self.poller.refresh_health().await?;
         loop {
-            if self.poller.is_blocked() || cancel.is_cancelled() {
-                self.give_back_queue().await?;
+            if usable.is_empty() || cancel.is_cancelled() {
+                // While no provider is usable the entries are due when the first one may be
+                // again, so no instance claims them only to wait.
+                let due_at = if usable.is_empty() {
+                    if watchlist::any_due(self.pool()).await? {
+                        self.summary.note_waiting(&self.poller);
+                    }
+                    self.poller.next_usable_at()
+                } else {
+                    None
+                };
+                self.give_back_queue(due_at).await?;
                 return Ok(started);
             }
             started += self.start_queued().await?;
@@ -273,9 +307,14 @@ impl Worker {
                         .min(self.opts.claim_batch),
                 )
                 .min(self.poller.requests_per_half_lease());
-            let claimed =
-                watchlist::claim_due(self.pool(), &self.opts.owner, want, self.opts.lease_ttl)
-                    .await?;
+            let claimed = watchlist::claim_due(
+                self.pool(),
+                &self.opts.owner,
+                want,
+                self.opts.lease_ttl,
+                &usable,
+            )
+            .await?;
             let n = claimed.len();
             let now = Instant::now();
             self.queue.extend(claimed.into_iter().map(|c| (c, now)));
@@ -318,11 +357,12 @@ impl Worker {
         Ok(started)
     }
 
-    /// Releases every claimed entry that has not started (blocked provider, shutdown).
-    async fn give_back_queue(&mut self) -> Result<(), StoreError> {
-        // During a provider pause the entries are due when it ends, so no instance claims them
-        // only to wait.
-        let due_at = self.poller.pause_ends_at();
+    /// Releases every claimed entry that has not started (no usable provider, shutdown), due
+    /// again at `due_at` (None: keeps its due time).
+    async fn give_back_queue(
+        &mut self,
+        due_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), StoreError> {
         while let Some((entry, _)) = self.queue.pop_front() {
             self.release(&entry, due_at).await?;
         }

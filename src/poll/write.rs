@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::warn;
 
 use super::backoff::with_db_retry;
 use super::fetch::Fetched;
@@ -18,7 +18,6 @@ use crate::normalize::Normalized;
 use crate::provider::{ProviderError, ProviderKind};
 use crate::store::fetches::{self, AttemptContext, FetchRecord};
 use crate::store::ingest::{self, FailureBookkeeping, Written};
-use crate::store::quota;
 use crate::store::watchlist::{self, Claimed};
 use crate::store::StoreError;
 use crate::telemetry::metrics as m;
@@ -102,7 +101,8 @@ impl Writer {
         Ok(Ok(w))
     }
 
-    /// Archives an attempt that is about to be retried (its pending row gets its outcome).
+    /// Archives an attempt that is about to be retried, or handed over to the next provider
+    /// (its pending row gets its outcome); the entry itself is not touched.
     pub async fn retried(
         &self,
         entry: &Claimed,
@@ -145,31 +145,6 @@ impl Writer {
                 "Disabled a watchlist entry: the provider keeps saying the clip does not exist.");
         }
         Ok(disabled)
-    }
-
-    /// Archives the attempt the provider answered with "bad credentials", and the first time in
-    /// this process marks the provider for `status` and stops polling it.
-    pub async fn credentials_rejected(
-        &self,
-        entry: &Claimed,
-        period: Period,
-        fetched: &Fetched,
-        error: &ProviderError,
-        cancel: &CancellationToken,
-    ) -> Result<(), StoreError> {
-        let record = self.record(entry, period, fetched, Some(error));
-        with_db_retry(cancel, || fetches::record(&self.pool, &record, None)).await?;
-        let message = error.to_string();
-        if self.health.reject_credentials(&message) {
-            with_db_retry(cancel, || {
-                quota::mark_auth_failed(&self.pool, self.provider, &message)
-            })
-            .await?;
-            let vars = self.provider.credential_env_vars().join(", ");
-            error!(provider = %self.provider, error = %error,
-                "The provider rejected the credentials; this process stops polling it until restarted. Check {vars}.");
-        }
-        Ok(())
     }
 
     /// Gives an entry's lease back unpolled, due again at `due_at` (None: keeps its due time).

@@ -80,6 +80,12 @@ impl ProviderClient {
         })
     }
 
+    /// See [`Credentials::fingerprint`].
+    #[must_use]
+    pub fn key_fingerprint(&self) -> String {
+        self.credentials.fingerprint()
+    }
+
     #[must_use]
     pub fn kind(&self) -> ProviderKind {
         self.kind

@@ -111,6 +111,25 @@ impl ProviderError {
         }
     }
 
+    /// Counts against the provider's health (its circuit breaker): it is down or unreachable, as
+    /// opposed to answering, even with an error, or asking us to slow down.
+    #[must_use]
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::Network(_) | Self::Unreached(_) => true,
+            Self::Http { status } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Another provider may answer where this one did not: an outage, a rate limit, or rejected
+    /// credentials. An answer about the clip itself (a business error, a bad payload) would be
+    /// the same from any provider selling the same data, so it does not fail over.
+    #[must_use]
+    pub fn fails_over(&self) -> bool {
+        self.is_outage() || matches!(self, Self::RateLimited { .. } | Self::Auth { .. })
+    }
+
     /// Whether the request reached the provider (and so may be billed): everything but an
     /// attempt that never got a connection.
     #[must_use]

@@ -53,6 +53,8 @@ pub struct Hit {
     pub authorization: Option<String>,
     /// Answered 429 rather than with data.
     pub limited: bool,
+    /// Answered with this HTTP status (see [`Faults::status`]) rather than with data.
+    pub failed_with: Option<u16>,
 }
 
 /// How the fake provider misbehaves. All off by default; change them with
@@ -71,6 +73,9 @@ pub struct Faults {
     pub delay: Duration,
     /// When set, only this clip is held for `delay`.
     pub slow_clip: Option<String>,
+    /// Answer every request with this HTTP status and the provider's error envelope while set:
+    /// 503 for an outage, 401 for a revoked key.
+    pub status: Option<u16>,
 }
 
 /// Options fixed when the server starts.
@@ -120,7 +125,10 @@ impl FakeProvider {
     #[must_use]
     pub fn answered(&self) -> HashMap<(String, String), usize> {
         let mut per_pair = HashMap::new();
-        for h in lock(&self.shared.hits).iter().filter(|h| !h.limited) {
+        for h in lock(&self.shared.hits)
+            .iter()
+            .filter(|h| !h.limited && h.failed_with.is_none())
+        {
             *per_pair
                 .entry((h.clip_id.clone(), h.region.clone()))
                 .or_default() += 1;
@@ -222,8 +230,9 @@ async fn answer(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         limited: false,
+        failed_with: None,
     };
-    let (limited, retry_after, delay) = {
+    let (limited, retry_after, delay, status) = {
         let mut f = lock(&shared.faults);
         let concerns = |only: &Option<String>| only.as_ref().is_none_or(|c| *c == hit.clip_id);
         let window = f.limited_until.is_some_and(|until| hit.at < until);
@@ -236,9 +245,10 @@ async fn answer(
         } else {
             Duration::ZERO
         };
-        (window || counted, f.retry_after_secs, delay)
+        (window || counted, f.retry_after_secs, delay, f.status)
     };
     hit.limited = limited;
+    hit.failed_with = status.filter(|_| !limited);
     if !shared.forget_hits {
         lock(&shared.hits).push(hit.clone());
     }
@@ -252,6 +262,11 @@ async fn answer(
             "rate limited",
         )
             .into_response();
+    }
+    if let Some(status) = hit.failed_with {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let body = json!({"code": status.as_u16(), "message": status.canonical_reason()});
+        return (status, axum::Json(body)).into_response();
     }
     if shared.strict {
         if let Some(refusal) = refuse(kind, &headers, &hit) {

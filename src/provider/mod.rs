@@ -142,6 +142,27 @@ impl Credentials {
         }
     }
 
+    /// A fingerprint of the secret (a SHA-256 prefix), so the database can remember which
+    /// credentials a provider rejected without holding them.
+    #[must_use]
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        match self {
+            Self::Bearer(key) => h.update(key.expose_secret().as_bytes()),
+            Self::Basic { username, password } => {
+                h.update(username.as_bytes());
+                h.update([0]);
+                h.update(password.expose_secret().as_bytes());
+            }
+        }
+        h.finalize()[..8].iter().fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+    }
+
     fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             Self::Bearer(key) => {

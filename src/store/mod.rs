@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod fetches;
+pub mod health;
 pub mod ingest;
 pub mod quota;
 pub mod report;

@@ -37,6 +37,10 @@ pub enum Grant {
     LeaseLost,
     /// An analyst paused the entry (`enabled = false`) while its poll waited: nothing was booked.
     EntryPaused,
+    /// The provider rejected these credentials (any instance saw it): nothing was booked.
+    AuthFailed,
+    /// The circuit breaker is open, or its one probe is in flight: not before this long.
+    Down(Duration),
 }
 
 /// The attempt a grant is for: its `fetches` row is inserted with the booking, and its lease
@@ -51,6 +55,8 @@ pub struct Attempt<'a> {
     /// The claim's token; None for a clip polled ad hoc that is not on the watchlist.
     pub lease: Option<Uuid>,
     pub lease_ttl: Duration,
+    /// Fingerprint of the credentials the request would carry (see `store::health`).
+    pub key: &'a str,
 }
 
 pub async fn ensure_provider(
@@ -84,11 +90,19 @@ pub async fn take(
     FOR UPDATE
 ),
 q AS (
-    SELECT tat, paused_until, clock_timestamp() AS now
+    SELECT tat, paused_until, open_until, probe_until, auth_failed_at, auth_key,
+           clock_timestamp() AS now
     FROM provider_quota WHERE provider = $1 FOR UPDATE
 ),
 d AS (
     SELECT now, paused_until,
+           -- The breaker: closed, or open with its rest over and no probe in flight (this
+           -- request is then the probe, fenced below by probe_until).
+           (open_until IS NULL OR (open_until <= now AND COALESCE(probe_until <= now, true)))
+             AS breaker_ok,
+           open_until IS NOT NULL AS probing,
+           GREATEST(open_until, probe_until) - now AS down_for,
+           (auth_failed_at IS NULL OR auth_key IS DISTINCT FROM $13) AS auth_ok,
            GREATEST(tat, now) + make_interval(secs => $2) AS new_tat,
            paused_until <= now
              AND GREATEST(tat, now) + make_interval(secs => $2)
@@ -100,7 +114,8 @@ d AS (
 c AS (
     INSERT INTO credit_usage AS cu (provider, day, credits_used, requests, budget)
     SELECT $1, $4, $5, 1, $6 FROM d
-    WHERE d.rate_ok AND d.lease_ok AND d.enabled AND ($6::int IS NULL OR $5 <= $6)
+    WHERE d.rate_ok AND d.lease_ok AND d.enabled AND d.breaker_ok AND d.auth_ok
+      AND ($6::int IS NULL OR $5 <= $6)
     ON CONFLICT (provider, day) DO UPDATE SET
         credits_used = cu.credits_used + EXCLUDED.credits_used,
         requests = cu.requests + 1,
@@ -109,7 +124,10 @@ c AS (
     RETURNING credits_used
 ),
 u AS (
-    UPDATE provider_quota SET tat = d.new_tat FROM d
+    UPDATE provider_quota SET tat = d.new_tat,
+        probe_until = CASE WHEN d.probing THEN d.now + make_interval(secs => $12)
+                           ELSE probe_until END
+    FROM d
     WHERE provider = $1 AND EXISTS (SELECT 1 FROM c)
     RETURNING 1
 ),
@@ -130,6 +148,8 @@ pending AS (
     RETURNING id
 )
 SELECT d.rate_ok AS "rate_ok!", d.lease_ok AS "lease_ok!", d.enabled AS "enabled!",
+       d.breaker_ok AS "breaker_ok!", d.auth_ok AS "auth_ok!",
+       EXTRACT(epoch FROM d.down_for)::float8 AS down_secs,
        (SELECT credits_used FROM c)::int8 AS granted_used,
        (SELECT id FROM pending) AS fetch_id,
        (SELECT credits_used FROM credit_usage WHERE provider = $1 AND day = $4)::int8 AS used,
@@ -148,6 +168,7 @@ FROM d"#,
         a.period,
         a.attempt,
         a.lease_ttl.as_secs_f64(),
+        a.key,
     )
     .fetch_optional(db)
     .await?;
@@ -167,16 +188,25 @@ FROM d"#,
             fetch_id,
         });
     }
+    if !row.auth_ok {
+        return Ok(Grant::AuthFailed);
+    }
+    if !row.breaker_ok {
+        return Ok(Grant::Down(secs(row.down_secs)));
+    }
     if row.rate_ok {
         return Ok(Grant::BudgetExhausted {
             used: row.used.unwrap_or(0),
             budget: i64::from(p.daily_budget.unwrap_or(0)),
         });
     }
-    let wait = row.wait_secs.unwrap_or(0.0);
-    Ok(Grant::Wait(Duration::from_secs_f64(
-        if wait.is_finite() { wait } else { 0.0 }.clamp(0.001, 3600.0),
-    )))
+    Ok(Grant::Wait(secs(row.wait_secs)))
+}
+
+/// A wait the database computed, as a `Duration` between 1 ms and an hour.
+fn secs(s: Option<f64>) -> Duration {
+    let s = s.unwrap_or(0.0);
+    Duration::from_secs_f64(if s.is_finite() { s } else { 0.0 }.clamp(0.001, 3600.0))
 }
 
 /// Marks the day's budget as spent (once; later calls keep the first time). Returns true the
@@ -210,21 +240,6 @@ pub async fn pause(
          WHERE provider = $1",
         provider.as_str(),
         retry_after.as_secs_f64(),
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-pub async fn mark_auth_failed(
-    db: impl PgExecutor<'_>,
-    provider: ProviderKind,
-    error: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE provider_quota SET auth_failed_at = now(), auth_error = $2 WHERE provider = $1",
-        provider.as_str(),
-        error,
     )
     .execute(db)
     .await?;

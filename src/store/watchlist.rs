@@ -9,6 +9,7 @@ use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{ClipId, Period, Region};
+use crate::provider::ProviderKind;
 
 /// A watchlist entry this worker holds a lease on.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -21,6 +22,8 @@ pub struct Claimed {
     pub consecutive_failures: i32,
     /// None for a clip polled ad hoc that is not on the watchlist.
     pub lease_token: Option<Uuid>,
+    /// The provider this entry is pinned to; None follows the configured order.
+    pub provider: Option<ProviderKind>,
 }
 
 /// Claims up to `limit` due entries, oldest due first, in one short statement committed before
@@ -32,19 +35,33 @@ pub async fn claim_due(
     owner: &str,
     limit: u32,
     lease_ttl: Duration,
+    providers: &[ProviderKind],
 ) -> Result<Vec<Claimed>, sqlx::Error> {
+    let providers: Vec<&str> = providers.iter().map(|p| p.as_str()).collect();
     sqlx::query_file_as!(
         Claimed,
         "src/store/sql/claim_due.sql",
         i64::from(limit),
         owner,
-        lease_ttl.as_secs_f64()
+        lease_ttl.as_secs_f64(),
+        &providers as &[&str]
     )
     .fetch_all(db)
     .await
 }
 
-/// The claim statement ($1 limit, $2 owner, $3 lease seconds), public so the benchmark can
+/// Whether any enabled entry is due and not leased: work that waits when no provider is usable.
+pub async fn any_due(db: impl PgExecutor<'_>) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM watchlist
+            WHERE enabled AND next_due_at <= now()
+              AND (lease_token IS NULL OR lease_expires_at <= now())) AS "due!""#
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// The claim statement ($1 limit, $2 owner, $3 lease seconds, $4 usable providers), public so the benchmark can
 /// `EXPLAIN` exactly what the worker runs.
 pub const CLAIM_DUE_SQL: &str = include_str!("sql/claim_due.sql");
 
@@ -71,7 +88,8 @@ pub async fn claim_one(
             extract(epoch FROM w.poll_interval)::float8 AS "poll_interval_secs!",
             CASE WHEN isfinite(w.last_success_at) AND w.last_success_at < '10000-01-01'
                  THEN w.last_success_at END AS last_success_at,
-            w.consecutive_failures, w.lease_token AS "lease_token?""#,
+            w.consecutive_failures, w.lease_token AS "lease_token?",
+            w.provider AS "provider: ProviderKind""#,
         clip_id,
         region,
         owner,

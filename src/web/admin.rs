@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use crate::app::{exit, fatal};
 use crate::config::Settings;
 use crate::poll::Poller;
+use crate::store::health::{Availability, ProviderState};
 
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_mins(1);
@@ -77,7 +78,9 @@ pub async fn start(
         return Ok(None);
     };
     let handle = recorder()?;
-    crate::telemetry::metrics::register(poller.provider());
+    for provider in poller.providers() {
+        crate::telemetry::metrics::register(provider);
+    }
     let state = AdminState {
         metrics: handle,
         pool,
@@ -156,11 +159,34 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
     let mut problems = Vec::new();
     if !database_answers(&s).await {
         problems.push("database unreachable".to_owned());
+    } else if let Err(e) = s.poller.refresh_health().await {
+        problems.push(format!("cannot read the providers' state: {e}"));
     }
-    if let Some(why) = s.poller.health().credentials_rejected() {
-        problems.push(format!("provider rejected the credentials: {why}"));
+    // Not ready when no provider can take work; each one that is out says why.
+    let standings = s.poller.standings();
+    let out: Vec<String> = standings
+        .iter()
+        .filter(|st| st.availability != Availability::Usable)
+        .map(|st| {
+            let why = match st.state {
+                ProviderState::AuthFailed => " (the provider rejected the credentials)",
+                ProviderState::BudgetSpent => " (the daily credit budget is spent)",
+                ProviderState::Down => " (circuit breaker open)",
+                _ => " (asked to wait: 429)",
+            };
+            let until = match st.availability {
+                Availability::OutUntil(t) => {
+                    format!(" until {}", t.format("%Y-%m-%d %H:%M:%S UTC"))
+                }
+                _ => String::new(),
+            };
+            format!("{} {}{why}{until}", st.provider, st.state)
+        })
+        .collect();
+    if !out.is_empty() && out.len() == standings.len() {
+        problems.push(format!("no usable provider ({})", out.join(", ")));
     }
-    let last = s.poller.health().last_success().unwrap_or(s.started);
+    let last = s.poller.last_success().unwrap_or(s.started);
     let age = (Utc::now() - last).to_std().unwrap_or_default();
     if age > s.max_success_age {
         problems.push(format!("no successful poll for {}s", age.as_secs()));

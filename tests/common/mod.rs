@@ -106,7 +106,10 @@ pub fn client(settings: &Settings, kind: ProviderKind, base: &str) -> ProviderCl
 }
 
 pub fn quota(settings: &Settings, kind: ProviderKind) -> QuotaParams {
-    soundtrend::app::quota_params(settings, kind)
+    soundtrend::app::quota_params(&soundtrend::config::ProviderSettings {
+        name: kind,
+        ..settings.provider.clone()
+    })
 }
 
 pub async fn poller(
@@ -135,6 +138,26 @@ pub async fn poller_with_clock(
         PollOptions::from_settings(settings),
         clock,
     ))
+}
+
+/// Claims `clip`/`region` (which must be on the watchlist) and polls it once.
+pub async fn poll(
+    app: &TestApp,
+    poller: &Poller,
+    clip: &str,
+    region: &str,
+    period: Option<soundtrend::domain::Period>,
+) -> soundtrend::poll::PollOutcome {
+    let entry =
+        store::watchlist::claim_one(&app.pool, "test", clip, region, Duration::from_mins(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("entry is on the watchlist");
+    poller
+        .poll(&entry, period, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("poll records")
 }
 
 /// The sample body in `kind`'s dialect, with `f` applied to the JSON first.

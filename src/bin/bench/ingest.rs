@@ -198,7 +198,10 @@ async fn poll_path(cases: &[Case], concurrency: usize) -> anyhow::Result<Measure
         let poller = Arc::new(Poller::new(
             pool.clone(),
             client,
-            soundtrend::app::quota_params(&settings, kind),
+            soundtrend::app::quota_params(&soundtrend::config::ProviderSettings {
+                name: kind,
+                ..settings.provider.clone()
+            }),
             PollOptions::from_settings(&settings),
             Arc::new(SystemClock),
         ));

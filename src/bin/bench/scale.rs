@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use soundtrend::provider::ProviderKind;
 use soundtrend::store::watchlist;
 
 use crate::common::{ms, percentile, proc_stats, soundtrend_binary, FakeProvider, FreshDatabase};
@@ -15,6 +16,8 @@ pub struct ScaleArgs {
 }
 
 const ROUNDS: usize = 200;
+/// The claim as a worker configured with both providers, both usable, runs it.
+const BOTH: [ProviderKind; 2] = [ProviderKind::KeyApi, ProviderKind::EchoTik];
 
 pub async fn run(args: &ScaleArgs) -> anyhow::Result<String> {
     let mut out = String::new();
@@ -42,7 +45,7 @@ pub async fn run(args: &ScaleArgs) -> anyhow::Result<String> {
         for round in 0..ROUNDS {
             let t = Instant::now();
             let claimed =
-                watchlist::claim_due(&db.pool, "bench", 100, Duration::from_mins(5)).await?;
+                watchlist::claim_due(&db.pool, "bench", 100, Duration::from_mins(5), &BOTH).await?;
             claims.push(t.elapsed());
             for (i, c) in claimed.iter().enumerate() {
                 let token = c.lease_token.expect("claimed entries have a lease");
@@ -74,6 +77,7 @@ pub async fn run(args: &ScaleArgs) -> anyhow::Result<String> {
                 .bind(100i64)
                 .bind("bench")
                 .bind(300.0f64)
+                .bind(BOTH.map(ProviderKind::as_str).to_vec())
                 .fetch_all(&mut *tx)
                 .await?;
             tx.rollback().await?;
