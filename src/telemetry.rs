@@ -46,6 +46,7 @@ pub mod metrics {
     use crate::provider::{Attempt, Outcome, ProviderKind};
     use crate::store::health::ProviderState;
     use crate::store::ingest::Written;
+    use crate::store::quota::QuotaParams;
 
     /// The tables `soundtrend_rows_written_total` counts.
     const TABLES: [&str; 6] = [
@@ -109,6 +110,16 @@ pub mod metrics {
         ] {
             gauge!(name).increment(0.0);
         }
+    }
+
+    /// The configured limits operators compare use against: the shared rate and the daily
+    /// credit budget (0: unlimited).
+    pub fn limits(quota: &QuotaParams) {
+        let p = quota.provider.as_str();
+        let rps = 1.0 / quota.emission_interval.as_secs_f64().max(1e-9);
+        gauge!("soundtrend_rate_limit_requests_per_second", "provider" => p).set(rps);
+        gauge!("soundtrend_daily_credit_budget", "provider" => p)
+            .set(f64::from(quota.daily_budget.unwrap_or(0)));
     }
 
     /// 1 for the provider's current state (as this process last read or changed it), 0 for

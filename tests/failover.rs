@@ -446,3 +446,52 @@ async fn the_same_data_from_either_provider_gives_identical_rows_but_its_provena
         "provenance says who sold it"
     );
 }
+
+#[tokio::test]
+async fn watch_add_pins_an_entry_to_a_provider_and_auto_unpins_it() {
+    let app = TestApp::spawn().await;
+    let pinned = async || -> Option<String> {
+        sqlx::query_scalar("SELECT provider FROM watchlist WHERE clip_id = $1")
+            .bind(common::CLIP)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    for (flag, expected) in [("EchoTik", Some("echotik")), ("auto", None)] {
+        let mut c = common::bin::soundtrend(&app, "http://127.0.0.1:9/");
+        c.args(["watch", "add", common::CLIP, "US", "--provider", flag]);
+        let out = common::bin::output(c).await;
+        assert_eq!(out.status.code(), Some(0), "{}", common::bin::text(&out));
+        assert_eq!(pinned().await.as_deref(), expected);
+    }
+    let mut c = common::bin::soundtrend(&app, "http://127.0.0.1:9/");
+    c.args(["watch", "add", common::CLIP, "US", "--provider", "acme"]);
+    let out = common::bin::output(c).await;
+    assert_eq!(out.status.code(), Some(2), "{}", common::bin::text(&out));
+    assert!(common::bin::text(&out).contains("--provider"));
+}
+
+#[tokio::test]
+async fn trend_index_links_windows_bought_from_different_providers() {
+    let app = TestApp::spawn().await;
+    let s = settings(&app.url);
+    app.watch(common::CLIP, "US").await;
+    for (kind, days) in [(ProviderKind::KeyApi, 30), (ProviderKind::EchoTik, 7)] {
+        let poller = common::poller(&s, &app.pool, kind, &app.provider.base).await;
+        let period = soundtrend::domain::Period::from_days(days).unwrap();
+        let outcome = common::poll(&app, &poller, common::CLIP, "US", Some(period)).await;
+        assert!(
+            matches!(outcome, soundtrend::poll::PollOutcome::Stored { provider, .. } if provider == kind),
+            "{outcome:?}"
+        );
+    }
+    // The last 7 days are covered by both windows, one from each provider, on one scale.
+    let linked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM trend_index WHERE clip_id = $1 AND region = 'US' AND windows = 2",
+    )
+    .bind(common::CLIP)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(linked, 7);
+}

@@ -165,3 +165,66 @@ async fn a_scrape_after_some_polls_shows_the_counters_moved_by_the_right_amounts
     assert_eq!(ready.status(), 503);
     assert!(ready.text().await.unwrap().contains("credentials"));
 }
+
+#[tokio::test]
+async fn off_loopback_the_metrics_ask_for_the_token_and_the_probes_stay_open() {
+    let app = TestApp::spawn().await;
+    let mut s = settings(&app.url);
+    s.admin.listen = Some(([0, 0, 0, 0], 0).into());
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
+    let token = "adm-7c1e44f0b2";
+    let addr = soundtrend::web::admin::start_with_token(
+        &s,
+        app.pool.clone(),
+        poller,
+        Some(token.to_owned().into()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", addr.port());
+    let http = reqwest::Client::new();
+    let status = async |req: reqwest::RequestBuilder| req.send().await.unwrap().status().as_u16();
+
+    assert_eq!(status(http.get(url("/metrics"))).await, 401, "no token");
+    assert_eq!(
+        status(http.get(url("/metrics")).bearer_auth("wrong")).await,
+        401,
+        "a wrong token"
+    );
+    assert_eq!(
+        status(http.get(url("/metrics")).bearer_auth(token)).await,
+        200
+    );
+    assert_eq!(
+        status(
+            http.get(url("/metrics"))
+                .header("cookie", format!("theme=dark; soundtrend_admin={token}"))
+        )
+        .await,
+        200,
+        "the token in the cookie"
+    );
+    assert_eq!(status(http.get(url("/healthz"))).await, 200, "open");
+    assert_ne!(status(http.get(url("/readyz"))).await, 401, "open");
+}
+
+#[tokio::test]
+async fn off_loopback_without_a_token_the_admin_endpoint_refuses_to_start() {
+    let app = TestApp::spawn().await;
+    let mut s = settings(&app.url);
+    s.admin.listen = Some(([0, 0, 0, 0], 0).into());
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
+    let e = soundtrend::web::admin::start_with_token(&s, app.pool.clone(), poller, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("config key `admin.listen`: 0.0.0.0:0 is reachable from other machines"),
+        "{e}"
+    );
+    assert!(
+        e.contains("SOUNDTREND_ADMIN_TOKEN") && !e.contains('\n'),
+        "{e}"
+    );
+}

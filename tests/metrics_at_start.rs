@@ -59,3 +59,34 @@ async fn a_scrape_before_any_poll_shows_every_documented_series_at_zero() {
         );
     }
 }
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_soundtrend_exports() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../deploy/grafana-dashboard.json"))
+            .expect("deploy/grafana-dashboard.json is JSON");
+    let documented = documented_series();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for (i, _) in expr.match_indices("soundtrend_") {
+                let name: String = expr[i + "soundtrend_".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    documented.contains(&base),
+                    "panel {:?} queries soundtrend_{name}, which is not in the README's metrics table",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 10, "the dashboard was read: {queried} metrics");
+}

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use crate::app::{exit, fatal};
 use crate::domain::{ClipId, Period, Region};
+use crate::provider::ProviderKind;
 use crate::store::{report, watchlist};
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +26,9 @@ pub enum WatchCommand {
         /// How often to poll, e.g. 12h or 1day (at least 1m).
         #[arg(long)]
         interval: Option<String>,
+        /// Poll this entry only with `keyapi` or `echotik`; `auto` follows the configured order.
+        #[arg(long)]
+        provider: Option<String>,
     },
     /// Add every line of a CSV file: `clip_id,region`[,`period,poll_interval`]. Bad lines are reported
     /// by number and skipped; the good ones go in one transaction. Idempotent.
@@ -61,17 +65,34 @@ pub async fn run(pool: &PgPool, cmd: WatchCommand) -> anyhow::Result<()> {
             region,
             period,
             interval,
+            provider,
         } => {
             let row = parse_fields(&clip_id, &region, period.as_deref(), interval.as_deref())
                 .map_err(|e| fatal(exit::CONFIG, e))?;
+            let provider = provider
+                .as_deref()
+                .map(parse_provider)
+                .transpose()
+                .map_err(|e| fatal(exit::CONFIG, e))?;
+            let mut tx = pool.begin().await?;
             let inserted = watchlist::upsert(
-                pool,
+                &mut *tx,
                 row.clip_id.as_str(),
                 row.region.as_str(),
                 row.period.map(Period::days),
                 row.interval,
             )
             .await?;
+            if let Some(provider) = provider {
+                watchlist::pin_provider(
+                    &mut *tx,
+                    row.clip_id.as_str(),
+                    row.region.as_str(),
+                    provider,
+                )
+                .await?;
+            }
+            tx.commit().await?;
             println!(
                 "{} {}/{}",
                 if inserted { "watching" } else { "updated" },
@@ -264,6 +285,17 @@ pub fn parse_import(text: &str) -> (Vec<ImportRow>, Vec<(usize, String)>) {
         }
     }
     (rows.into_values().collect(), problems)
+}
+
+/// `--provider`: a provider's name, or `auto` (None) for the configured order.
+fn parse_provider(raw: &str) -> Result<Option<ProviderKind>, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "auto" | "" => Ok(None),
+        other => other
+            .parse::<ProviderKind>()
+            .map(Some)
+            .map_err(|e| format!("--provider: {e}, or \"auto\" to follow providers.order")),
+    }
 }
 
 /// An interval the way `--interval` and `watch import` take it back: `1day`, `12h`,

@@ -192,6 +192,11 @@ impl Limiter {
         }
     }
 
+    /// The shared quota's parameters (rate, burst, price, budget).
+    pub fn quota(&self) -> &QuotaParams {
+        &self.quota
+    }
+
     pub fn provider(&self) -> ProviderKind {
         self.quota.provider
     }

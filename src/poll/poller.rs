@@ -81,6 +81,12 @@ impl Poller {
         self.lanes.iter().map(|l| l.kind).collect()
     }
 
+    /// Each provider's shared quota, in order.
+    #[must_use]
+    pub fn quotas(&self) -> Vec<QuotaParams> {
+        self.lanes.iter().map(|l| *l.limiter.quota()).collect()
+    }
+
     /// The preferred provider (the first in the order).
     #[must_use]
     pub fn provider(&self) -> ProviderKind {

@@ -191,6 +191,24 @@ pub async fn upsert(
     Ok(inserted)
 }
 
+/// Pins an entry to one provider, or (None) lets it follow the configured order.
+pub async fn pin_provider(
+    db: impl PgExecutor<'_>,
+    clip_id: &str,
+    region: &str,
+    provider: Option<ProviderKind>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE watchlist SET provider = $3 WHERE clip_id = $1 AND region = $2",
+        clip_id,
+        region,
+        provider.map(ProviderKind::as_str),
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Pauses or resumes an entry; resuming clears a `disabled_reason` and makes it due now.
 pub async fn set_enabled(
     db: impl PgExecutor<'_>,

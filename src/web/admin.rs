@@ -24,6 +24,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
+use secrecy::SecretString;
+
+use super::auth;
 use crate::app::{exit, fatal};
 use crate::config::Settings;
 use crate::poll::Poller;
@@ -67,19 +70,32 @@ struct AdminState {
     db_probe: Arc<tokio::sync::Mutex<Option<(std::time::Instant, bool)>>>,
 }
 
-/// Starts the endpoint when `admin.listen` is set; returns the bound address.
+/// Starts the endpoint when `admin.listen` is set, with the token from the environment (see
+/// [`auth`]); returns the bound address.
 pub async fn start(
     settings: &Settings,
     pool: PgPool,
     poller: Arc<Poller>,
 ) -> anyhow::Result<Option<SocketAddr>> {
+    start_with_token(settings, pool, poller, auth::token_from_env()).await
+}
+
+/// [`start`] with the token given (None: no token configured).
+pub async fn start_with_token(
+    settings: &Settings,
+    pool: PgPool,
+    poller: Arc<Poller>,
+    token: Option<SecretString>,
+) -> anyhow::Result<Option<SocketAddr>> {
     // Parsed at load; None is `admin.listen = ""`.
     let Some(addr) = settings.admin.listen else {
         return Ok(None);
     };
+    auth::check_bind(addr, token.as_ref()).map_err(|m| fatal(exit::CONFIG, m))?;
     let handle = recorder()?;
-    for provider in poller.providers() {
-        crate::telemetry::metrics::register(provider);
+    for quota in poller.quotas() {
+        crate::telemetry::metrics::register(quota.provider);
+        crate::telemetry::metrics::limits(&quota);
     }
     let state = AdminState {
         metrics: handle,
@@ -89,10 +105,18 @@ pub async fn start(
         max_success_age: settings.admin.ready_max_success_age,
         db_probe: Arc::default(),
     };
+    // Everything but the probes asks for the token when one is configured.
+    let mut guarded = Router::new().route("/metrics", get(metrics));
+    if let Some(token) = token {
+        guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_token,
+        ));
+    }
     let app = Router::new()
-        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(guarded)
         .with_state(state);
     // A taken or forbidden address is the configuration's to fix: exit 2, naming the key.
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
