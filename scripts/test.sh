@@ -4,6 +4,7 @@
 # Database tests use $DATABASE_URL. When it is unset, scripts/pg-up.sh finds or starts a local
 # PostgreSQL; if that fails too, DATABASE_URL stays unset and the tests fall back to
 # testcontainers (which needs Docker).
+# The browser test runs when /usr/bin/chromium and /usr/bin/chromedriver exist.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +16,13 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
     else
         echo "test.sh: no PostgreSQL available via scripts/pg-up.sh; database tests will try testcontainers (Docker)" >&2
     fi
+fi
+
+# The browser test (tests/browser.rs) needs Debian's chromium and chromium-driver; .ci/run
+# installs them. Elsewhere, without them, it is skipped, and this says so.
+if [[ -z "${SOUNDTREND_BROWSER_TESTS:-}" ]] && ! { [[ -x /usr/bin/chromium ]] && [[ -x /usr/bin/chromedriver ]]; }; then
+    export SOUNDTREND_BROWSER_TESTS=skip
+    echo "test.sh: SKIPPING the browser test: install chromium and chromium-driver (Debian) to run it" >&2
 fi
 
 exec cargo test --all-targets "$@"

@@ -205,6 +205,8 @@ async fn off_loopback_the_metrics_ask_for_the_token_and_the_probes_stay_open() {
         200,
         "the token in the cookie"
     );
+    assert_eq!(status(http.get(url("/"))).await, 401, "the pages too");
+    assert_eq!(status(http.get(url("/")).bearer_auth(token)).await, 200);
     assert_eq!(status(http.get(url("/healthz"))).await, 200, "open");
     assert_ne!(status(http.get(url("/readyz"))).await, 401, "open");
 }

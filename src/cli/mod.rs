@@ -4,6 +4,7 @@ pub mod demo;
 pub mod export;
 pub mod quickstart;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod show;
 pub mod status;
@@ -63,6 +64,9 @@ pub enum Command {
     /// One sound on the terminal from the database: title, trend sparkline per region, top
     /// countries and interests, newest fetch. Calls no API.
     Show(crate::cli::show::ShowArgs),
+    /// One self-contained HTML file: what is rising, credits per day, polling health, and every
+    /// sound's trend per region, rank history, audience and provenance. Calls no API.
+    Report(crate::cli::report::ReportArgs),
     /// A sound's stitched daily series as CSV or JSON lines. Calls no API.
     Export(crate::cli::export::ExportArgs),
     /// Manage the watchlist (SQL works just as well).
@@ -137,6 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Show(args) => crate::cli::show::run(&settings, args).await,
         Command::Export(args) => crate::cli::export::run(&settings, args).await,
+        Command::Report(args) => crate::cli::report::run(&settings, args).await,
         Command::Watch(cmd) => {
             let pool = app::database(&settings).await?;
             crate::cli::watch::run(&pool, cmd).await

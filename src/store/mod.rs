@@ -5,6 +5,7 @@ pub mod archive;
 pub mod fetches;
 pub mod health;
 pub mod ingest;
+pub mod pages;
 pub mod quota;
 pub mod report;
 pub mod sound;

@@ -1,5 +1,6 @@
 //! The admin endpoint of `soundtrend run`: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers) and `/readyz` (database reachable, credentials not rejected, a recent success).
+//! answers), `/readyz` (database reachable, a usable provider, a recent success), and the live
+//! pages `/` and `/sounds/{clip_id}` (see `web::pages`).
 //!
 //! It may face a network, so it defends itself: a client gets [`HEADER_READ_TIMEOUT`] to send
 //! its request head and [`CONNECTION_LIFETIME`] in all, at most [`MAX_CONNECTIONS`] are served
@@ -12,8 +13,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
@@ -26,7 +28,7 @@ use tokio::sync::Semaphore;
 
 use secrecy::SecretString;
 
-use super::auth;
+use super::{auth, pages};
 use crate::app::{exit, fatal};
 use crate::config::Settings;
 use crate::poll::Poller;
@@ -106,7 +108,10 @@ pub async fn start_with_token(
         db_probe: Arc::default(),
     };
     // Everything but the probes asks for the token when one is configured.
-    let mut guarded = Router::new().route("/metrics", get(metrics));
+    let mut guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/", get(overview_page))
+        .route("/sounds/{clip_id}", get(sound_page));
     if let Some(token) = token {
         guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
             token,
@@ -173,6 +178,36 @@ async fn database_answers(s: &AdminState) -> bool {
     );
     *last = Some((std::time::Instant::now(), ok));
     ok
+}
+
+/// `/`: the overview, rendered from the database on each request.
+async fn overview_page(State(s): State<AdminState>) -> Response {
+    let filter = pages::Filter::default();
+    match pages::Overview::load(&s.pool, &filter, Utc::now()).await {
+        Ok(o) => Html(pages::html::overview_page(&o).into_string()).into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `/sounds/{clip_id}`: one sound, all its regions.
+async fn sound_page(State(s): State<AdminState>, Path(clip_id): Path<String>) -> Response {
+    let Ok(clip_id) = crate::domain::ClipId::parse(&clip_id) else {
+        return (StatusCode::NOT_FOUND, "no such sound\n").into_response();
+    };
+    match pages::SoundPage::load(&s.pool, &clip_id, &pages::Filter::default()).await {
+        Ok(Some(page)) => Html(pages::html::sound_page(&page).into_string()).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no data for this sound yet\n").into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+fn unavailable(e: &sqlx::Error) -> Response {
+    tracing::warn!(error = %e, "A page could not be read from the database.");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database did not answer\n",
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<AdminState>) -> String {

@@ -58,3 +58,25 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Watches the sample clip in `regions` and polls each through the binary (a 30-day window,
+/// then a 7-day one), as a user would.
+pub async fn poll_sample_in(app: &TestApp, regions: &[&str]) {
+    for region in regions {
+        app.watch(super::CLIP, region).await;
+        for period in ["30", "7"] {
+            let mut c = soundtrend(app, &app.provider.base);
+            c.env("KEYAPI_API_KEY", super::API_KEY).args([
+                "poll",
+                "--clip-id",
+                super::CLIP,
+                "--region",
+                region,
+                "--period",
+                period,
+            ]);
+            let out = output(c).await;
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        }
+    }
+}
