@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use soundtrend::web::pages::{html, Filter, Overview, SoundPage};
+
 use crate::common::{ms, percentile, FreshDatabase};
 
 pub struct ViewsArgs {
@@ -42,6 +44,33 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<String> {
             "sound_daily: {} rows",
             rows.len()
         );
+    }
+    // The live pages: one sound's page (data and HTML), and the overview.
+    let mut sound_pages = Vec::new();
+    for k in 0..25 {
+        let clip = soundtrend::domain::ClipId::parse(&format!(
+            "{}",
+            8_000_000_000_000_000_000u64 + (k * 397 % args.pairs) as u64
+        ))?;
+        let t = Instant::now();
+        let page = SoundPage::load(&db.pool, &clip, &Filter::default())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no page for {clip}"))?;
+        let html = html::sound_page(&page).into_string();
+        sound_pages.push(t.elapsed());
+        anyhow::ensure!(
+            page.regions.iter().map(|r| r.index.len()).sum::<usize>() >= args.days as usize,
+            "the page shows {} days",
+            page.regions.iter().map(|r| r.index.len()).sum::<usize>()
+        );
+        anyhow::ensure!(html.contains("<polyline"), "no chart drawn");
+    }
+    let mut overview_pages = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let o = Overview::load(&db.pool, &Filter::default(), chrono::Utc::now()).await?;
+        let _ = html::overview_page(&o).into_string();
+        overview_pages.push(t.elapsed());
     }
     let mut rising = Vec::new();
     for _ in 0..3 {
@@ -91,6 +120,20 @@ pub async fn run(args: &ViewsArgs) -> anyhow::Result<String> {
         args.pairs,
         ms(percentile(&mut rising, 50.0)),
         ms(percentile(&mut rising, 100.0))
+    )?;
+    writeln!(
+        out,
+        "| one sound's live page, read and rendered (`/sounds/{{clip_id}}`, {} days) | {:.1} ms | {:.1} ms | < 100 ms |",
+        args.days,
+        ms(percentile(&mut sound_pages, 50.0)),
+        ms(percentile(&mut sound_pages, 100.0))
+    )?;
+    writeln!(
+        out,
+        "| the overview page (`/`, rising top 50 of {} pairs) | {:.0} ms | {:.0} ms | |",
+        args.pairs,
+        ms(percentile(&mut overview_pages, 50.0)),
+        ms(percentile(&mut overview_pages, 100.0))
     )?;
     writeln!(
         out,
