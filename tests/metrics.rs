@@ -196,14 +196,58 @@ async fn off_loopback_the_metrics_ask_for_the_token_and_the_probes_stay_open() {
         status(http.get(url("/metrics")).bearer_auth(token)).await,
         200
     );
+    // A browser signs in once; the cookie it gets opens the pages (and holds no token).
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let wrong = no_redirects
+        .post(url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let signed_in = no_redirects
+        .post(url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status().as_u16(), 303);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && !cookie.contains(token),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_owned();
     assert_eq!(
         status(
             http.get(url("/metrics"))
-                .header("cookie", format!("theme=dark; soundtrend_admin={token}"))
+                .header("cookie", format!("theme=dark; {pair}"))
         )
         .await,
         200,
-        "the token in the cookie"
+        "the cookie from /login"
+    );
+    assert_eq!(
+        status(
+            http.get(url("/metrics"))
+                .header("cookie", format!("soundtrend_admin={token}"))
+        )
+        .await,
+        401,
+        "the raw token is not a cookie value"
+    );
+    assert_eq!(
+        status(http.get(url("/login"))).await,
+        200,
+        "the form is open"
     );
     assert_eq!(status(http.get(url("/"))).await, 401, "the pages too");
     assert_eq!(status(http.get(url("/")).bearer_auth(token)).await, 200);

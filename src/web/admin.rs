@@ -112,17 +112,20 @@ pub async fn start_with_token(
         .route("/metrics", get(metrics))
         .route("/", get(overview_page))
         .route("/sounds/{clip_id}", get(sound_page));
+    let mut open = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz));
     if let Some(token) = token {
         guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
-            token,
+            token.clone(),
             auth::require_token,
         ));
+        open = open.route(
+            "/login",
+            get(auth::login_form).post(auth::login).with_state(token),
+        );
     }
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .merge(guarded)
-        .with_state(state);
+    let app = open.merge(guarded).with_state(state);
     // A taken or forbidden address is the configuration's to fix: exit 2, naming the key.
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         fatal(

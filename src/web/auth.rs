@@ -3,7 +3,8 @@
 //! address it may face a network, so a token from the environment (`SOUNDTREND_ADMIN_TOKEN`) is
 //! required, and start-up refuses a non-loopback address without one. `/healthz` and `/readyz`
 //! stay open for load balancers and orchestrators; everything else (`/metrics` and the pages)
-//! asks for the token as `Authorization: Bearer <token>` or the `soundtrend_admin` cookie.
+//! asks for the token as `Authorization: Bearer <token>` or the `soundtrend_admin` cookie, which
+//! `/login` sets in a browser (it holds a SHA-256 of the token, never the token itself).
 
 use std::net::SocketAddr;
 
@@ -50,9 +51,69 @@ pub async fn require_token(
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer realm=\"soundtrend\"")],
-        format!("unauthorized: send `Authorization: Bearer <{TOKEN_VAR}>`\n"),
+        format!("unauthorized: send `Authorization: Bearer <{TOKEN_VAR}>`, or sign in at /login\n"),
     )
         .into_response()
+}
+
+/// `GET /login`: a form asking for the token.
+pub async fn login_form() -> Response {
+    login_page(StatusCode::OK, "")
+}
+
+/// `POST /login` (`token=…`, form-encoded): sets the cookie and goes to `/` when the token is
+/// right; else the form again with 401.
+pub async fn login(State(token): State<SecretString>, body: String) -> Response {
+    let given = url::form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if !same(given.trim(), token.expose_secret()) {
+        return login_page(StatusCode::UNAUTHORIZED, "That is not the token.");
+    }
+    let cookie = format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000",
+        cookie_value(token.expose_secret())
+    );
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+fn login_page(status: StatusCode, message: &str) -> Response {
+    let page = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "soundtrend: sign in" } link rel="icon" href="data:,"; }
+            body style="font:14px system-ui,sans-serif;max-width:420px;margin:60px auto" {
+                h1 style="font-size:20px" { "soundtrend" }
+                @if !message.is_empty() { p style="color:#b3261e" { (message) } }
+                form method="post" action="/login" {
+                    label { "Admin token (" (TOKEN_VAR) ") " input type="password" name="token" autofocus; }
+                    " " button type="submit" { "Sign in" }
+                }
+            }
+        }
+    };
+    (status, axum::response::Html(page.into_string())).into_response()
+}
+
+/// What the cookie holds: a SHA-256 of the token, hex, so the token itself never sits in a
+/// browser's cookie store.
+fn cookie_value(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .fold(String::new(), |mut hex, b| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
 }
 
 /// Whether the request carries `token` in its Authorization header or its cookie.
@@ -69,7 +130,7 @@ fn carries(request: &Request, token: &str) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .any(|(name, given)| name == COOKIE && same(given, token));
+        .any(|(name, given)| name == COOKIE && same(given, &cookie_value(token)));
     bearer || cookie
 }
 
