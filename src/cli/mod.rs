@@ -127,7 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quickstart(args) => crate::cli::quickstart::run(&settings, args).await,
         Command::Status { json } => {
             let pool = app::database(&settings).await?;
-            let status = crate::cli::status::collect(&pool, &settings).await?;
+            let status = crate::cli::status::collect(&pool, &settings, &SystemClock).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

@@ -100,8 +100,8 @@ pub async fn start_with_token(
     let state = AdminState {
         metrics: handle,
         pool,
+        started: poller.clock().now(),
         poller,
-        started: Utc::now(),
         max_success_age: settings.admin.ready_max_success_age,
         db_probe: Arc::default(),
     };
@@ -211,7 +211,7 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
         problems.push(format!("no usable provider ({})", out.join(", ")));
     }
     let last = s.poller.last_success().unwrap_or(s.started);
-    let age = (Utc::now() - last).to_std().unwrap_or_default();
+    let age = (s.poller.clock().now() - last).to_std().unwrap_or_default();
     if age > s.max_success_age {
         problems.push(format!("no successful poll for {}s", age.as_secs()));
     }
