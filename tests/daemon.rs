@@ -163,9 +163,8 @@ async fn shutdown_finishes_in_flight_polls_and_releases_the_rest() {
     let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
-        let s = s.clone();
         let cancel = cancel.clone();
-        async move { worker.run(&s, cancel).await }
+        async move { worker.run(cancel).await }
     });
     eventually("two requests started", Duration::from_secs(5), async || {
         server.hit_count() >= 2
@@ -315,9 +314,8 @@ async fn an_insert_wakes_the_daemon_within_seconds() {
     let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
-        let s = s.clone();
         let cancel = cancel.clone();
-        async move { worker.run(&s, cancel).await }
+        async move { worker.run(cancel).await }
     });
     eventually(
         "the daemon listens for inserts",
@@ -382,9 +380,8 @@ async fn the_daemon_survives_its_database_connections_being_killed() {
     let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
-        let s = s.clone();
         let cancel = cancel.clone();
-        async move { worker.run(&s, cancel).await }
+        async move { worker.run(cancel).await }
     });
     app.watch("1", "US").await;
     eventually_eq(

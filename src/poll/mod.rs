@@ -18,6 +18,7 @@ mod wake;
 pub mod write;
 
 pub use health::ProviderHealth;
+pub use jobs::JobsConfig;
 pub use lane::{LaneSpec, PollOptions};
 pub use maintenance::{create_partitions, maintain};
 pub use poller::{PollOutcome, Poller, SkipReason};

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::backoff::{self, Delays};
-use super::jobs;
+use super::jobs::{self, JobsConfig};
 use super::maintenance::{create_partitions, maintain};
 use super::wake::listen_for_inserts;
 
@@ -38,6 +38,8 @@ pub struct WorkerOptions {
     pub lease_ttl: Duration,
     pub shutdown_grace: Duration,
     pub database_retry_max: Duration,
+    /// The daemon's cron jobs (`run` only).
+    pub jobs: JobsConfig,
     /// Keep every poll's latency in the summary (benchmarks); off for the daemon, whose memory
     /// must not grow with the number of polls.
     pub record_latencies: bool,
@@ -53,6 +55,7 @@ impl WorkerOptions {
             lease_ttl: s.poll.lease_ttl,
             shutdown_grace: s.daemon.shutdown_grace,
             database_retry_max: s.daemon.database_retry_max,
+            jobs: JobsConfig::from_settings(s),
             record_latencies: false,
         }
     }
@@ -168,17 +171,13 @@ impl Worker {
 
     /// The daemon loop (`soundtrend run`): returns after `cancel` fires and in-flight polls were
     /// drained (or the grace period ran out and their leases were released).
-    pub async fn run(
-        mut self,
-        settings: &Settings,
-        cancel: CancellationToken,
-    ) -> anyhow::Result<Summary> {
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<Summary> {
         self.cancel_for_tasks = cancel.clone();
         let wake = Arc::new(Notify::new());
         let scheduler = jobs::start(
             self.pool().clone(),
             self.poller.clone(),
-            settings,
+            &self.opts.jobs,
             wake.clone(),
         )
         .await?;
@@ -194,8 +193,7 @@ impl Worker {
         // While the database is unreachable: when to try claiming again, and the delays after.
         let mut db_down: Option<(Instant, Delays)> = None;
         // Fill the backlog gauges now rather than at the first maintenance tick.
-        if let Err(e) = maintain(self.pool(), &self.poller, settings.retention.raw_body_days).await
-        {
+        if let Err(e) = maintain(self.pool(), &self.poller, self.opts.jobs.raw_body_days).await {
             warn!(error = %e, "Maintenance failed; it runs again on its next schedule.");
         }
         if let Err(e) = create_partitions(self.pool()).await {

@@ -28,7 +28,7 @@ use secrecy::SecretString;
 
 use super::auth;
 use crate::app::{exit, fatal};
-use crate::config::Settings;
+use crate::config::AdminSettings;
 use crate::poll::Poller;
 use crate::store::health::{Availability, ProviderState};
 
@@ -73,7 +73,7 @@ struct AdminState {
 /// Starts the endpoint when `admin.listen` is set, with the token from the environment (see
 /// [`auth`]); returns the bound address.
 pub async fn start(
-    settings: &Settings,
+    settings: &AdminSettings,
     pool: PgPool,
     poller: Arc<Poller>,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -82,13 +82,13 @@ pub async fn start(
 
 /// [`start`] with the token given (None: no token configured).
 pub async fn start_with_token(
-    settings: &Settings,
+    settings: &AdminSettings,
     pool: PgPool,
     poller: Arc<Poller>,
     token: Option<SecretString>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     // Parsed at load; None is `admin.listen = ""`.
-    let Some(addr) = settings.admin.listen else {
+    let Some(addr) = settings.listen else {
         return Ok(None);
     };
     auth::check_bind(addr, token.as_ref()).map_err(|m| fatal(exit::CONFIG, m))?;
@@ -102,7 +102,7 @@ pub async fn start_with_token(
         pool,
         started: poller.clock().now(),
         poller,
-        max_success_age: settings.admin.ready_max_success_age,
+        max_success_age: settings.ready_max_success_age,
         db_probe: Arc::default(),
     };
     // Everything but the probes asks for the token when one is configured.
