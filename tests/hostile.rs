@@ -61,8 +61,7 @@ async fn assert_one_trace_and_backed_off(app: &TestApp, server: &MockServer) {
         "every paid request leaves exactly one fetches row"
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at > now() + interval '30 seconds'")
-            .await,
+        app.idle_entries_due_after(Duration::from_secs(30)).await,
         1,
         "the entry is released and not due again at once"
     );

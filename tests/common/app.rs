@@ -89,6 +89,58 @@ impl TestApp {
             .await
     }
 
+    /// Entries nobody holds that are due now.
+    pub async fn idle_due_entries(&self) -> i64 {
+        self.count(
+            "SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at <= now()",
+        )
+        .await
+    }
+
+    /// Entries nobody holds that are not due again until more than `after` from now.
+    pub async fn idle_entries_due_after(&self, after: Duration) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM watchlist
+             WHERE lease_token IS NULL AND next_due_at > now() + make_interval(secs => $1)",
+        )
+        .bind(after.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await
+        .expect("count idle entries by due time")
+    }
+
+    /// Entries nobody holds that were polled successfully at least once.
+    pub async fn idle_polled_entries(&self) -> i64 {
+        self.count(
+            "SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND last_success_at IS NOT NULL",
+        )
+        .await
+    }
+
+    /// Entries enabled (polled on schedule).
+    pub async fn enabled_entries(&self) -> i64 {
+        self.count("SELECT count(*) FROM watchlist WHERE enabled")
+            .await
+    }
+
+    /// Entries disabled (paused by hand, or the clip does not exist).
+    pub async fn disabled_entries(&self) -> i64 {
+        self.count("SELECT count(*) FROM watchlist WHERE NOT enabled")
+            .await
+    }
+
+    /// Providers whose shared pause (a 429's Retry-After) lasts more than `beyond` from now.
+    pub async fn providers_paused_beyond(&self, beyond: Duration) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM provider_quota
+             WHERE paused_until > now() + make_interval(secs => $1)",
+        )
+        .bind(beyond.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await
+        .expect("count paused providers")
+    }
+
     /// Whether every lease on the watchlist has expired (true when none is held).
     pub async fn all_leases_expired(&self) -> bool {
         self.count(
@@ -138,6 +190,17 @@ impl TestApp {
     /// Rows in `trend_points`.
     pub async fn trend_points(&self) -> i64 {
         self.count("SELECT count(*) FROM trend_points").await
+    }
+
+    /// Rows in `trend_observations`, every partition.
+    pub async fn observations(&self) -> i64 {
+        self.count("SELECT count(*) FROM trend_observations").await
+    }
+
+    /// Rows in `trend_observations`' default partition (days no monthly partition covers).
+    pub async fn observations_in_default_partition(&self) -> i64 {
+        self.count("SELECT count(*) FROM trend_observations_default")
+            .await
     }
 
     /// Rows in `audience_countries`.
