@@ -54,6 +54,15 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// [`Self::count`] with `$1` bound to `d` in seconds.
+    async fn count_beyond(&self, sql: &'static str, d: Duration) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(d.as_secs_f64())
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     pub async fn watch(&self, clip: &str, region: &str) {
         sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES ($1, $2)")
             .bind(clip)
@@ -99,14 +108,12 @@ impl TestApp {
 
     /// Entries nobody holds that are not due again until more than `after` from now.
     pub async fn idle_entries_due_after(&self, after: Duration) -> i64 {
-        sqlx::query_scalar(
+        self.count_beyond(
             "SELECT count(*) FROM watchlist
              WHERE lease_token IS NULL AND next_due_at > now() + make_interval(secs => $1)",
+            after,
         )
-        .bind(after.as_secs_f64())
-        .fetch_one(&self.pool)
         .await
-        .expect("count idle entries by due time")
     }
 
     /// Entries nobody holds that were polled successfully at least once.
@@ -131,14 +138,12 @@ impl TestApp {
 
     /// Providers whose shared pause (a 429's Retry-After) lasts more than `beyond` from now.
     pub async fn providers_paused_beyond(&self, beyond: Duration) -> i64 {
-        sqlx::query_scalar(
+        self.count_beyond(
             "SELECT count(*) FROM provider_quota
              WHERE paused_until > now() + make_interval(secs => $1)",
+            beyond,
         )
-        .bind(beyond.as_secs_f64())
-        .fetch_one(&self.pool)
         .await
-        .expect("count paused providers")
     }
 
     /// Whether every lease on the watchlist has expired (true when none is held).
