@@ -10,7 +10,7 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::clock::Clock;
 use crate::config::{DatabaseSettings, ProviderSettings, Settings};
-use crate::poll::{LaneSpec, PollOptions, Poller};
+use crate::poll::{LaneSpec, PollOptions, Poller, WorkerOptions};
 use crate::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
 use crate::store::{self, quota::QuotaParams};
 
@@ -55,14 +55,17 @@ pub fn region_arg(raw: Option<&str>) -> anyhow::Result<Option<crate::domain::Reg
 #[error("{0}")]
 pub struct Unreachable(pub String);
 
-/// Like [`database`], but waits for an unreachable server instead of failing: the daemon is
-/// started by service managers that may start it before Postgres.
-pub async fn database_when_reachable(settings: &Settings) -> anyhow::Result<PgPool> {
-    let mut delays =
-        crate::poll::backoff::database_wait(settings.daemon.database_retry_max).delays();
+/// Like [`database`], but waits for an unreachable server instead of failing, retrying with a
+/// backoff capped at `retry_max` (`daemon.database_retry_max`): the daemon is started by service
+/// managers that may start it before Postgres.
+pub async fn database_when_reachable(
+    db: &DatabaseSettings,
+    retry_max: Duration,
+) -> anyhow::Result<PgPool> {
+    let mut delays = crate::poll::backoff::database_wait(retry_max).delays();
     let mut logged = false;
     loop {
-        match database(settings).await {
+        match database(db).await {
             Err(e) if e.downcast_ref::<Unreachable>().is_some() => {
                 if !logged {
                     tracing::warn!(error = %e, "The database is unreachable; waiting for it.");
@@ -78,29 +81,24 @@ pub async fn database_when_reachable(settings: &Settings) -> anyhow::Result<PgPo
 
 /// Connects, creating the database when the server is up but the database does not exist yet,
 /// and applies pending migrations (safe with several instances: sqlx takes an advisory lock).
-pub async fn database(settings: &Settings) -> anyhow::Result<PgPool> {
-    ensure_database(settings).await?;
-    let pool = store::pool(&settings.database)
-        .context("config key `database.url` is not a valid Postgres URL")?;
-    store::migrate(&pool).await.with_context(|| {
-        format!(
-            "cannot apply migrations to {}",
-            settings.database.redacted_url()
-        )
-    })?;
+pub async fn database(db: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    ensure_database(db).await?;
+    let pool = store::pool(db).context("config key `database.url` is not a valid Postgres URL")?;
+    store::migrate(&pool)
+        .await
+        .with_context(|| format!("cannot apply migrations to {}", db.redacted_url()))?;
     Ok(pool)
 }
 
-async fn ensure_database(settings: &Settings) -> anyhow::Result<()> {
-    let url = settings.database.redacted_url();
-    let options: PgConnectOptions = settings
-        .database
+async fn ensure_database(db: &DatabaseSettings) -> anyhow::Result<()> {
+    let url = db.redacted_url();
+    let options: PgConnectOptions = db
         .url
         .expose_secret()
         .parse()
         .context("config key `database.url` is not a valid Postgres URL")?;
     let connect = |o: PgConnectOptions| async move {
-        tokio::time::timeout(settings.database.connect_timeout, o.connect()).await
+        tokio::time::timeout(db.connect_timeout, o.connect()).await
     };
     match connect(options.clone()).await {
         Ok(Ok(conn)) => {
@@ -110,8 +108,8 @@ async fn ensure_database(settings: &Settings) -> anyhow::Result<()> {
         Ok(Err(sqlx::Error::Database(e))) if e.code().as_deref() == Some("3D000") => {
             let name = options.get_database().unwrap_or("soundtrend").to_owned();
             tokio::time::timeout(
-                settings.database.connect_timeout,
-                store::create_database(settings.database.url.expose_secret()),
+                db.connect_timeout,
+                store::create_database(db.url.expose_secret()),
             )
             .await
             .map_err(|_| anyhow::anyhow!("timed out connecting to {url}"))?
@@ -125,7 +123,7 @@ async fn ensure_database(settings: &Settings) -> anyhow::Result<()> {
         Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("cannot connect to {url}"))),
         Err(_) => Err(anyhow::Error::new(Unreachable(format!(
             "timed out after {:?} connecting to {url}; is Postgres running? (set DATABASE_URL or database.url)",
-            settings.database.connect_timeout
+            db.connect_timeout
         )))),
     }
 }
@@ -225,27 +223,25 @@ pub async fn poller(
     Ok(Arc::new(Poller::with_lanes(pool, lanes, clock)))
 }
 
-/// Claims one entry for an ad-hoc poll (`soundtrend poll --clip-id`, quickstart). A pair that is
-/// not on the watchlist is polled all the same, without a lease or watchlist bookkeeping; a pair
+/// Claims one entry for an ad-hoc poll (`soundtrend poll --clip-id`, quickstart) as the worker
+/// `opts` describes (its owner name, suffixed with `purpose`, and its lease). A pair that is not
+/// on the watchlist is polled all the same, without a lease or watchlist bookkeeping; a pair
 /// another worker is polling right now is an error.
 pub async fn claim_for_one_poll(
-    settings: &Settings,
+    opts: &WorkerOptions,
     pool: &PgPool,
     purpose: &str,
     clip_id: &crate::domain::ClipId,
     region: &crate::domain::Region,
 ) -> anyhow::Result<crate::store::watchlist::Claimed> {
     use crate::store::watchlist;
-    let owner = format!(
-        "{}-{purpose}",
-        crate::poll::instance_name(&settings.daemon.instance_name)
-    );
+    let owner = format!("{}-{purpose}", opts.owner);
     match watchlist::claim_one(
         pool,
         &owner,
         clip_id.as_str(),
         region.as_str(),
-        settings.poll.lease_ttl,
+        opts.lease_ttl,
     )
     .await?
     {

@@ -216,7 +216,7 @@ async fn a_run_killed_with_sigkill_mid_poll_leaves_no_rows_and_the_entry_is_poll
 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(app.snapshots().await, 1);
-    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE last_success_at IS NOT NULL AND lease_token IS NULL").await, 1);
+    assert_eq!(app.idle_polled_entries().await, 1);
     app.assert_ledger_equals_archive().await;
 }
 
@@ -253,11 +253,7 @@ async fn watch_import_reports_bad_lines_by_number_and_is_idempotent() {
     let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.args(["watch", "pause", CLIP, "GB"]);
     assert_eq!(output(c).await.status.code(), Some(0));
-    assert_eq!(
-        app.count("SELECT count(*) FROM watchlist WHERE NOT enabled")
-            .await,
-        1
-    );
+    assert_eq!(app.disabled_entries().await, 1);
     let mut c = soundtrend(&app, "http://127.0.0.1:9/");
     c.args(["status", "--json"]);
     let out = output(c).await;

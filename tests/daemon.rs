@@ -126,14 +126,7 @@ async fn an_exhausted_credit_budget_stops_polling_until_the_next_utc_day() {
     assert!(day1.budget_exhausted);
     assert_eq!(server.hits().len(), 3, "no request beyond the budget");
     assert_eq!(app.count("SELECT count(*) FROM credit_usage WHERE credits_used = 6 AND requests = 3 AND exhausted_at IS NOT NULL").await, 1);
-    assert_eq!(
-        app.count(
-            "SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at <= now()"
-        )
-        .await,
-        2,
-        "unpolled entries stay due"
-    );
+    assert_eq!(app.idle_due_entries().await, 2, "unpolled entries stay due");
     let again = Worker::new(poller.clone(), worker_options(&s, "a"))
         .drain(&cancel)
         .await
@@ -163,9 +156,8 @@ async fn shutdown_finishes_in_flight_polls_and_releases_the_rest() {
     let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
-        let s = s.clone();
         let cancel = cancel.clone();
-        async move { worker.run(&s, cancel).await }
+        async move { worker.run(cancel).await }
     });
     eventually("two requests started", Duration::from_secs(5), async || {
         server.hit_count() >= 2
@@ -239,7 +231,7 @@ async fn a_worker_killed_mid_poll_leaves_no_rows_and_its_entry_is_polled_again()
     assert_eq!(summary.stored, 1);
     assert_eq!(app.snapshots().await, 1);
     assert_eq!(app.fetches_with_outcome("ok").await, 1);
-    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND last_success_at IS NOT NULL").await, 1);
+    assert_eq!(app.idle_polled_entries().await, 1);
 }
 
 #[tokio::test]
@@ -315,9 +307,8 @@ async fn an_insert_wakes_the_daemon_within_seconds() {
     let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
-        let s = s.clone();
         let cancel = cancel.clone();
-        async move { worker.run(&s, cancel).await }
+        async move { worker.run(cancel).await }
     });
     eventually(
         "the daemon listens for inserts",
@@ -382,9 +373,8 @@ async fn the_daemon_survives_its_database_connections_being_killed() {
     let worker = keyapi_worker(&s, &app, &server.base, "a").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
-        let s = s.clone();
         let cancel = cancel.clone();
-        async move { worker.run(&s, cancel).await }
+        async move { worker.run(cancel).await }
     });
     app.watch("1", "US").await;
     eventually_eq(
@@ -500,7 +490,10 @@ async fn a_retry_after_longer_than_a_lease_pauses_claims_instead_of_sitting_on_l
         "this process stops claiming until the pause ends"
     );
     assert_eq!(app.fetches_with_outcome("rate_limited").await, 1);
-    assert_eq!(app.count("SELECT count(*) FROM provider_quota WHERE paused_until > now() + interval '590 seconds'").await, 1);
+    assert_eq!(
+        app.providers_paused_beyond(Duration::from_secs(590)).await,
+        1
+    );
     assert_eq!(
         app.leases_held().await,
         0,
@@ -543,12 +536,13 @@ async fn a_retry_after_longer_than_a_lease_pauses_claims_instead_of_sitting_on_l
         "nothing claimed"
     );
     assert_eq!(server.hits().len(), 1);
-    assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at > now() + interval '590 seconds'").await, 2, "as the first instance left them");
     assert_eq!(
-        app.count(
-            "SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at <= now()"
-        )
-        .await,
+        app.idle_entries_due_after(Duration::from_secs(590)).await,
+        2,
+        "as the first instance left them"
+    );
+    assert_eq!(
+        app.idle_due_entries().await,
         2,
         "the last entry and the new one wait, due, unclaimed"
     );

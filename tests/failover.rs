@@ -204,7 +204,7 @@ async fn a_5xx_storm_fails_over_to_the_other_provider_and_traffic_returns_after_
         "storm: {N} entries stored {by:?}; requests keyapi {storm_hits} (503), echotik {}",
         echotik.hit_count()
     );
-    let status = soundtrend::cli::status::collect(&app.pool, &s)
+    let status = soundtrend::cli::status::collect(&app.pool, &s, &SystemClock)
         .await
         .unwrap();
     let shown = soundtrend::cli::status::render(&status);

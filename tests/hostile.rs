@@ -61,8 +61,7 @@ async fn assert_one_trace_and_backed_off(app: &TestApp, server: &MockServer) {
         "every paid request leaves exactly one fetches row"
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at > now() + interval '30 seconds'")
-            .await,
+        app.idle_entries_due_after(Duration::from_secs(30)).await,
         1,
         "the entry is released and not due again at once"
     );
@@ -404,8 +403,8 @@ async fn a_daemon_survives_every_hostile_case_at_once_with_requests_per_entry_bo
     let worker = keyapi_worker(&s, &app, &server.uri(), "hostile").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
-        let (cancel, s) = (cancel.clone(), s.clone());
-        async move { worker.run(&s, cancel).await }
+        let cancel = cancel.clone();
+        async move { worker.run(cancel).await }
     });
 
     // Three lease periods: a poison entry bought once per lease would show up here.
@@ -463,7 +462,7 @@ async fn the_admin_listener_drops_a_client_that_never_finishes_its_request() {
     let mut s = settings(&app.url);
     s.admin.listen = Some(([127, 0, 0, 1], 0).into());
     let poller = poller(&s, &app.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
-    let addr = soundtrend::web::admin::start(&s, app.pool.clone(), poller)
+    let addr = soundtrend::web::admin::start(&s.admin, app.pool.clone(), poller)
         .await
         .unwrap()
         .expect("listening");
@@ -521,7 +520,7 @@ async fn readiness_probes_the_database_once_per_few_seconds_whatever_the_request
         soundtrend::poll::PollOptions::from_settings(&s),
         std::sync::Arc::new(soundtrend::clock::SystemClock),
     ));
-    let addr = soundtrend::web::admin::start(&s, pool, poller)
+    let addr = soundtrend::web::admin::start(&s.admin, pool, poller)
         .await
         .unwrap()
         .expect("listening");

@@ -211,7 +211,10 @@ async fn a_429_lands_as_rate_limited_and_pauses_the_shared_quota() {
         .await;
     let (outcome, stored) = single_attempt_outcome(&app, &server.uri()).await;
     assert_failure_recorded(&app, "rate_limited", &outcome, &stored).await;
-    assert_eq!(app.count("SELECT count(*) FROM provider_quota WHERE paused_until > now() + interval '25 seconds'").await, 1);
+    assert_eq!(
+        app.providers_paused_beyond(Duration::from_secs(25)).await,
+        1
+    );
     assert_eq!(
         app.count(
             "SELECT count(*) FROM fetches WHERE http_status = 429 AND body_text = 'slow down'"
@@ -537,11 +540,7 @@ async fn a_clip_the_provider_does_not_know_is_disabled_after_repeated_not_found(
     app.watch(CLIP, "US").await;
 
     poll(&app, &poller, CLIP, "US", None).await;
-    assert_eq!(
-        app.count("SELECT count(*) FROM watchlist WHERE enabled")
-            .await,
-        1
-    );
+    assert_eq!(app.enabled_entries().await, 1);
     poll(&app, &poller, CLIP, "US", None).await;
 
     assert_eq!(app.count("SELECT count(*) FROM watchlist WHERE NOT enabled AND disabled_reason LIKE '%does not exist 2 polls in a row%Music not found%'").await, 1);

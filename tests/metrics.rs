@@ -42,7 +42,7 @@ async fn a_scrape_after_some_polls_shows_the_counters_moved_by_the_right_amounts
     s.admin.listen = Some(([127, 0, 0, 1], 0).into());
     app.watch_many(4).await;
     let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.base).await;
-    let addr = soundtrend::web::admin::start(&s, app.pool.clone(), poller.clone())
+    let addr = soundtrend::web::admin::start(&s.admin, app.pool.clone(), poller.clone())
         .await
         .unwrap()
         .unwrap();
@@ -174,7 +174,7 @@ async fn off_loopback_the_metrics_ask_for_the_token_and_the_probes_stay_open() {
     let poller = poller(&s, &app.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
     let token = "adm-7c1e44f0b2";
     let addr = soundtrend::web::admin::start_with_token(
-        &s,
+        &s.admin,
         app.pool.clone(),
         poller,
         Some(token.to_owned().into()),
@@ -261,7 +261,7 @@ async fn off_loopback_without_a_token_the_admin_endpoint_refuses_to_start() {
     let mut s = settings(&app.url);
     s.admin.listen = Some(([0, 0, 0, 0], 0).into());
     let poller = poller(&s, &app.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
-    let e = soundtrend::web::admin::start_with_token(&s, app.pool.clone(), poller, None)
+    let e = soundtrend::web::admin::start_with_token(&s.admin, app.pool.clone(), poller, None)
         .await
         .unwrap_err()
         .to_string();

@@ -181,7 +181,7 @@ async fn status_reports_entries_credits_disabled_entries_and_errors() {
         .await
         .unwrap();
 
-    let status = soundtrend::cli::status::collect(&app.pool, &s)
+    let status = soundtrend::cli::status::collect(&app.pool, &s, &soundtrend::clock::SystemClock)
         .await
         .unwrap();
 

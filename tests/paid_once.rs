@@ -53,8 +53,8 @@ async fn two_quota_bound_instances_with_429s_and_a_slow_answer_pay_for_each_pair
     let mut runs = Vec::new();
     for owner in ["a", "b"] {
         let worker = keyapi_worker(&s, &app, &server.base, owner).await;
-        let (cancel, s) = (cancel.clone(), s.clone());
-        runs.push(tokio::spawn(async move { worker.run(&s, cancel).await }));
+        let cancel = cancel.clone();
+        runs.push(tokio::spawn(async move { worker.run(cancel).await }));
     }
 
     eventually(
@@ -147,8 +147,8 @@ async fn pausing_resuming_and_removing_entries_mid_poll_never_pays_twice_or_lose
     let worker = keyapi_worker(&s, &app, &server.base, "one").await;
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
-        let (cancel, s) = (cancel.clone(), s.clone());
-        async move { worker.run(&s, cancel).await }
+        let cancel = cancel.clone();
+        async move { worker.run(cancel).await }
     });
     eventually(
         "three requests in flight",

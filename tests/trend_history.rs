@@ -316,7 +316,7 @@ async fn replay_after_truncating_the_derived_tables_rebuilds_the_very_same_index
     let app = TestApp::spawn().await;
     poll_history(&app).await;
     let live = index_rows(&app).await;
-    let observations = app.count("SELECT count(*) FROM trend_observations").await;
+    let observations = app.observations().await;
     assert_eq!(observations, PAIRS as i64 * (120 + 30 * 7 + 30 + 9 * 7));
 
     sqlx::query(
@@ -335,10 +335,7 @@ async fn replay_after_truncating_the_derived_tables_rebuilds_the_very_same_index
     .await
     .unwrap();
 
-    assert_eq!(
-        app.count("SELECT count(*) FROM trend_observations").await,
-        observations
-    );
+    assert_eq!(app.observations().await, observations);
     assert_eq!(index_rows(&app).await, live);
 }
 
@@ -446,22 +443,14 @@ async fn partitions_are_created_ahead_and_take_over_rows_from_the_default_partit
     .execute(&app.pool)
     .await
     .unwrap();
-    assert_eq!(
-        app.count("SELECT count(*) FROM trend_observations_default")
-            .await,
-        1
-    );
+    assert_eq!(app.observations_in_default_partition().await, 1);
 
     sqlx::query("SELECT trend_observations_ensure_partitions('2035-03-01', 1)")
         .execute(&app.pool)
         .await
         .unwrap();
 
-    assert_eq!(
-        app.count("SELECT count(*) FROM trend_observations_default")
-            .await,
-        0
-    );
+    assert_eq!(app.observations_in_default_partition().await, 0);
     assert_eq!(
         app.count("SELECT count(*) FROM trend_observations_2035_03")
             .await,

@@ -41,7 +41,7 @@ pub const COLUMNS: &str = "clip_id,region,day,index_value,index_low,index_high,s
 pub async fn run(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
     let clip_id = app::clip_arg(&args.clip_id)?;
     let region = app::region_arg(args.region.as_deref())?;
-    let pool = app::database(settings).await?;
+    let pool = app::database(&settings.database).await?;
     let region = region.as_ref().map(Region::as_str);
     let days = sound::daily(&pool, clip_id.as_str(), region, None).await?;
     if days.is_empty() {

@@ -122,7 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(&settings.log);
     match cli.command {
         Command::Migrate => {
-            app::database(&settings).await?;
+            app::database(&settings.database).await?;
             println!("migrations applied to {}", settings.database.redacted_url());
             Ok(())
         }
@@ -130,8 +130,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => crate::cli::run::run(settings).await,
         Command::Quickstart(args) => crate::cli::quickstart::run(&settings, args).await,
         Command::Status { json } => {
-            let pool = app::database(&settings).await?;
-            let status = crate::cli::status::collect(&pool, &settings).await?;
+            let pool = app::database(&settings.database).await?;
+            let status = crate::cli::status::collect(&pool, &settings, &SystemClock).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -143,7 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => crate::cli::export::run(&settings, args).await,
         Command::Report(args) => crate::cli::report::run(&settings, args).await,
         Command::Watch(cmd) => {
-            let pool = app::database(&settings).await?;
+            let pool = app::database(&settings.database).await?;
             crate::cli::watch::run(&pool, cmd).await
         }
         Command::Replay(args) => replay(&settings, args).await,
@@ -169,7 +169,8 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
         .transpose()
         .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
     let lanes = app::lanes(settings)?;
-    let pool = app::database(settings).await?;
+    let opts = WorkerOptions::from_settings(settings);
+    let pool = app::database(&settings.database).await?;
     let poller = app::poller(pool.clone(), lanes, Arc::new(SystemClock)).await?;
     let kind = poller.provider();
     let kinds: Vec<&str> = poller.providers().iter().map(|p| p.as_str()).collect();
@@ -178,7 +179,7 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
     app::spawn_signal_handler(cancel.clone());
 
     if args.due {
-        let worker = Worker::new(poller, WorkerOptions::from_settings(settings));
+        let worker = Worker::new(poller, opts);
         let summary = worker.drain(&cancel).await?;
         println!(
             "polled due entries via {kinds}: {} stored ({} {}), {} failed, {} skipped",
@@ -222,7 +223,7 @@ async fn poll(settings: &Settings, args: PollArgs) -> anyhow::Result<()> {
         .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
     let region = Region::parse(args.region.as_deref().unwrap_or_default())
         .map_err(|e| fatal(exit::CONFIG, e.to_string()))?;
-    let entry = app::claim_for_one_poll(settings, &pool, "cli", &clip_id, &region).await?;
+    let entry = app::claim_for_one_poll(&opts, &pool, "cli", &clip_id, &region).await?;
     poller.forgive_credentials().await?;
     let outcome = poller
         .poll(&entry, period, &cancel)
@@ -263,7 +264,7 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     if args.batch < 1 {
         return Err(fatal(exit::CONFIG, "--batch must be at least 1"));
     }
-    let pool = app::database(settings).await?;
+    let pool = app::database(&settings.database).await?;
     let filter = crate::cli::replay::ReplayFilter {
         since,
         clip_id: clip_id.map(|c| c.to_string()),

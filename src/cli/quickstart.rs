@@ -15,7 +15,7 @@ use crate::cli::demo;
 use crate::clock::SystemClock;
 use crate::config::{DatabaseSettings, ProviderSettings, Settings};
 use crate::domain::{ClipId, Region};
-use crate::poll::{PollOptions, PollOutcome, Poller};
+use crate::poll::{PollOptions, PollOutcome, Poller, WorkerOptions};
 use crate::provider::{Credentials, ProviderKind};
 use crate::store::watchlist;
 
@@ -96,7 +96,8 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         );
     }
     let settings = &settings;
-    let pool = app::database(settings).await?;
+    let worker = WorkerOptions::from_settings(settings);
+    let pool = app::database(&settings.database).await?;
     println!("  migrations: applied");
 
     // (provider, base URL, credentials, credits per request, region) for each poll to make.
@@ -172,7 +173,7 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             Arc::new(SystemClock),
         ));
         let entry =
-            app::claim_for_one_poll(settings, &pool, "quickstart", &clip_id, &region).await?;
+            app::claim_for_one_poll(&worker, &pool, "quickstart", &clip_id, &region).await?;
         poller.forgive_credentials().await?;
         match poller.poll(&entry, None, &CancellationToken::new()).await? {
             PollOutcome::Stored { period, written, .. } => println!(

@@ -12,6 +12,7 @@ use crate::poll::{Worker, WorkerOptions};
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let lanes = app::lanes(&settings)?;
+    let opts = WorkerOptions::from_settings(&settings);
     let endpoints: Vec<String> = settings
         .provider_lanes()
         .iter()
@@ -20,11 +21,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     app::spawn_signal_handler(cancel.clone());
     let pool = tokio::select! {
-        pool = app::database_when_reachable(&settings) => pool?,
+        pool = app::database_when_reachable(&settings.database, opts.database_retry_max) => pool?,
         () = cancel.cancelled() => return Ok(()),
     };
     let poller = app::poller(pool.clone(), lanes, Arc::new(SystemClock)).await?;
-    let admin = crate::web::admin::start(&settings, pool.clone(), poller.clone()).await?;
+    let admin = crate::web::admin::start(&settings.admin, pool.clone(), poller.clone()).await?;
     info!(providers = %endpoints.join(" "), database = %settings.database.redacted_url(),
         admin = admin.map_or_else(|| "disabled".into(), |a| a.to_string()), "soundtrend is running.");
     if let Some(w) = crate::config::database_tls_warning(secrecy::ExposeSecret::expose_secret(
@@ -32,8 +33,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )) {
         tracing::warn!("{w}");
     }
-    let worker = Worker::new(poller, WorkerOptions::from_settings(&settings));
-    let summary = worker.run(&settings, cancel).await?;
+    let worker = Worker::new(poller, opts);
+    let summary = worker.run(cancel).await?;
     info!(
         stored = summary.stored,
         failed = summary.failed,

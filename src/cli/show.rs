@@ -31,7 +31,7 @@ pub async fn run(settings: &Settings, args: ShowArgs) -> anyhow::Result<()> {
     if !(1..=366).contains(&args.days) {
         return Err(fatal(exit::CONFIG, "--days must be between 1 and 366"));
     }
-    let pool = app::database(settings).await?;
+    let pool = app::database(&settings.database).await?;
     let region = region.as_ref().map(Region::as_str);
     match render(&pool, &clip_id, region, args.days).await? {
         Some(text) => {

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::store::health::{self, ProviderState};
 use crate::store::report::{self, DisabledEntry, EntryCounts, ProviderReport, RecentError};
@@ -38,8 +39,13 @@ pub struct ProviderStatus {
     pub daily_credit_budget: Option<u32>,
 }
 
-pub async fn collect(pool: &PgPool, settings: &Settings) -> Result<Status, sqlx::Error> {
-    let now = Utc::now();
+/// The status at `clock`'s now.
+pub async fn collect(
+    pool: &PgPool,
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> Result<Status, sqlx::Error> {
+    let now = clock.now();
     let lanes = settings.provider_lanes();
     let today = now.date_naive();
     let health = health::snapshot(pool, today).await?;

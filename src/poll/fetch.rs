@@ -13,6 +13,7 @@ use super::backoff::Policy;
 use super::limiter::Limiter;
 use super::outcome::{SkipReason, Timings};
 use super::write::Writer;
+use crate::clock::Clock;
 use crate::domain::{ClipId, Period, Region};
 use crate::provider::{Attempt, ProviderClient, ProviderError};
 use crate::store::fetches::Booked;
@@ -62,6 +63,8 @@ pub struct FetchStep {
     limiter: Arc<Limiter>,
     writer: Writer,
     opts: RetryOptions,
+    /// Stamps each request's `requested_at`.
+    clock: Arc<dyn Clock>,
 }
 
 impl FetchStep {
@@ -70,12 +73,14 @@ impl FetchStep {
         limiter: Arc<Limiter>,
         writer: Writer,
         opts: RetryOptions,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             client,
             limiter,
             writer,
             opts,
+            clock,
         }
     }
 
@@ -181,7 +186,10 @@ impl FetchStep {
             Err(e) => return Err(Stop::Store(e)),
         };
         m::quota_wait(provider, waited);
-        let attempt = self.client.fetch(clip_id, region, between.period).await;
+        let attempt = self
+            .client
+            .fetch(clip_id, region, between.period, self.clock.as_ref())
+            .await;
         between.lock().timings.request += attempt.duration;
         m::request(provider, &attempt);
         let error = attempt.result.as_ref().err().cloned();

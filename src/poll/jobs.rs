@@ -19,27 +19,49 @@ use tracing::warn;
 
 use super::maintenance::{self, create_partitions, maintain};
 use super::Poller;
-use crate::config::Settings;
+use crate::config::{CronExpr, Settings};
 use crate::telemetry::metrics as m;
+
+/// When the jobs run and what maintenance keeps, taken from [`Settings`].
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// `daemon.tick_cron`.
+    pub tick_cron: CronExpr,
+    /// `daemon.maintenance_cron`.
+    pub maintenance_cron: CronExpr,
+    /// `retention.raw_body_days` (0: raw bodies are kept forever).
+    pub raw_body_days: u32,
+}
+
+impl JobsConfig {
+    #[must_use]
+    pub fn from_settings(s: &Settings) -> Self {
+        Self {
+            tick_cron: s.daemon.tick_cron.clone(),
+            maintenance_cron: s.daemon.maintenance_cron.clone(),
+            raw_body_days: s.retention.raw_body_days,
+        }
+    }
+}
 
 /// Starts the scheduler with the three jobs.
 pub async fn start(
     pool: PgPool,
     poller: Arc<Poller>,
-    settings: &Settings,
+    config: &JobsConfig,
     wake: Arc<Notify>,
 ) -> anyhow::Result<JobScheduler> {
     let scheduler = JobScheduler::new()
         .await
         .context("cannot start the scheduler")?;
-    let tick = Job::new_async(settings.daemon.tick_cron.as_str(), move |_id, _sched| {
+    let tick = Job::new_async(config.tick_cron.as_str(), move |_id, _sched| {
         let wake = wake.clone();
         Box::pin(async move { wake.notify_one() })
     })
     .with_context(|| {
         format!(
             "config key `daemon.tick_cron`: cannot schedule {:?}",
-            settings.daemon.tick_cron
+            config.tick_cron
         )
     })?;
     scheduler
@@ -47,12 +69,12 @@ pub async fn start(
         .await
         .context("cannot schedule the poll tick")?;
 
-    let retention_days = settings.retention.raw_body_days;
+    let retention_days = config.raw_body_days;
     let (maintenance_pool, partitions_pool) = (pool.clone(), pool);
     add_logged(
         &scheduler,
         "maintenance",
-        settings.daemon.maintenance_cron.as_str(),
+        config.maintenance_cron.as_str(),
         move || {
             let (pool, poller) = (maintenance_pool.clone(), poller.clone());
             async move { maintain(&pool, &poller, retention_days).await }

@@ -122,7 +122,13 @@ impl Lane {
         };
         Self {
             kind,
-            fetch: FetchStep::new(client, limiter.clone(), writer.clone(), retry),
+            fetch: FetchStep::new(
+                client,
+                limiter.clone(),
+                writer.clone(),
+                retry,
+                clock.clone(),
+            ),
             limiter,
             writer,
             health,

@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::backoff::{self, Delays};
-use super::jobs;
+use super::instance::instance_name;
+use super::jobs::{self, JobsConfig};
 use super::maintenance::{create_partitions, maintain};
+use super::summary::Summary;
 use super::wake::listen_for_inserts;
 
 use crate::config::Settings;
-use crate::poll::{PollOutcome, Poller, SkipReason};
-use crate::store::health::ProviderState;
+use crate::poll::{PollOutcome, Poller};
 use crate::store::{watchlist, StoreError};
 use crate::telemetry::metrics as m;
 
@@ -38,6 +39,8 @@ pub struct WorkerOptions {
     pub lease_ttl: Duration,
     pub shutdown_grace: Duration,
     pub database_retry_max: Duration,
+    /// The daemon's cron jobs (`run` only).
+    pub jobs: JobsConfig,
     /// Keep every poll's latency in the summary (benchmarks); off for the daemon, whose memory
     /// must not grow with the number of polls.
     pub record_latencies: bool,
@@ -53,62 +56,8 @@ impl WorkerOptions {
             lease_ttl: s.poll.lease_ttl,
             shutdown_grace: s.daemon.shutdown_grace,
             database_retry_max: s.daemon.database_retry_max,
+            jobs: JobsConfig::from_settings(s),
             record_latencies: false,
-        }
-    }
-}
-
-/// Totals of a run, for the CLI's summary line.
-#[derive(Debug, Default, Clone, PartialEq)]
-#[allow(clippy::struct_excessive_bools)] // independent flags, one per reason the run stopped short
-pub struct Summary {
-    pub stored: u64,
-    pub failed: u64,
-    pub skipped: u64,
-    pub rows: i64,
-    pub auth_rejected: bool,
-    pub budget_exhausted: bool,
-    /// The provider asked for a pause longer than a poll may wait.
-    pub provider_paused: bool,
-    /// A provider's circuit breaker was open, or no provider could take an entry.
-    pub provider_down: bool,
-    /// Per-poll latencies, when [`WorkerOptions::record_latencies`] is on.
-    pub latencies: Vec<Duration>,
-}
-
-impl Summary {
-    /// Due work waited because no provider could take it: says why, as a skipped poll would.
-    fn note_waiting(&mut self, poller: &Poller) {
-        for standing in poller.standings() {
-            match standing.state {
-                ProviderState::AuthFailed => self.auth_rejected = true,
-                ProviderState::BudgetSpent => self.budget_exhausted = true,
-                ProviderState::Down => self.provider_down = true,
-                ProviderState::Degraded => self.provider_paused = true,
-                ProviderState::Healthy => {}
-            }
-        }
-    }
-
-    fn add(&mut self, outcome: &PollOutcome) {
-        match outcome {
-            PollOutcome::Stored { written, .. } => {
-                self.stored += 1;
-                self.rows += written.rows();
-            }
-            PollOutcome::Failed { .. } => self.failed += 1,
-            PollOutcome::Skipped(reason) => {
-                self.skipped += 1;
-                match reason {
-                    SkipReason::CredentialsRejected => self.auth_rejected = true,
-                    SkipReason::BudgetExhausted { .. } => self.budget_exhausted = true,
-                    SkipReason::ProviderPaused { .. } => self.provider_paused = true,
-                    SkipReason::ProviderDown { .. } | SkipReason::NoUsableProvider => {
-                        self.provider_down = true;
-                    }
-                    _ => {}
-                }
-            }
         }
     }
 }
@@ -168,17 +117,13 @@ impl Worker {
 
     /// The daemon loop (`soundtrend run`): returns after `cancel` fires and in-flight polls were
     /// drained (or the grace period ran out and their leases were released).
-    pub async fn run(
-        mut self,
-        settings: &Settings,
-        cancel: CancellationToken,
-    ) -> anyhow::Result<Summary> {
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<Summary> {
         self.cancel_for_tasks = cancel.clone();
         let wake = Arc::new(Notify::new());
         let scheduler = jobs::start(
             self.pool().clone(),
             self.poller.clone(),
-            settings,
+            &self.opts.jobs,
             wake.clone(),
         )
         .await?;
@@ -194,8 +139,7 @@ impl Worker {
         // While the database is unreachable: when to try claiming again, and the delays after.
         let mut db_down: Option<(Instant, Delays)> = None;
         // Fill the backlog gauges now rather than at the first maintenance tick.
-        if let Err(e) = maintain(self.pool(), &self.poller, settings.retention.raw_body_days).await
-        {
+        if let Err(e) = maintain(self.pool(), &self.poller, self.opts.jobs.raw_body_days).await {
             warn!(error = %e, "Maintenance failed; it runs again on its next schedule.");
         }
         if let Err(e) = create_partitions(self.pool()).await {
@@ -407,28 +351,4 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// The lease owner of this process: `instance_name` (default hostname-pid) plus a random
-/// suffix, so two processes given the same name never release each other's leases.
-#[must_use]
-pub fn instance_name(configured: &str) -> String {
-    let name = if configured.trim().is_empty() {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "soundtrend".into());
-        format!("{host}-{}", std::process::id())
-    } else {
-        configured.trim().to_owned()
-    };
-    format!("{name}/{}", &process_tag()[..6])
-}
-
-/// Random per process, fixed for its lifetime.
-fn process_tag() -> &'static str {
-    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TAG.get_or_init(|| uuid::Uuid::new_v4().simple().to_string())
 }

@@ -16,8 +16,9 @@ use super::health::ProviderHealth;
 use crate::domain::Period;
 use crate::normalize::Normalized;
 use crate::provider::{ProviderError, ProviderKind};
+use crate::store::failure::{self, FailureBookkeeping};
 use crate::store::fetches::{self, AttemptContext, FetchRecord};
-use crate::store::ingest::{self, FailureBookkeeping, Written};
+use crate::store::ingest::{self, Written};
 use crate::store::watchlist::{self, Claimed};
 use crate::store::StoreError;
 use crate::telemetry::metrics as m;
@@ -137,7 +138,7 @@ impl Writer {
             disable_after_not_found: self.disable_after_not_found,
         };
         let disabled = with_db_retry(cancel, || {
-            ingest::record_failure(&self.pool, &record, entry.lease_token, &book)
+            failure::record_failure(&self.pool, &record, entry.lease_token, &book)
         })
         .await?;
         if disabled {

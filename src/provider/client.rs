@@ -10,6 +10,7 @@ use url::Url;
 use super::error::{parse_retry_after, ProviderError};
 use super::wire::{Envelope, MusicDetail};
 use super::{Credentials, ProviderKind};
+use crate::clock::Clock;
 use crate::domain::{ClipId, Period, Region};
 
 /// The longest provider text (business message, redirect target) kept in logs and columns.
@@ -96,10 +97,16 @@ impl ProviderClient {
         &self.endpoint
     }
 
-    /// Makes one request and classifies what came back. Never fails: a failure is an
-    /// [`Attempt`] whose `result` says what went wrong.
-    pub async fn fetch(&self, clip_id: &ClipId, region: &Region, period: Period) -> Attempt {
-        let requested_at = Utc::now();
+    /// Makes one request and classifies what came back, stamped with `clock`'s time as it
+    /// leaves. Never fails: a failure is an [`Attempt`] whose `result` says what went wrong.
+    pub async fn fetch(
+        &self,
+        clip_id: &ClipId,
+        region: &Region,
+        period: Period,
+        clock: &dyn Clock,
+    ) -> Attempt {
+        let requested_at = clock.now();
         let started = Instant::now();
         let mut url = self.endpoint.clone();
         url.query_pairs_mut()

@@ -2,6 +2,7 @@
 //! typed functions and never writes SQL of its own.
 
 pub mod archive;
+pub mod failure;
 pub mod fetches;
 pub mod health;
 pub mod ingest;

@@ -30,7 +30,7 @@ use secrecy::SecretString;
 
 use super::{auth, pages};
 use crate::app::{exit, fatal};
-use crate::config::Settings;
+use crate::config::AdminSettings;
 use crate::poll::Poller;
 use crate::store::health::{Availability, ProviderState};
 
@@ -75,7 +75,7 @@ struct AdminState {
 /// Starts the endpoint when `admin.listen` is set, with the token from the environment (see
 /// [`auth`]); returns the bound address.
 pub async fn start(
-    settings: &Settings,
+    settings: &AdminSettings,
     pool: PgPool,
     poller: Arc<Poller>,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -84,13 +84,13 @@ pub async fn start(
 
 /// [`start`] with the token given (None: no token configured).
 pub async fn start_with_token(
-    settings: &Settings,
+    settings: &AdminSettings,
     pool: PgPool,
     poller: Arc<Poller>,
     token: Option<SecretString>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     // Parsed at load; None is `admin.listen = ""`.
-    let Some(addr) = settings.admin.listen else {
+    let Some(addr) = settings.listen else {
         return Ok(None);
     };
     auth::check_bind(addr, token.as_ref()).map_err(|m| fatal(exit::CONFIG, m))?;
@@ -102,9 +102,9 @@ pub async fn start_with_token(
     let state = AdminState {
         metrics: handle,
         pool,
+        started: poller.clock().now(),
         poller,
-        started: Utc::now(),
-        max_success_age: settings.admin.ready_max_success_age,
+        max_success_age: settings.ready_max_success_age,
         db_probe: Arc::default(),
     };
     // Everything but the probes asks for the token when one is configured.
@@ -249,7 +249,7 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, String) {
         problems.push(format!("no usable provider ({})", out.join(", ")));
     }
     let last = s.poller.last_success().unwrap_or(s.started);
-    let age = (Utc::now() - last).to_std().unwrap_or_default();
+    let age = (s.poller.clock().now() - last).to_std().unwrap_or_default();
     if age > s.max_success_age {
         problems.push(format!("no successful poll for {}s", age.as_secs()));
     }

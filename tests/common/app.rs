@@ -54,6 +54,15 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// [`Self::count`] with `$1` bound to `d` in seconds.
+    async fn count_beyond(&self, sql: &'static str, d: Duration) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(d.as_secs_f64())
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     pub async fn watch(&self, clip: &str, region: &str) {
         sqlx::query("INSERT INTO watchlist (clip_id, region) VALUES ($1, $2)")
             .bind(clip)
@@ -87,6 +96,54 @@ impl TestApp {
     pub async fn leases_held(&self) -> i64 {
         self.count("SELECT count(*) FROM watchlist WHERE lease_token IS NOT NULL")
             .await
+    }
+
+    /// Entries nobody holds that are due now.
+    pub async fn idle_due_entries(&self) -> i64 {
+        self.count(
+            "SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND next_due_at <= now()",
+        )
+        .await
+    }
+
+    /// Entries nobody holds that are not due again until more than `after` from now.
+    pub async fn idle_entries_due_after(&self, after: Duration) -> i64 {
+        self.count_beyond(
+            "SELECT count(*) FROM watchlist
+             WHERE lease_token IS NULL AND next_due_at > now() + make_interval(secs => $1)",
+            after,
+        )
+        .await
+    }
+
+    /// Entries nobody holds that were polled successfully at least once.
+    pub async fn idle_polled_entries(&self) -> i64 {
+        self.count(
+            "SELECT count(*) FROM watchlist WHERE lease_token IS NULL AND last_success_at IS NOT NULL",
+        )
+        .await
+    }
+
+    /// Entries enabled (polled on schedule).
+    pub async fn enabled_entries(&self) -> i64 {
+        self.count("SELECT count(*) FROM watchlist WHERE enabled")
+            .await
+    }
+
+    /// Entries disabled (paused by hand, or the clip does not exist).
+    pub async fn disabled_entries(&self) -> i64 {
+        self.count("SELECT count(*) FROM watchlist WHERE NOT enabled")
+            .await
+    }
+
+    /// Providers whose shared pause (a 429's Retry-After) lasts more than `beyond` from now.
+    pub async fn providers_paused_beyond(&self, beyond: Duration) -> i64 {
+        self.count_beyond(
+            "SELECT count(*) FROM provider_quota
+             WHERE paused_until > now() + make_interval(secs => $1)",
+            beyond,
+        )
+        .await
     }
 
     /// Whether every lease on the watchlist has expired (true when none is held).
@@ -138,6 +195,17 @@ impl TestApp {
     /// Rows in `trend_points`.
     pub async fn trend_points(&self) -> i64 {
         self.count("SELECT count(*) FROM trend_points").await
+    }
+
+    /// Rows in `trend_observations`, every partition.
+    pub async fn observations(&self) -> i64 {
+        self.count("SELECT count(*) FROM trend_observations").await
+    }
+
+    /// Rows in `trend_observations`' default partition (days no monthly partition covers).
+    pub async fn observations_in_default_partition(&self) -> i64 {
+        self.count("SELECT count(*) FROM trend_observations_default")
+            .await
     }
 
     /// Rows in `audience_countries`.

@@ -282,7 +282,7 @@ pub async fn start_admin(db: &TestApp) -> std::net::SocketAddr {
     let mut s = settings(&db.url);
     s.admin.listen = Some(([127, 0, 0, 1], 0).into());
     let poller = poller(&s, &db.pool, ProviderKind::KeyApi, "http://127.0.0.1:9/").await;
-    soundtrend::web::admin::start(&s, db.pool.clone(), poller)
+    soundtrend::web::admin::start(&s.admin, db.pool.clone(), poller)
         .await
         .expect("the admin endpoint starts")
         .expect("listening")

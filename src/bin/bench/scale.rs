@@ -125,8 +125,8 @@ async fn failure_write(
     token: uuid::Uuid,
 ) -> anyhow::Result<()> {
     use soundtrend::provider::{Outcome, ProviderKind};
+    use soundtrend::store::failure::{record_failure, FailureBookkeeping};
     use soundtrend::store::fetches::FetchRecord;
-    use soundtrend::store::ingest::{record_failure, FailureBookkeeping};
     let record = FetchRecord {
         duration_ms: 5,
         http_status: Some(503),
