@@ -47,7 +47,7 @@ pub async fn run(settings: &Settings, args: ReportArgs) -> anyhow::Result<()> {
             })
             .transpose()?,
     };
-    let pool = app::database(settings).await?;
+    let pool = app::database(&settings.database).await?;
     let overview = Overview::load(&pool, &filter, chrono::Utc::now()).await?;
     let clips = crate::store::pages::clips(
         &pool,

@@ -186,7 +186,7 @@ async fn database_answers(s: &AdminState) -> bool {
 /// `/`: the overview, rendered from the database on each request.
 async fn overview_page(State(s): State<AdminState>) -> Response {
     let filter = pages::Filter::default();
-    match pages::Overview::load(&s.pool, &filter, Utc::now()).await {
+    match pages::Overview::load(&s.pool, &filter, s.poller.clock().now()).await {
         Ok(o) => Html(pages::html::overview_page(&o).into_string()).into_response(),
         Err(e) => unavailable(&e),
     }
