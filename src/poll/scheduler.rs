@@ -72,6 +72,8 @@ pub struct Worker {
     /// The token polls see: cancelled on shutdown so they stop between attempts.
     cancel_for_tasks: CancellationToken,
     summary: Summary,
+    /// When a provider that is out now may be used again (the daemon claims then).
+    resume_at: Option<Instant>,
 }
 
 impl Worker {
@@ -85,6 +87,7 @@ impl Worker {
             queue: VecDeque::new(),
             cancel_for_tasks: CancellationToken::new(),
             summary: Summary::default(),
+            resume_at: None,
         }
     }
 
@@ -148,11 +151,15 @@ impl Worker {
         wake.notify_one();
         loop {
             let retry_at = db_down.as_ref().map(|(at, _)| *at);
+            let resume_at = self.resume_at;
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = wake.notified() => {}
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finish(done),
                 () = sleep_until_opt(retry_at), if retry_at.is_some() => {}
+                // A provider comes back (a pause or the breaker's rest ends): claim at once
+                // rather than at the next tick.
+                () = sleep_until_opt(resume_at), if resume_at.is_some() => self.resume_at = None,
             }
             if matches!(db_down, Some((at, _)) if Instant::now() < at) {
                 continue;
@@ -226,7 +233,12 @@ impl Worker {
                     if watchlist::any_due(self.pool()).await? {
                         self.summary.note_waiting(&self.poller);
                     }
-                    self.poller.next_usable_at()
+                    let next = self.poller.next_usable_at();
+                    self.resume_at = next.map(|t| {
+                        let wait = (t - self.poller.clock().now()).to_std().unwrap_or_default();
+                        Instant::now() + wait + RESUME_MARGIN
+                    });
+                    next
                 } else {
                     None
                 };
@@ -345,6 +357,10 @@ impl Worker {
         }
     }
 }
+
+/// After a provider's pause or rest ends, wait this much more before claiming, so the shared
+/// state (on the database's clock) says usable when read.
+const RESUME_MARGIN: Duration = Duration::from_millis(50);
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
