@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# soundtrend against its peer, dlt, on the same responses and the same Postgres:
+#
+#   scripts/bench-peer-dlt.sh [N]        (default N = 5000)
+#
+# 1. starts `soundtrend demo-server` (both dialects; generated period-7 windows) on a free port;
+# 2. soundtrend: a fresh database `soundtrend_peer`, N watchlist entries (period 7), then
+#    `soundtrend poll --due` with the rate limit lifted, timed end to end (HTTP included);
+# 3. dlt (pip "dlt[postgres]" in a throwaway venv under target/): the same N responses, fetched
+#    first, then loaded with merge on (clip_id, region) into the same server, timed on the load;
+# 4. prints both rates and soundtrend's ratio to dlt.
+#
+# Needs a release build (`cargo build --release --bin soundtrend`) and DATABASE_URL (or a local
+# server scripts/pg-up.sh finds). Figures are in docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+N="${1:-5000}"
+FIRST_CLIP=7100000000000000000
+server="${DATABASE_URL:-$(scripts/pg-up.sh)}"
+base_url="${server%%\?*}"
+db="${base_url%/*}/soundtrend_peer"
+bin=target/release/soundtrend
+[[ -x "$bin" ]] || cargo build --release --bin soundtrend
+
+venv=target/dlt-venv
+if [[ ! -x "$venv/bin/python" ]]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "dlt[postgres]"
+fi
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+"$bin" demo-server --listen "127.0.0.1:$port" >/dev/null 2>&1 &
+demo=$!
+trap 'kill $demo 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null && break
+    curl -s "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+psql "$server" -qc "DROP DATABASE IF EXISTS soundtrend_peer WITH (FORCE)" >/dev/null
+export DATABASE_URL="$db"
+"$bin" migrate >/dev/null
+psql "$db" -qc "INSERT INTO watchlist (clip_id, region, period)
+                SELECT ($FIRST_CLIP + g)::text, 'US', 7 FROM generate_series(0, $N - 1) g"
+export KEYAPI_API_KEY=bench \
+    SOUNDTREND__PROVIDER__BASE_URL="http://127.0.0.1:$port/" \
+    SOUNDTREND__PROVIDER__REQUESTS_PER_SECOND=1000000 \
+    SOUNDTREND__PROVIDER__BURST=1000 \
+    SOUNDTREND__POLL__CONCURRENCY=8 \
+    SOUNDTREND__POLL__CLAIM_BATCH=200 \
+    SOUNDTREND__DATABASE__MAX_CONNECTIONS=16 \
+    SOUNDTREND__ADMIN__LISTEN="" \
+    SOUNDTREND__LOG__LEVEL=warn
+start=$(date +%s.%N)
+"$bin" poll --due
+end=$(date +%s.%N)
+stored=$(psql "$db" -Atc "SELECT count(*) FROM fetches WHERE outcome = 'ok'")
+st_rate=$(python3 -c "print(f'{$stored / ($end - $start):.1f}')")
+echo "soundtrend: $stored responses polled and stored in $(python3 -c "print(f'{$end - $start:.2f}')") s = $st_rate responses/s"
+
+pipelines="$(mktemp -d)"
+out="$("$venv/bin/python" scripts/bench-peer-dlt.py --base "http://127.0.0.1:$port/" \
+    --database-url "$db" --first-clip "$FIRST_CLIP" --n "$N" --pipelines-dir "$pipelines")"
+rm -rf "$pipelines"
+echo "$out" | grep -v '^DLT_'
+dlt_rate="$(echo "$out" | sed -n 's/^DLT_RESPONSES_PER_SECOND=//p')"
+echo "ratio soundtrend / dlt: $(python3 -c "print(f'{$st_rate / $dlt_rate:.2f}')")x (goal >= 10x)"
+psql "$server" -qc "DROP DATABASE IF EXISTS soundtrend_peer WITH (FORCE)" >/dev/null
