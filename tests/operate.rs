@@ -20,6 +20,10 @@ async fn dump(app: &TestApp) -> Vec<String> {
         "trend_points",
         "audience_countries",
         "audience_interests",
+        "trend_windows",
+        "trend_observations",
+        "trend_index",
+        "trend_pairs",
     ] {
         let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT t::text FROM {table} t ORDER BY t::text"
@@ -34,7 +38,8 @@ async fn dump(app: &TestApp) -> Vec<String> {
 
 async fn truncate_derived(app: &TestApp) {
     sqlx::query(
-        "TRUNCATE sounds, sound_snapshots, trend_points, audience_countries, audience_interests",
+        "TRUNCATE sounds, sound_snapshots, trend_points, audience_countries, audience_interests,
+                  trend_windows, trend_observations, trend_index, trend_pairs",
     )
     .execute(&app.pool)
     .await
@@ -100,6 +105,46 @@ async fn replay_after_truncating_the_derived_tables_restores_them_exactly() {
         before,
         "replaying twice equals replaying once"
     );
+}
+
+#[tokio::test]
+async fn replay_bulk_loads_hostile_text_byte_for_byte() {
+    // Tabs, newlines, carriage returns, backslashes and a literal \N are COPY's own syntax:
+    // what the live write stored must come back from the bulk load unchanged.
+    let app = TestApp::spawn().await;
+    let hostile = "tab\there\nnew line\r\\N back\\slash \\ end\\ ✓ \u{202e}rtl";
+    let body = sample_with(ProviderKind::KeyApi, |v| {
+        let sound = &mut v["data"]["sound"];
+        sound["title"] = hostile.into();
+        sound["author"] = "\\N".into();
+        sound["audience_countries"][0]["country_info"]["value"] = hostile.into();
+        sound["audience_interests"][0]["interest_info"]["label"] = "a\tb\\c".into();
+        sound["related_items"] = serde_json::json!([{"note": hostile}]);
+    });
+    let server = MockServer::start().await;
+    mount_body(&server, ProviderKind::KeyApi, 200, body).await;
+    app.watch(CLIP, "US").await;
+    let s = settings(&app.url);
+    let poller = poller(&s, &app.pool, ProviderKind::KeyApi, &server.uri()).await;
+    poll(&app, &poller, CLIP, "US", None).await;
+    let before = dump(&app).await;
+    assert!(
+        before.iter().any(|r| r.contains("back")),
+        "the title is stored"
+    );
+
+    truncate_derived(&app).await;
+    let summary = replay(&app.pool, &ReplayFilter::default(), 500, false)
+        .await
+        .unwrap();
+
+    assert_eq!((summary.fetches, summary.skipped), (1, 0));
+    assert_eq!(dump(&app).await, before);
+    let title: String = sqlx::query_scalar("SELECT title FROM sounds")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(title, hostile);
 }
 
 #[tokio::test]

@@ -95,8 +95,8 @@ pub struct ReplayArgs {
     /// that pass today's rules become ok.
     #[arg(long)]
     pub retry_invalid: bool,
-    /// Fetches per transaction.
-    #[arg(long, default_value_t = 500)]
+    /// Fetches per transaction (read, normalized and written as one bulk load).
+    #[arg(long, default_value_t = 5000)]
     pub batch: i64,
 }
 
@@ -274,11 +274,13 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let summary = crate::cli::replay::replay(&pool, &filter, args.batch, true).await?;
     println!(
-        "replayed {} {} into {} {} in {:.1}s ({} skipped, {} now invalid, {} revived), no API called",
+        "replayed {} {} into {} {} and re-stitched {} {} in {:.1}s ({} skipped, {} now invalid, {} revived), no API called",
         summary.fetches,
         crate::cli::show::plural(summary.fetches, "fetch", "fetches"),
         summary.rows,
         crate::cli::show::plural(summary.rows, "row", "rows"),
+        summary.pairs,
+        crate::cli::show::plural(summary.pairs, "pair", "pairs"),
         started.elapsed().as_secs_f64(),
         summary.skipped,
         summary.invalidated,

@@ -1,24 +1,40 @@
 //! `soundtrend replay`: rebuilds the derived tables from the raw bodies archived in `fetches`,
 //! without calling any API. Idempotent: replaying twice leaves the tables as one replay does.
 //!
-//! Bodies are re-validated with today's rules: an `ok` fetch that no longer passes becomes
-//! `invalid_payload` (its derived rows go), and with `retry_invalid` an `invalid_payload` fetch
-//! that passes now becomes `ok` and gets its rows.
+//! Bodies are re-validated with today's rules (the live parser and normalizer): an `ok` fetch that
+//! no longer passes becomes `invalid_payload` (its derived rows go), and with `retry_invalid` an
+//! `invalid_payload` fetch that passes now becomes `ok` and gets its rows.
+//!
+//! It is a bulk load in two passes:
+//! 1. **Rows.** The archive is read in batches of `batch_size` fetches (the next batch is read
+//!    while this one is written), normalized on every core, and each batch is written in one
+//!    transaction: its old derived rows deleted, the new ones by `COPY` and set-based upserts
+//!    ([`crate::store::bulk`]).
+//! 2. **Index.** Every pair a replayed fetch belongs to is re-stitched once, in chunks of pairs,
+//!    leaving the very rows (values and `changed_by`) that re-stitching after each fetch in turn
+//!    would ([`crate::store::rebuild`]).
+//!
+//! A crash between batches leaves every batch all-or-nothing and the index of some pairs behind
+//! their rows until the next replay (which is idempotent) or the pair's next poll.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
-use tracing::warn;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
 
 use crate::domain::{ClipId, Region};
-use crate::normalize::{normalize, Observation};
-use crate::provider::wire::{Envelope, MusicDetail};
+use crate::normalize::{normalize, Normalized, Observation};
+use crate::provider::parse_response;
 use crate::provider::Outcome;
 use crate::store::archive::{self, ArchiveFilter, Archived};
-use crate::store::fetches::FetchRecord;
-use crate::store::{ingest, trend};
+use crate::store::bulk::{self, Replayed};
+use crate::store::rebuild::{self, PairSteps};
 
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
@@ -39,7 +55,17 @@ pub struct ReplaySummary {
     pub invalidated: u64,
     /// `invalid_payload` fetches that today's rules accept: now `ok` (with `retry_invalid`).
     pub revived: u64,
+    /// (clip, region) pairs whose index was re-stitched.
+    pub pairs: u64,
+    /// `trend_index` rows inserted, changed or deleted by the re-stitch.
+    pub index_rows: u64,
+    /// Time spent in each pass: the rows, then the index.
+    pub rows_pass: Duration,
+    pub index_pass: Duration,
 }
+
+/// Pairs re-stitched per transaction in the index pass.
+const PAIRS_PER_CHUNK: usize = 500;
 
 pub async fn replay(
     pool: &PgPool,
@@ -47,104 +73,230 @@ pub async fn replay(
     batch_size: i64,
     progress: bool,
 ) -> anyhow::Result<ReplaySummary> {
-    let archive = ArchiveFilter {
-        since: filter.since,
-        clip_id: filter.clip_id.as_deref(),
-        region: filter.region.as_deref(),
-        retry_invalid: filter.retry_invalid,
-    };
-    let total = archive::count(pool, &archive).await?;
-    let bar = if progress && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} replay [{bar:40}] {pos}/{len} fetches  {per_sec}  eta {eta}",
-            )
-            .expect("template")
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let started = Instant::now();
+    let total = archive::count(pool, &archive_filter(filter)).await?;
+    let mut bar = Progress::new(progress, "replay", "fetches", total.try_into().unwrap_or(0));
+
+    // The reader reads and normalizes one batch ahead of the writer.
+    let (tx, mut batches) = mpsc::channel::<anyhow::Result<NormalizedBatch>>(1);
+    let reader = tokio::spawn(read_archive(pool.clone(), filter.clone(), batch_size, tx));
 
     let mut summary = ReplaySummary::default();
-    let mut after = 0i64;
-    loop {
-        let batch = archive::batch(pool, &archive, after, batch_size).await?;
-        let Some(last) = batch.last() else { break };
-        after = last.id;
-
-        let mut tx = pool.begin().await?;
-        archive::clear_derived(&mut tx, &batch).await?;
-        for archived in &batch {
-            match rows_of(archived) {
-                Ok((obs, rows)) => {
-                    let record = record_of(archived, &obs);
-                    let written =
-                        ingest::replay_derived(&mut tx, archived.id, &record, &rows).await?;
-                    summary.rows += written.rows();
-                    summary.fetches += 1;
-                    if archived.outcome != "ok" {
-                        archive::set_outcome(&mut *tx, archived.id, Outcome::Ok, None).await?;
+    let mut steps: HashMap<(String, String), Vec<i64>> = HashMap::new();
+    let mut conn = pool.acquire().await?;
+    while let Some(batch) = batches.recv().await {
+        let (batch, rows) = batch?;
+        let mut ok = Vec::with_capacity(batch.len());
+        let mut relabel = Vec::new();
+        for (a, rows) in batch.iter().zip(&rows) {
+            steps
+                .entry((a.clip_id.clone(), a.region.clone()))
+                .or_default()
+                .push(a.id);
+            match rows {
+                Ok(rows) => {
+                    ok.push(Replayed {
+                        fetch_id: a.id,
+                        clip_id: &a.clip_id,
+                        region: &a.region,
+                        period: a.period.days(),
+                        observed_at: a.requested_at,
+                        rows,
+                    });
+                    if a.outcome != "ok" {
+                        relabel.push((a.id, Outcome::Ok, None));
                         summary.revived += 1;
                     }
                 }
                 Err(reason) => {
                     summary.skipped += 1;
-                    if archived.outcome == "ok" {
+                    warn!(fetch_id = a.id, %reason, "Skipped an archived body that does not normalize.");
+                    if a.outcome == "ok" {
                         let why = format!("invalid payload (re-validated by replay): {reason}");
-                        archive::set_outcome(
-                            &mut *tx,
-                            archived.id,
-                            Outcome::InvalidPayload,
-                            Some(&why),
-                        )
-                        .await?;
+                        relabel.push((a.id, Outcome::InvalidPayload, Some(why)));
                         summary.invalidated += 1;
                     }
-                    // Its window is gone: the pair's index is stitched again without it.
-                    trend::lock_pair(&mut tx, &archived.clip_id, &archived.region).await?;
-                    trend::restitch(
-                        &mut tx,
-                        &archived.clip_id,
-                        &archived.region,
-                        Some(archived.id),
-                        archived.id,
-                    )
-                    .await?;
-                    warn!(fetch_id = archived.id, %reason, "Skipped an archived body that does not normalize.");
                 }
             }
-            bar.inc(1);
         }
-        tx.commit().await?;
+        let mut t = sqlx::Connection::begin(&mut *conn).await?;
+        archive::clear_derived(&mut t, &batch).await?;
+        let written = bulk::write(&mut t, &ok).await.with_context(|| {
+            format!(
+                "writing fetches {}..={}",
+                batch[0].id,
+                batch[batch.len() - 1].id
+            )
+        })?;
+        bulk::set_outcomes(&mut t, &relabel).await?;
+        t.commit().await?;
+        summary.fetches += ok.len() as u64;
+        summary.rows += i64::try_from(written.rows()).unwrap_or(i64::MAX);
+        bar.add(batch.len() as u64);
     }
-    bar.finish_and_clear();
+    reader.await??;
+    bar.finish();
+    summary.rows_pass = started.elapsed();
+
+    // Pass 2: every touched pair once, in a fixed order.
+    let mut pairs: Vec<PairSteps> = steps
+        .into_iter()
+        .map(|((clip_id, region), steps)| PairSteps {
+            clip_id,
+            region,
+            steps,
+        })
+        .collect();
+    pairs.sort_by(|a, b| (&a.clip_id, &a.region).cmp(&(&b.clip_id, &b.region)));
+    let mut bar = Progress::new(progress, "re-stitch", "pairs", pairs.len() as u64);
+    for chunk in pairs.chunks(PAIRS_PER_CHUNK) {
+        let mut t = sqlx::Connection::begin(&mut *conn).await?;
+        summary.index_rows += rebuild::rebuild_pairs(&mut t, chunk).await?;
+        t.commit().await?;
+        summary.pairs += chunk.len() as u64;
+        bar.add(chunk.len() as u64);
+    }
+    bar.finish();
+    summary.index_pass = started.elapsed().saturating_sub(summary.rows_pass);
     Ok(summary)
 }
 
-fn rows_of(a: &Archived) -> Result<(Observation, crate::normalize::Normalized), String> {
+fn archive_filter(f: &ReplayFilter) -> ArchiveFilter<'_> {
+    ArchiveFilter {
+        since: f.since,
+        clip_id: f.clip_id.as_deref(),
+        region: f.region.as_deref(),
+        retry_invalid: f.retry_invalid,
+    }
+}
+
+/// A batch of archived answers and what each normalizes to (or why it does not).
+type NormalizedBatch = (Vec<Archived>, Vec<Result<Normalized, String>>);
+
+/// Reads the archive in id order, `batch_size` fetches at a time, normalizes each batch on every
+/// core, and sends it to `out`.
+async fn read_archive(
+    pool: PgPool,
+    filter: ReplayFilter,
+    batch_size: i64,
+    out: mpsc::Sender<anyhow::Result<NormalizedBatch>>,
+) -> anyhow::Result<()> {
+    let filter = archive_filter(&filter);
+    let mut after = 0i64;
+    loop {
+        let batch = archive::batch(&pool, &filter, after, batch_size).await;
+        let batch = match batch {
+            Ok(b) if b.is_empty() => return Ok(()),
+            Ok(b) => b,
+            Err(e) => {
+                let _ = out.send(Err(e.into())).await;
+                return Ok(());
+            }
+        };
+        after = batch[batch.len() - 1].id;
+        let normalized = tokio::task::spawn_blocking(move || {
+            let rows = normalize_all(&batch);
+            (batch, rows)
+        })
+        .await?;
+        if out.send(Ok(normalized)).await.is_err() {
+            // The writer stopped (its error is the one reported).
+            return Ok(());
+        }
+    }
+}
+
+/// Normalizes a batch on every core, in order.
+fn normalize_all(batch: &[Archived]) -> Vec<Result<Normalized, String>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let per = batch.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = batch
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(rows_of).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("normalizing does not panic"))
+            .collect()
+    })
+}
+
+/// An archived body through today's parser and normalizer, exactly as a live answer goes.
+fn rows_of(a: &Archived) -> Result<Normalized, String> {
     let obs = Observation {
         clip_id: ClipId::parse(&a.clip_id).map_err(|e| e.to_string())?,
         region: Region::parse(&a.region).map_err(|e| e.to_string())?,
         period: a.period,
         observed_at: a.requested_at,
     };
-    let env: Envelope = serde_json::from_value(a.body_json.clone()).map_err(|e| e.to_string())?;
-    let data = env.data.ok_or("no `data`")?;
-    let detail: MusicDetail = serde_json::from_value(data).map_err(|e| e.to_string())?;
-    let rows = normalize(&detail, &obs).map_err(|e| e.to_string())?;
-    Ok((obs, rows))
+    let detail = parse_response(200, a.body.as_bytes()).map_err(|e| e.to_string())?;
+    normalize(&detail, &obs).map_err(|e| e.to_string())
 }
 
-fn record_of<'a>(a: &'a Archived, obs: &Observation) -> FetchRecord<'a> {
-    FetchRecord::new(
-        &a.clip_id,
-        &a.region,
-        obs.period.days(),
-        a.provider,
-        a.requested_at,
-        Outcome::Ok,
-    )
+/// A progress bar with rate and ETA on a terminal; a log line every few seconds otherwise.
+struct Progress {
+    bar: ProgressBar,
+    what: &'static str,
+    unit: &'static str,
+    total: u64,
+    done: u64,
+    started: Instant,
+    logged: Instant,
+    log: bool,
 }
+
+impl Progress {
+    fn new(enabled: bool, what: &'static str, unit: &'static str, total: u64) -> Self {
+        let terminal = enabled && std::io::stderr().is_terminal();
+        let bar = if terminal {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(&format!(
+                    "{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} {unit}  {{per_sec}}  eta {{eta}}"
+                ))
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let now = Instant::now();
+        Self {
+            bar,
+            what,
+            unit,
+            total,
+            done: 0,
+            started: now,
+            logged: now,
+            log: enabled && !terminal,
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.done += n;
+        self.bar.inc(n);
+        if self.log && self.logged.elapsed() >= LOG_EVERY {
+            self.logged = Instant::now();
+            let secs = self.started.elapsed().as_secs_f64();
+            let rate = self.done as f64 / secs.max(1e-9);
+            let eta = (self.total.saturating_sub(self.done)) as f64 / rate.max(1e-9);
+            info!(
+                what = self.what,
+                done = self.done,
+                total = self.total,
+                rate = format!("{rate:.0} {}/s", self.unit),
+                eta = format!("{eta:.0}s"),
+                "Replay progress."
+            );
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(5);

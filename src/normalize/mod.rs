@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::provider::wire::{LabelledId, MusicDetail, TrendPoint};
 
+pub mod history;
 mod rows;
 pub mod rules;
 pub mod stitch;

@@ -37,13 +37,6 @@ impl ProviderHealth {
         !already
     }
 
-    /// When the provider's pause (as this process knows it) ends, on the clock that says `now`.
-    pub fn pause_ends_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let until = (*lock(&self.paused_until))?;
-        let left = until.checked_duration_since(Instant::now())?;
-        chrono::Duration::from_std(left).ok().map(|d| now + d)
-    }
-
     pub fn note_success(&self, at: DateTime<Utc>) {
         *lock(&self.last_success) = Some(at);
     }
@@ -77,8 +70,7 @@ mod tests {
         let h = ProviderHealth::default();
         assert!(h.note_pause(Duration::from_mins(1)));
         assert!(!h.note_pause(Duration::from_millis(1)));
-        let now = Utc::now();
-        let ends = h.pause_ends_at(now).unwrap();
-        assert!(ends > now + chrono::Duration::seconds(50));
+        let until = h.paused_until.lock().unwrap().unwrap();
+        assert!(until > Instant::now() + Duration::from_secs(50));
     }
 }

@@ -56,6 +56,10 @@ pub struct Limiter {
     /// says so; false once a success has cleared them, so a healthy provider's answers cost no
     /// extra statement.
     suspect: AtomicBool,
+    /// Something this process saw since the last read may have changed the shared state (a
+    /// failure, a pause, rejected credentials, a spent budget): the next claim round reads it
+    /// again instead of trusting the last read.
+    stale: AtomicBool,
 }
 
 /// What a [`Limiter`] is built from, besides the pool and the clock.
@@ -95,6 +99,7 @@ impl Limiter {
             clock,
             latest: Mutex::new(None),
             suspect: AtomicBool::new(true),
+            stale: AtomicBool::new(true),
         }
     }
 
@@ -106,6 +111,13 @@ impl Limiter {
         }
         m::provider_state(self.provider(), state);
         *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(snapshot);
+        self.stale.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether this process saw something since the last read that may have changed the
+    /// provider's shared state.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
     }
 
     /// The provider's state as last read; None before the first read.
@@ -133,6 +145,9 @@ impl Limiter {
         error: Option<&ProviderError>,
         cancel: &CancellationToken,
     ) -> Result<(), StoreError> {
+        if error.is_some() {
+            self.stale.store(true, Ordering::Relaxed);
+        }
         let transition = match error {
             Some(e) if e.is_outage() => {
                 self.suspect.store(true, Ordering::Relaxed);
@@ -167,6 +182,7 @@ impl Limiter {
         cancel: &CancellationToken,
     ) -> Result<bool, StoreError> {
         self.suspect.store(true, Ordering::Relaxed);
+        self.stale.store(true, Ordering::Relaxed);
         let first = with_db_retry(cancel, || {
             health::mark_auth_failed(&self.pool, self.provider(), &self.key, message)
         })
@@ -277,6 +293,12 @@ impl Limiter {
             quota::take(&self.pool, &self.quota, day, booking)
         })
         .await?;
+        if !matches!(
+            grant,
+            Grant::Granted { .. } | Grant::LeaseLost | Grant::EntryPaused | Grant::Wait(_)
+        ) {
+            self.stale.store(true, Ordering::Relaxed);
+        }
         Ok(match grant {
             Grant::Granted {
                 credits_used_today,
@@ -315,11 +337,13 @@ impl Limiter {
         wait: Duration,
         cancel: &CancellationToken,
     ) -> Result<(), StoreError> {
+        self.stale.store(true, Ordering::Relaxed);
         with_db_retry(cancel, || quota::pause(&self.pool, self.provider(), wait)).await
     }
 
     /// Remembers a provider pause so this process stops claiming; logs when a pause starts.
     pub fn note_pause(&self, wait: Duration) {
+        self.stale.store(true, Ordering::Relaxed);
         if self.health.note_pause(wait) {
             warn!(provider = %self.provider(), wait_s = wait.as_secs_f64(),
                 "The provider asked to wait longer than a poll may hold its lease; this process pauses claims until then.");

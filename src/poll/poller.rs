@@ -110,6 +110,13 @@ impl Poller {
         Ok(self.usable_providers())
     }
 
+    /// Whether a lane saw something since the last read that may have changed the shared state
+    /// (then the last read must not be trusted).
+    #[must_use]
+    pub fn health_is_stale(&self) -> bool {
+        self.lanes.iter().any(|l| l.limiter.is_stale())
+    }
+
     /// The providers usable as last read, in order.
     #[must_use]
     pub fn usable_providers(&self) -> Vec<ProviderKind> {

@@ -25,6 +25,7 @@ use super::wake::listen_for_inserts;
 
 use crate::config::Settings;
 use crate::poll::{PollOutcome, Poller};
+use crate::provider::ProviderKind;
 use crate::store::{watchlist, StoreError};
 use crate::telemetry::metrics as m;
 
@@ -74,6 +75,8 @@ pub struct Worker {
     summary: Summary,
     /// When a provider that is out now may be used again (the daemon claims then).
     resume_at: Option<Instant>,
+    /// When this worker last read the providers' shared state (see [`HEALTH_READ_EVERY`]).
+    health_read_at: Option<Instant>,
 }
 
 impl Worker {
@@ -88,6 +91,7 @@ impl Worker {
             cancel_for_tasks: CancellationToken::new(),
             summary: Summary::default(),
             resume_at: None,
+            health_read_at: None,
         }
     }
 
@@ -218,13 +222,35 @@ impl Worker {
         Ok(self.summary)
     }
 
+    /// The providers this worker may claim work for. While every provider behaves, the shared
+    /// state is read at most every [`HEALTH_READ_EVERY`] (a busy worker claims after every
+    /// finished poll, and one more statement per response was a tenth of the write path); in
+    /// between, the state as last read here. A failure, pause or refusal seen here, or no usable
+    /// provider, reads it at once. What another instance saw meanwhile costs no request: the
+    /// quota statement checks the provider's state before anything is sent.
+    async fn usable_providers(&mut self) -> Result<Vec<ProviderKind>, StoreError> {
+        let fresh = !self.poller.health_is_stale()
+            && self
+                .health_read_at
+                .is_some_and(|t| t.elapsed() < HEALTH_READ_EVERY);
+        if fresh {
+            let usable = self.poller.usable_providers();
+            if !usable.is_empty() {
+                return Ok(usable);
+            }
+        }
+        let usable = self.poller.refresh_health().await?;
+        self.health_read_at = Some(Instant::now());
+        Ok(usable)
+    }
+
     /// Claims as many due entries as there are free poll slots and starts them. Returns how many
     /// were claimed.
     async fn claim(&mut self, cancel: &CancellationToken) -> Result<usize, StoreError> {
         let mut started = 0;
         // Which providers may take work now, as every instance sees it: entries that only an
         // unusable provider could poll are not claimed, and with none usable nothing is.
-        let usable = self.poller.refresh_health().await?;
+        let usable = self.usable_providers().await?;
         loop {
             if usable.is_empty() || cancel.is_cancelled() {
                 // While no provider is usable the entries are due when the first one may be
@@ -360,6 +386,8 @@ impl Worker {
 
 /// After a provider's pause or rest ends, wait this much more before claiming, so the shared
 /// state (on the database's clock) says usable when read.
+/// How long a busy worker uses the providers' shared state as it last read it.
+const HEALTH_READ_EVERY: Duration = Duration::from_millis(500);
 const RESUME_MARGIN: Duration = Duration::from_millis(50);
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
 use crate::domain::Period;
-use crate::provider::{Outcome, ProviderKind};
+use crate::provider::ProviderKind;
 
 /// Which archived answers a replay covers.
 #[derive(Debug, Clone, Default)]
@@ -29,7 +29,8 @@ pub struct Archived {
     pub provider: ProviderKind,
     pub requested_at: DateTime<Utc>,
     pub outcome: String,
-    pub body_json: serde_json::Value,
+    /// The archived JSON body, as text: parsed again by the live parser.
+    pub body: String,
 }
 
 /// How many archived answers `filter` covers (for the progress bar).
@@ -61,7 +62,7 @@ pub async fn batch(
         Archived,
         r#"SELECT id, clip_id, region, period AS "period: Period", provider AS "provider: ProviderKind",
                   requested_at, outcome,
-                  body_json AS "body_json!"
+                  body_json::text AS "body!"
         FROM fetches
         WHERE (outcome = 'ok' OR ($4 AND outcome = 'invalid_payload'))
           AND body_json IS NOT NULL
@@ -102,24 +103,6 @@ pub async fn clear_derived(conn: &mut PgConnection, batch: &[Archived]) -> Resul
         &regions,
     )
     .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Re-labels an archived attempt after re-validation; its body and credits stay as they were.
-pub async fn set_outcome(
-    db: impl PgExecutor<'_>,
-    fetch_id: i64,
-    outcome: Outcome,
-    error: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE fetches SET outcome = $2, error = $3 WHERE id = $1",
-        fetch_id,
-        outcome.as_str(),
-        error,
-    )
-    .execute(db)
     .await?;
     Ok(())
 }

@@ -83,20 +83,6 @@ pub async fn record_success(
     Ok(written)
 }
 
-/// Rewrites the derived rows of an archived fetch and re-stitches its pair from the windows up
-/// to it, as the live poll did (see `soundtrend replay`). Runs inside the caller's transaction.
-pub async fn replay_derived(
-    conn: &mut PgConnection,
-    fetch_id: i64,
-    fetch: &FetchRecord<'_>,
-    rows: &Normalized,
-) -> Result<Written, sqlx::Error> {
-    trend::lock_pair(&mut *conn, fetch.clip_id, fetch.region).await?;
-    let written = write_data(conn, fetch_id, fetch, rows, None).await?.written;
-    trend::restitch(conn, fetch.clip_id, fetch.region, Some(fetch_id), fetch_id).await?;
-    Ok(written)
-}
-
 /// A live poll's extras: its lease fences the watchlist bookkeeping; `jitter` spreads the next due.
 struct Live {
     lease: Option<Uuid>,

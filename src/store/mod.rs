@@ -2,12 +2,14 @@
 //! typed functions and never writes SQL of its own.
 
 pub mod archive;
+pub mod bulk;
 pub mod failure;
 pub mod fetches;
 pub mod health;
 pub mod ingest;
 pub mod pages;
 pub mod quota;
+pub mod rebuild;
 pub mod report;
 pub mod sound;
 pub mod trend;

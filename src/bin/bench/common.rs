@@ -111,3 +111,11 @@ pub fn soundtrend_binary() -> anyhow::Result<std::path::PathBuf> {
     );
     Ok(bin)
 }
+
+/// COPY text-format escaping.
+pub fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}

@@ -20,7 +20,7 @@ use soundtrend::provider::wire::{Envelope, MusicDetail};
 use soundtrend::provider::{ClientOptions, Credentials, ProviderClient, ProviderKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{ms, percentile, postgres_cpu_s, proc_stats, FakeProvider};
+use crate::common::{esc, ms, percentile, postgres_cpu_s, proc_stats, FakeProvider};
 
 pub struct IngestArgs {
     pub sizes: Vec<usize>,
@@ -401,12 +401,4 @@ fn ts(t: DateTime<Utc>) -> String {
 
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "\\N".into(), |v| esc(&v.to_string()))
-}
-
-/// COPY text-format escaping.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('\t', "\\t")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
 }

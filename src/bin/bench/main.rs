@@ -7,6 +7,7 @@
 mod common;
 mod ingest;
 mod ratelimit;
+mod replay;
 mod scale;
 mod views;
 
@@ -62,6 +63,17 @@ enum What {
         #[arg(long, default_value_t = 365)]
         days: i32,
     },
+    /// `soundtrend replay` over an archive of N fetches, against COPY of the rows it writes.
+    Replay {
+        #[arg(long, value_delimiter = ',', default_value = "100000")]
+        fetches: Vec<usize>,
+        /// Daily 7-day windows archived per (clip, region) pair.
+        #[arg(long, default_value_t = 10)]
+        per_pair: usize,
+        /// Fetches per transaction (`soundtrend replay --batch`).
+        #[arg(long, default_value_t = 5000)]
+        batch: i64,
+    },
     /// Everything, at the default sizes.
     All,
 }
@@ -100,7 +112,20 @@ async fn main() -> anyhow::Result<()> {
         days: if smoke { 30 } else { days },
         storage_pairs: if smoke { 5 } else { 100 },
     };
+    let replay_args = |fetches: Vec<usize>, fetches_per_pair, batch| replay::ReplayArgs {
+        fetches: if smoke { vec![200] } else { fetches },
+        fetches_per_pair,
+        batch: if smoke { 50 } else { batch },
+    };
     match what {
+        What::Replay {
+            fetches,
+            per_pair,
+            batch,
+        } => println!(
+            "{}",
+            replay::run(&replay_args(fetches, per_pair, batch)).await?
+        ),
         What::Views { pairs, days } => println!("{}", views::run(&views_args(pairs, days)).await?),
         What::Ingest {
             sizes,
@@ -136,6 +161,10 @@ async fn main() -> anyhow::Result<()> {
                 ratelimit::run(&rl_args(20.0, 2, 60, vec![1, 3])).await?
             );
             println!("{}", views::run(&views_args(10_000, 365)).await?);
+            println!(
+                "{}",
+                replay::run(&replay_args(vec![100_000], 10, 5000)).await?
+            );
         }
     }
     Ok(())

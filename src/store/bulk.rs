@@ -1,0 +1,462 @@
+//! Bulk writes for `soundtrend replay`: a batch of archived answers, normalized, written in the
+//! caller's transaction right after [`super::archive::clear_derived`] deleted what they derived.
+//!
+//! - The tables keyed by the fetch (`sound_snapshots`, `trend_windows`, `trend_observations`,
+//!   both audience lists) take their rows by `COPY`: nothing of these fetches is left in them, so
+//!   nothing can conflict.
+//! - `sounds` and `trend_points` are shared with other fetches: one set-based upsert each, with
+//!   the live write's rule (the newest observation wins, `first_seen_at` is the earliest), so a
+//!   batch leaves what writing its fetches one by one would.
+//!
+//! The index is not touched here: `replay` rebuilds it afterwards, pair by pair
+//! ([`super::rebuild`]).
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use super::trend;
+use crate::normalize::{AudienceRow, Normalized};
+use crate::provider::Outcome;
+
+/// One archived answer that normalizes, with the identity its rows carry.
+#[derive(Debug)]
+pub struct Replayed<'a> {
+    pub fetch_id: i64,
+    pub clip_id: &'a str,
+    pub region: &'a str,
+    pub period: i16,
+    pub observed_at: DateTime<Utc>,
+    pub rows: &'a Normalized,
+}
+
+/// Rows written per table, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BulkWritten {
+    pub snapshots: u64,
+    pub trend_points: u64,
+    pub observations: u64,
+    pub countries: u64,
+    pub interests: u64,
+}
+
+impl BulkWritten {
+    /// Rows written to the data tables, counted as the live write counts them: per fetch, its
+    /// sound and snapshot, its trend points and both audience lists.
+    #[must_use]
+    pub fn rows(&self) -> u64 {
+        2 * self.snapshots + self.observations + self.countries + self.interests
+    }
+}
+
+/// Writes the rows of `batch` (fetch ids unique, their derived rows already deleted).
+pub async fn write(
+    conn: &mut PgConnection,
+    batch: &[Replayed<'_>],
+) -> Result<BulkWritten, sqlx::Error> {
+    if batch.is_empty() {
+        return Ok(BulkWritten::default());
+    }
+    let mut out = BulkWritten {
+        snapshots: copy(conn, SNAPSHOTS, &snapshots(batch)).await?,
+        ..BulkWritten::default()
+    };
+    copy(conn, WINDOWS, &windows(batch)).await?;
+    out.observations = copy(conn, OBSERVATIONS, &observations(batch)).await?;
+    out.countries = copy(conn, COUNTRIES, &audiences(batch, |r| &r.countries)).await?;
+    out.interests = copy(conn, INTERESTS, &audiences(batch, |r| &r.interests)).await?;
+    upsert_sounds(conn, batch).await?;
+    out.trend_points = upsert_trend_points(conn, batch).await?;
+    Ok(out)
+}
+
+/// Re-labels archived attempts after re-validation; their bodies and credits stay as they were.
+pub async fn set_outcomes(
+    conn: &mut PgConnection,
+    changes: &[(i64, Outcome, Option<String>)],
+) -> Result<(), sqlx::Error> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = changes.iter().map(|c| c.0).collect();
+    let outcomes: Vec<&str> = changes.iter().map(|c| c.1.as_str()).collect();
+    let errors: Vec<Option<&str>> = changes.iter().map(|c| c.2.as_deref()).collect();
+    sqlx::query!(
+        "UPDATE fetches f SET outcome = u.outcome, error = u.error
+         FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, outcome, error)
+         WHERE f.id = u.id",
+        &ids,
+        &outcomes as _,
+        &errors as _,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+const SNAPSHOTS: &str = "COPY sound_snapshots (fetch_id, clip_id, region, period, observed_at, \
+    country_code, rank, rank_diff, on_list_times, popular_days, current_popularity, like_count, \
+    liked, disliked, trend_points, audience_ages, related_items) FROM STDIN";
+const WINDOWS: &str =
+    "COPY trend_windows (fetch_id, clip_id, region, period, observed_at, days, vals) FROM STDIN";
+const OBSERVATIONS: &str = "COPY trend_observations (fetch_id, clip_id, region, period, ts, \
+    value, observed_at) FROM STDIN";
+const COUNTRIES: &str = "COPY audience_countries (fetch_id, position, clip_id, region, \
+    observed_at, provider_id, country_code, country_name, score) FROM STDIN";
+const INTERESTS: &str = "COPY audience_interests (fetch_id, position, clip_id, region, \
+    observed_at, interest_id, label, name, score) FROM STDIN";
+
+async fn copy(conn: &mut PgConnection, statement: &str, data: &CopyText) -> sqlx::Result<u64> {
+    if data.rows == 0 {
+        return Ok(0);
+    }
+    let mut sink = conn.copy_in_raw(statement).await?;
+    sink.send(data.buf.as_bytes()).await?;
+    sink.finish().await
+}
+
+fn snapshots(batch: &[Replayed<'_>]) -> CopyText {
+    let mut c = CopyText::default();
+    for r in batch {
+        let n = &r.rows.snapshot;
+        c.head(r);
+        c.opt(n.country_code.as_deref());
+        c.opt(n.rank);
+        c.opt(n.rank_diff);
+        c.opt(n.on_list_times);
+        c.opt(n.popular_days);
+        c.opt(n.current_popularity);
+        c.opt(n.like_count);
+        c.json(n.liked.as_ref());
+        c.json(n.disliked.as_ref());
+        c.val(r.rows.trend.len());
+        c.json(n.audience_ages.as_ref());
+        c.json(n.related_items.as_ref());
+        c.end();
+    }
+    c
+}
+
+fn windows(batch: &[Replayed<'_>]) -> CopyText {
+    let mut c = CopyText::default();
+    for r in batch {
+        let w = trend::new_window(r.fetch_id, r.observed_at, &r.rows.trend);
+        c.head(r);
+        c.array(w.points.iter().map(|p| p.0));
+        c.array(w.points.iter().map(|p| p.1));
+        c.end();
+    }
+    c
+}
+
+fn observations(batch: &[Replayed<'_>]) -> CopyText {
+    let mut c = CopyText::default();
+    for r in batch {
+        for t in &r.rows.trend {
+            c.val(r.fetch_id);
+            c.opt(Some(r.clip_id));
+            c.opt(Some(r.region));
+            c.val(r.period);
+            c.ts(t.ts);
+            c.val(t.value);
+            c.ts(r.observed_at);
+            c.end();
+        }
+    }
+    c
+}
+
+fn audiences(batch: &[Replayed<'_>], list: fn(&Normalized) -> &Vec<AudienceRow>) -> CopyText {
+    let mut c = CopyText::default();
+    for r in batch {
+        for a in list(r.rows) {
+            c.val(r.fetch_id);
+            c.val(a.position);
+            c.opt(Some(r.clip_id));
+            c.opt(Some(r.region));
+            c.ts(r.observed_at);
+            c.opt(a.provider_id.as_deref());
+            c.opt(a.code.as_deref());
+            c.opt(a.name.as_deref());
+            c.opt(a.score);
+            c.end();
+        }
+    }
+    c
+}
+
+/// One upsert for the batch's sounds: per clip, the batch's newest observation with its earliest
+/// first sighting, applied with the live write's newest-wins rule.
+async fn upsert_sounds<'a>(conn: &mut PgConnection, batch: &[Replayed<'a>]) -> sqlx::Result<()> {
+    let mut newest: HashMap<&str, (&Replayed<'a>, DateTime<Utc>)> = HashMap::new();
+    for r in batch {
+        let e = newest.entry(r.clip_id).or_insert((r, r.observed_at));
+        e.1 = e.1.min(r.observed_at);
+        if (r.observed_at, r.fetch_id) > (e.0.observed_at, e.0.fetch_id) {
+            e.0 = r;
+        }
+    }
+    let mut rows: Vec<_> = newest.into_values().collect();
+    // A fixed order, so two writers touching the same sounds lock them in the same order.
+    rows.sort_by_key(|(r, _)| r.clip_id);
+    let col = |f: fn(&Replayed<'a>) -> Option<&'a str>| -> Vec<Option<&'a str>> {
+        rows.iter().map(|(r, _)| f(r)).collect()
+    };
+    let flag = |f: fn(&Replayed<'a>) -> Option<bool>| -> Vec<Option<bool>> {
+        rows.iter().map(|(r, _)| f(r)).collect()
+    };
+    let clip: Vec<&str> = rows.iter().map(|(r, _)| r.clip_id).collect();
+    let duration: Vec<Option<i32>> = rows.iter().map(|(r, _)| r.rows.sound.duration).collect();
+    let first_seen: Vec<DateTime<Utc>> = rows.iter().map(|(_, first)| *first).collect();
+    let last_seen: Vec<DateTime<Utc>> = rows.iter().map(|(r, _)| r.observed_at).collect();
+    let fetch: Vec<i64> = rows.iter().map(|(r, _)| r.fetch_id).collect();
+    sqlx::query!(
+        r#"
+INSERT INTO sounds AS cur (clip_id, song_id, title, author, url_title, duration, cover, link,
+                           music_url, if_cml, is_search, promoted, first_seen_at, last_seen_at,
+                           last_fetch_id)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
+                     $7::text[], $8::text[], $9::text[], $10::bool[], $11::bool[], $12::bool[],
+                     $13::timestamptz[], $14::timestamptz[], $15::int8[])
+-- The rule of the live write (store/ingest.rs): each column takes the new value when this
+-- observation is not older than the stored one; first_seen_at is the earliest.
+ON CONFLICT (clip_id) DO UPDATE SET
+    first_seen_at = LEAST(cur.first_seen_at, EXCLUDED.first_seen_at),
+    song_id = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.song_id ELSE cur.song_id END,
+    title = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.title ELSE cur.title END,
+    author = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.author ELSE cur.author END,
+    url_title = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.url_title ELSE cur.url_title END,
+    duration = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.duration ELSE cur.duration END,
+    cover = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.cover ELSE cur.cover END,
+    link = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.link ELSE cur.link END,
+    music_url = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.music_url ELSE cur.music_url END,
+    if_cml = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.if_cml ELSE cur.if_cml END,
+    is_search = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.is_search ELSE cur.is_search END,
+    promoted = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.promoted ELSE cur.promoted END,
+    last_seen_at = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.last_seen_at ELSE cur.last_seen_at END,
+    last_fetch_id = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+        THEN EXCLUDED.last_fetch_id ELSE cur.last_fetch_id END
+"#,
+        &clip as _,
+        &col(|r| r.rows.sound.song_id.as_deref()) as _,
+        &col(|r| r.rows.sound.title.as_deref()) as _,
+        &col(|r| r.rows.sound.author.as_deref()) as _,
+        &col(|r| r.rows.sound.url_title.as_deref()) as _,
+        &duration as _,
+        &col(|r| r.rows.sound.cover.as_deref()) as _,
+        &col(|r| r.rows.sound.link.as_deref()) as _,
+        &col(|r| r.rows.sound.music_url.as_deref()) as _,
+        &flag(|r| r.rows.sound.if_cml) as _,
+        &flag(|r| r.rows.sound.is_search) as _,
+        &flag(|r| r.rows.sound.promoted) as _,
+        &first_seen,
+        &last_seen,
+        &fetch,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One upsert for the batch's daily points: per (clip, region, day) the batch's newest window,
+/// which replaces the stored point only when it is not older (the live write's rule).
+async fn upsert_trend_points(conn: &mut PgConnection, batch: &[Replayed<'_>]) -> sqlx::Result<u64> {
+    type Point<'a> = (
+        &'a str,
+        &'a str,
+        DateTime<Utc>,
+        f64,
+        i64,
+        i16,
+        DateTime<Utc>,
+    );
+    let mut newest: HashMap<(&str, &str, DateTime<Utc>), Point<'_>> = HashMap::new();
+    for r in batch {
+        for t in &r.rows.trend {
+            let p = (
+                r.clip_id,
+                r.region,
+                t.ts,
+                t.value,
+                r.fetch_id,
+                r.period,
+                r.observed_at,
+            );
+            newest
+                .entry((r.clip_id, r.region, t.ts))
+                .and_modify(|old| {
+                    if (p.6, p.4) > (old.6, old.4) {
+                        *old = p;
+                    }
+                })
+                .or_insert(p);
+        }
+    }
+    let mut points: Vec<Point<'_>> = newest.into_values().collect();
+    points.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    let r = sqlx::query!(
+        r#"
+INSERT INTO trend_points AS cur (clip_id, region, ts, value, fetch_id, period, observed_at)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::int8[],
+                     $6::int2[], $7::timestamptz[])
+ON CONFLICT (clip_id, region, ts) DO UPDATE SET
+    value = EXCLUDED.value, fetch_id = EXCLUDED.fetch_id,
+    period = EXCLUDED.period, observed_at = EXCLUDED.observed_at
+WHERE (cur.observed_at, cur.fetch_id) <= (EXCLUDED.observed_at, EXCLUDED.fetch_id)
+"#,
+        &points.iter().map(|p| p.0).collect::<Vec<_>>() as _,
+        &points.iter().map(|p| p.1).collect::<Vec<_>>() as _,
+        &points.iter().map(|p| p.2).collect::<Vec<_>>(),
+        &points.iter().map(|p| p.3).collect::<Vec<_>>(),
+        &points.iter().map(|p| p.4).collect::<Vec<_>>(),
+        &points.iter().map(|p| p.5).collect::<Vec<_>>(),
+        &points.iter().map(|p| p.6).collect::<Vec<_>>(),
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Rows in Postgres' `COPY` text format: tab-separated, `\N` for NULL, backslash escapes.
+#[derive(Debug, Default)]
+struct CopyText {
+    buf: String,
+    rows: u64,
+    /// Whether the next field starts a row (no tab before it).
+    at_start: bool,
+}
+
+impl CopyText {
+    /// The columns every fetch-keyed row starts with: fetch, clip, region, period, `observed_at`.
+    fn head(&mut self, r: &Replayed<'_>) {
+        self.val(r.fetch_id);
+        self.opt(Some(r.clip_id));
+        self.opt(Some(r.region));
+        self.val(r.period);
+        self.ts(r.observed_at);
+    }
+
+    fn sep(&mut self) {
+        if self.at_start || self.buf.is_empty() || self.buf.ends_with('\n') {
+            self.at_start = false;
+        } else {
+            self.buf.push('\t');
+        }
+    }
+
+    fn val(&mut self, v: impl Display) {
+        self.sep();
+        // Numbers only: their Display needs no escaping, and f64's is the shortest exact one.
+        let _ = write!(self.buf, "{v}");
+    }
+
+    fn opt<T: CopyField>(&mut self, v: Option<T>) {
+        self.sep();
+        match v {
+            None => self.buf.push_str("\\N"),
+            Some(v) => v.put(&mut self.buf),
+        }
+    }
+
+    fn ts(&mut self, t: DateTime<Utc>) {
+        self.sep();
+        self.buf
+            .push_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    }
+
+    fn json(&mut self, v: Option<&Value>) {
+        self.opt(v.map(ToString::to_string).as_deref());
+    }
+
+    /// A one-dimensional array of numbers: `{1,2,3}`.
+    fn array<T: Display>(&mut self, items: impl Iterator<Item = T>) {
+        self.sep();
+        self.buf.push('{');
+        for (i, v) in items.enumerate() {
+            if i > 0 {
+                self.buf.push(',');
+            }
+            let _ = write!(self.buf, "{v}");
+        }
+        self.buf.push('}');
+    }
+
+    fn end(&mut self) {
+        self.buf.push('\n');
+        self.rows += 1;
+        self.at_start = true;
+    }
+}
+
+/// A value as one `COPY` text field.
+trait CopyField {
+    fn put(self, buf: &mut String);
+}
+
+impl CopyField for &str {
+    fn put(self, buf: &mut String) {
+        for ch in self.chars() {
+            match ch {
+                '\\' => buf.push_str("\\\\"),
+                '\t' => buf.push_str("\\t"),
+                '\n' => buf.push_str("\\n"),
+                '\r' => buf.push_str("\\r"),
+                c => buf.push(c),
+            }
+        }
+    }
+}
+
+macro_rules! copy_number {
+    ($($t:ty),*) => {$(
+        impl CopyField for $t {
+            fn put(self, buf: &mut String) {
+                let _ = write!(buf, "{self}");
+            }
+        }
+    )*};
+}
+copy_number!(i16, i32, i64, f64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_null_is_backslash_n() {
+        let mut c = CopyText::default();
+        c.opt(Some("a\tb\\c\nd\re"));
+        c.opt(None::<&str>);
+        c.val(1.5);
+        c.end();
+        c.array([1, 2].into_iter());
+        c.end();
+        assert_eq!(c.buf, "a\\tb\\\\c\\nd\\re\t\\N\t1.5\n{1,2}\n");
+        assert_eq!(c.rows, 2);
+    }
+
+    #[test]
+    fn floats_are_written_exactly() {
+        for v in [0.1 + 0.2, 1e-7, 123_456.789_012_345_67, f64::MIN_POSITIVE] {
+            let mut c = CopyText::default();
+            c.val(v);
+            assert_eq!(c.buf.parse::<f64>().unwrap(), v);
+        }
+    }
+}
