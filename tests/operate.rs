@@ -108,6 +108,26 @@ async fn replay_after_truncating_the_derived_tables_restores_them_exactly() {
 }
 
 #[tokio::test]
+async fn replay_restores_fetches_whose_snapshots_alone_were_deleted() {
+    // Replay deletes only the rows of fetches that have a snapshot; rows left behind by a
+    // hand-edited table must not stop it, nor survive twice.
+    let app = TestApp::spawn().await;
+    populate(&app).await;
+    let before = dump(&app).await;
+    sqlx::query("TRUNCATE sound_snapshots")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let summary = replay(&app.pool, &ReplayFilter::default(), 500, false)
+        .await
+        .unwrap();
+
+    assert_eq!(summary.fetches, 9);
+    assert_eq!(dump(&app).await, before);
+}
+
+#[tokio::test]
 async fn replay_bulk_loads_hostile_text_byte_for_byte() {
     // Tabs, newlines, carriage returns, backslashes and a literal \N are COPY's own syntax:
     // what the live write stored must come back from the bulk load unchanged.

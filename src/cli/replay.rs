@@ -19,12 +19,14 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -33,7 +35,7 @@ use crate::normalize::{normalize, Normalized, Observation};
 use crate::provider::parse_response;
 use crate::provider::Outcome;
 use crate::store::archive::{self, ArchiveFilter, Archived};
-use crate::store::bulk::{self, Replayed};
+use crate::store::bulk::{self, BulkWritten, Replayed};
 use crate::store::rebuild::{self, PairSteps};
 
 #[derive(Debug, Clone, Default)]
@@ -64,6 +66,19 @@ pub struct ReplaySummary {
     pub index_pass: Duration,
 }
 
+impl ReplaySummary {
+    fn add(&mut self, o: &Self) {
+        self.fetches += o.fetches;
+        self.rows += o.rows;
+        self.skipped += o.skipped;
+        self.invalidated += o.invalidated;
+        self.revived += o.revived;
+    }
+}
+
+/// Connections writing batches at once.
+const WRITERS: usize = 2;
+
 /// Pairs re-stitched per transaction in the index pass.
 const PAIRS_PER_CHUNK: usize = 500;
 
@@ -75,24 +90,90 @@ pub async fn replay(
 ) -> anyhow::Result<ReplaySummary> {
     let started = Instant::now();
     let total = archive::count(pool, &archive_filter(filter)).await?;
-    let mut bar = Progress::new(progress, "replay", "fetches", total.try_into().unwrap_or(0));
+    let bar = Arc::new(Mutex::new(Progress::new(
+        progress,
+        "replay",
+        "fetches",
+        total.try_into().unwrap_or(0),
+    )));
 
-    // The reader reads and normalizes one batch ahead of the writer.
-    let (tx, mut batches) = mpsc::channel::<anyhow::Result<NormalizedBatch>>(1);
+    // The reader reads and normalizes batches ahead; WRITERS connections write them, so the
+    // database works on as many cores as it has while the next batches are parsed.
+    let (tx, batches) = mpsc::channel::<anyhow::Result<NormalizedBatch>>(WRITERS);
     let reader = tokio::spawn(read_archive(pool.clone(), filter.clone(), batch_size, tx));
-
+    let batches = Arc::new(tokio::sync::Mutex::new(batches));
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..WRITERS {
+        writers.spawn(write_batches(
+            pool.clone(),
+            Arc::clone(&batches),
+            Arc::clone(&bar),
+        ));
+    }
     let mut summary = ReplaySummary::default();
-    let mut steps: HashMap<(String, String), Vec<i64>> = HashMap::new();
+    while let Some(done) = writers.join_next().await {
+        match done.map_err(anyhow::Error::from).and_then(|r| r) {
+            Ok(part) => summary.add(&part),
+            Err(e) => {
+                writers.abort_all();
+                reader.abort();
+                return Err(e);
+            }
+        }
+    }
+    let steps = reader.await??;
+    lock(&bar).finish();
+    summary.rows_pass = started.elapsed();
+
+    // Pass 2: every touched pair once, in a fixed order.
+    let mut pairs: Vec<PairSteps> = steps
+        .into_iter()
+        .map(|((clip_id, region), steps)| PairSteps {
+            clip_id,
+            region,
+            steps,
+        })
+        .collect();
+    pairs.sort_by(|a, b| (&a.clip_id, &a.region).cmp(&(&b.clip_id, &b.region)));
+    let mut bar = Progress::new(progress, "re-stitch", "pairs", pairs.len() as u64);
+    // Chunks hold distinct pairs and take their locks in key order: they can run side by side.
+    let mut chunks = futures_util::stream::iter(pairs.chunks(PAIRS_PER_CHUNK))
+        .map(|chunk| async move {
+            let mut t = pool.begin().await?;
+            let changed = rebuild::rebuild_pairs(&mut t, chunk).await?;
+            t.commit().await?;
+            Ok::<_, sqlx::Error>((chunk.len() as u64, changed))
+        })
+        .buffer_unordered(WRITERS);
+    while let Some(done) = chunks.next().await {
+        let (pairs, changed) = done.context("re-stitching the replayed pairs")?;
+        summary.index_rows += changed;
+        summary.pairs += pairs;
+        bar.add(pairs);
+    }
+    bar.finish();
+    summary.index_pass = started.elapsed().saturating_sub(summary.rows_pass);
+    Ok(summary)
+}
+
+/// Takes normalized batches off the queue and writes each in one transaction, until the queue
+/// is empty and closed. Returns what it wrote.
+async fn write_batches(
+    pool: PgPool,
+    batches: Arc<tokio::sync::Mutex<mpsc::Receiver<anyhow::Result<NormalizedBatch>>>>,
+    bar: Arc<Mutex<Progress>>,
+) -> anyhow::Result<ReplaySummary> {
+    let mut summary = ReplaySummary::default();
     let mut conn = pool.acquire().await?;
-    while let Some(batch) = batches.recv().await {
+    loop {
+        let next = batches.lock().await.recv().await;
+        let Some(batch) = next else {
+            return Ok(summary);
+        };
         let (batch, rows) = batch?;
         let mut ok = Vec::with_capacity(batch.len());
         let mut relabel = Vec::new();
         for (a, rows) in batch.iter().zip(&rows) {
-            steps
-                .entry((a.clip_id.clone(), a.region.clone()))
-                .or_default()
-                .push(a.id);
             match rows {
                 Ok(rows) => {
                     ok.push(Replayed {
@@ -119,46 +200,50 @@ pub async fn replay(
                 }
             }
         }
-        let mut t = sqlx::Connection::begin(&mut *conn).await?;
-        archive::clear_derived(&mut t, &batch).await?;
-        let written = bulk::write(&mut t, &ok).await.with_context(|| {
-            format!(
-                "writing fetches {}..={}",
-                batch[0].id,
-                batch[batch.len() - 1].id
-            )
+        // Only fetches that have rows need their rows deleted; should a derived table hold rows
+        // of a fetch without a snapshot after all (hand-edited tables), the bulk load meets
+        // them as a duplicate key and the batch runs again clearing every table.
+        let written = match write_batch(&mut conn, &batch, &ok, &relabel, false).await {
+            Err(e) if is_unique_violation(&e) => {
+                warn!(error = %e, "Derived rows without a snapshot; clearing every table for this batch.");
+                write_batch(&mut conn, &batch, &ok, &relabel, true).await
+            }
+            other => other,
+        }
+        .with_context(|| {
+            format!("writing fetches {}..={}", batch[0].id, batch[batch.len() - 1].id)
         })?;
-        bulk::set_outcomes(&mut t, &relabel).await?;
-        t.commit().await?;
         summary.fetches += ok.len() as u64;
         summary.rows += i64::try_from(written.rows()).unwrap_or(i64::MAX);
-        bar.add(batch.len() as u64);
+        lock(&bar).add(batch.len() as u64);
     }
-    reader.await??;
-    bar.finish();
-    summary.rows_pass = started.elapsed();
+}
 
-    // Pass 2: every touched pair once, in a fixed order.
-    let mut pairs: Vec<PairSteps> = steps
-        .into_iter()
-        .map(|((clip_id, region), steps)| PairSteps {
-            clip_id,
-            region,
-            steps,
-        })
-        .collect();
-    pairs.sort_by(|a, b| (&a.clip_id, &a.region).cmp(&(&b.clip_id, &b.region)));
-    let mut bar = Progress::new(progress, "re-stitch", "pairs", pairs.len() as u64);
-    for chunk in pairs.chunks(PAIRS_PER_CHUNK) {
-        let mut t = sqlx::Connection::begin(&mut *conn).await?;
-        summary.index_rows += rebuild::rebuild_pairs(&mut t, chunk).await?;
-        t.commit().await?;
-        summary.pairs += chunk.len() as u64;
-        bar.add(chunk.len() as u64);
-    }
-    bar.finish();
-    summary.index_pass = started.elapsed().saturating_sub(summary.rows_pass);
-    Ok(summary)
+/// One batch in one transaction: its old rows deleted (`clear_all`: of every fetch, not only
+/// those with a snapshot), the new ones written, outcomes re-labelled.
+async fn write_batch(
+    conn: &mut PgConnection,
+    batch: &[Archived],
+    ok: &[Replayed<'_>],
+    relabel: &[(i64, Outcome, Option<String>)],
+    clear_all: bool,
+) -> Result<BulkWritten, sqlx::Error> {
+    let mut t = sqlx::Connection::begin(&mut *conn).await?;
+    let ids = if clear_all {
+        batch.iter().map(|a| a.id).collect()
+    } else {
+        archive::with_rows(&mut t, batch).await?
+    };
+    archive::clear_derived(&mut t, batch, &ids).await?;
+    let written = bulk::write(&mut t, ok).await?;
+    bulk::set_outcomes(&mut t, relabel).await?;
+    t.commit().await?;
+    Ok(written)
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
 fn archive_filter(f: &ReplayFilter) -> ArchiveFilter<'_> {
@@ -173,35 +258,45 @@ fn archive_filter(f: &ReplayFilter) -> ArchiveFilter<'_> {
 /// A batch of archived answers and what each normalizes to (or why it does not).
 type NormalizedBatch = (Vec<Archived>, Vec<Result<Normalized, String>>);
 
+/// The fetches replayed for each (clip, region), in id order: the steps its re-stitch replays.
+type Steps = HashMap<(String, String), Vec<i64>>;
+
 /// Reads the archive in id order, `batch_size` fetches at a time, normalizes each batch on every
-/// core, and sends it to `out`.
+/// core, and sends it to `out`. Returns the fetches read, per pair.
 async fn read_archive(
     pool: PgPool,
     filter: ReplayFilter,
     batch_size: i64,
     out: mpsc::Sender<anyhow::Result<NormalizedBatch>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Steps> {
     let filter = archive_filter(&filter);
+    let mut steps = Steps::new();
     let mut after = 0i64;
     loop {
         let batch = archive::batch(&pool, &filter, after, batch_size).await;
         let batch = match batch {
-            Ok(b) if b.is_empty() => return Ok(()),
+            Ok(b) if b.is_empty() => return Ok(steps),
             Ok(b) => b,
             Err(e) => {
                 let _ = out.send(Err(e.into())).await;
-                return Ok(());
+                return Ok(steps);
             }
         };
         after = batch[batch.len() - 1].id;
+        for a in &batch {
+            steps
+                .entry((a.clip_id.clone(), a.region.clone()))
+                .or_default()
+                .push(a.id);
+        }
         let normalized = tokio::task::spawn_blocking(move || {
             let rows = normalize_all(&batch);
             (batch, rows)
         })
         .await?;
         if out.send(Ok(normalized)).await.is_err() {
-            // The writer stopped (its error is the one reported).
-            return Ok(());
+            // The writers stopped (their error is the one reported).
+            return Ok(steps);
         }
     }
 }
@@ -300,3 +395,8 @@ impl Progress {
 }
 
 const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// The bar stays usable after a panic elsewhere (it only counts).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -82,12 +82,38 @@ pub async fn batch(
     .await
 }
 
-/// Deletes every derived row of these fetches, so rows a fetch no longer produces go too and a
-/// replay equals a fresh ingest.
-pub async fn clear_derived(conn: &mut PgConnection, batch: &[Archived]) -> Result<(), sqlx::Error> {
+/// Which of these fetches have derived rows. Every write of a fetch's rows (a live poll's one
+/// statement, a replay's batch) stores its snapshot with them and every removal removes them all,
+/// so a fetch without a `sound_snapshots` row has none: one probe per fetch instead of one per
+/// derived table and partition.
+pub async fn with_rows(
+    conn: &mut PgConnection,
+    batch: &[Archived],
+) -> Result<Vec<i64>, sqlx::Error> {
     let ids: Vec<i64> = batch.iter().map(|a| a.id).collect();
-    let clips: Vec<String> = batch.iter().map(|a| a.clip_id.clone()).collect();
-    let regions: Vec<String> = batch.iter().map(|a| a.region.clone()).collect();
+    sqlx::query_scalar!(
+        "SELECT fetch_id FROM sound_snapshots WHERE fetch_id = ANY($1)",
+        &ids
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Deletes every derived row of the fetches of `batch` whose id is in `ids`, so rows a fetch no
+/// longer produces go too and a replay equals a fresh ingest.
+pub async fn clear_derived(
+    conn: &mut PgConnection,
+    batch: &[Archived],
+    ids: &[i64],
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let listed: std::collections::HashSet<i64> = ids.iter().copied().collect();
+    let fetches: Vec<&Archived> = batch.iter().filter(|a| listed.contains(&a.id)).collect();
+    let ids: Vec<i64> = fetches.iter().map(|a| a.id).collect();
+    let clips: Vec<String> = fetches.iter().map(|a| a.clip_id.clone()).collect();
+    let regions: Vec<String> = fetches.iter().map(|a| a.region.clone()).collect();
     sqlx::query!(
         "WITH s AS (DELETE FROM sound_snapshots WHERE fetch_id = ANY($1)),
               ac AS (DELETE FROM audience_countries WHERE fetch_id = ANY($1)),
