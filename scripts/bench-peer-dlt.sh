@@ -6,9 +6,12 @@
 # 1. starts `soundtrend demo-server` (both dialects; generated period-7 windows) on a free port;
 # 2. soundtrend: a fresh database `soundtrend_peer`, N watchlist entries (period 7), then
 #    `soundtrend poll --due` with the rate limit lifted, timed end to end (HTTP included);
+#    Then the load alone: the derived tables emptied and `soundtrend replay` timed, which loads
+#    the same N archived responses (parse, validate, normalize, write, re-stitch the index);
 # 3. dlt (pip "dlt[postgres]" in a throwaway venv under target/): the same N responses, fetched
 #    first, then loaded with merge on (clip_id, region) into the same server, timed on the load;
-# 4. prints both rates and soundtrend's ratio to dlt.
+# 4. prints the rates and soundtrend's ratios to dlt: load against load (replay), and the whole
+#    poll path (HTTP, quota, leases included) against dlt's load.
 #
 # Needs a release build (`cargo build --release --bin soundtrend`) and DATABASE_URL (or a local
 # server scripts/pg-up.sh finds). Figures are in docs/benchmarks.md.
@@ -29,19 +32,12 @@ if [[ ! -x "$venv/bin/python" ]]; then
     "$venv/bin/pip" install -q "dlt[postgres]"
 fi
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-"$bin" demo-server --listen "127.0.0.1:$port" >/dev/null 2>&1 &
-demo=$!
-trap 'kill $demo 2>/dev/null || true' EXIT
-for _ in $(seq 50); do
-    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null && break
-    curl -s "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-
-psql "$server" -qc "DROP DATABASE IF EXISTS soundtrend_peer WITH (FORCE)" >/dev/null
+source scripts/bench-lib.sh
+demo=
+trap '[[ -n "$demo" ]] && kill $demo 2>/dev/null || true' EXIT
+start_demo_server "$bin"
+fresh_database "$server" soundtrend_peer "$bin"
 export DATABASE_URL="$db"
-"$bin" migrate >/dev/null
 psql "$db" -qc "INSERT INTO watchlist (clip_id, region, period)
                 SELECT ($FIRST_CLIP + g)::text, 'US', 7 FROM generate_series(0, $N - 1) g"
 export KEYAPI_API_KEY=bench \
@@ -60,11 +56,20 @@ stored=$(psql "$db" -Atc "SELECT count(*) FROM fetches WHERE outcome = 'ok'")
 st_rate=$(python3 -c "print(f'{$stored / ($end - $start):.1f}')")
 echo "soundtrend: $stored responses polled and stored in $(python3 -c "print(f'{$end - $start:.2f}')") s = $st_rate responses/s"
 
+psql "$db" -qc "TRUNCATE sounds, sound_snapshots, trend_points, audience_countries, audience_interests,
+                         trend_windows, trend_observations, trend_index, trend_pairs"
+start=$(date +%s.%N)
+"$bin" replay
+end=$(date +%s.%N)
+rp_rate=$(python3 -c "print(f'{$stored / ($end - $start):.1f}')")
+echo "soundtrend replay (load only): $stored responses in $(python3 -c "print(f'{$end - $start:.2f}')") s = $rp_rate responses/s"
+
 pipelines="$(mktemp -d)"
 out="$("$venv/bin/python" scripts/bench-peer-dlt.py --base "http://127.0.0.1:$port/" \
     --database-url "$db" --first-clip "$FIRST_CLIP" --n "$N" --pipelines-dir "$pipelines")"
 rm -rf "$pipelines"
 echo "$out" | grep -v '^DLT_'
 dlt_rate="$(echo "$out" | sed -n 's/^DLT_RESPONSES_PER_SECOND=//p')"
-echo "ratio soundtrend / dlt: $(python3 -c "print(f'{$st_rate / $dlt_rate:.2f}')")x (goal >= 10x)"
+echo "ratio soundtrend replay / dlt, load against load: $(python3 -c "print(f'{$rp_rate / $dlt_rate:.2f}')")x (goal >= 10x)"
+echo "ratio soundtrend poll --due (HTTP included) / dlt load: $(python3 -c "print(f'{$st_rate / $dlt_rate:.2f}')")x"
 psql "$server" -qc "DROP DATABASE IF EXISTS soundtrend_peer WITH (FORCE)" >/dev/null

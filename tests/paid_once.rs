@@ -332,3 +332,120 @@ async fn replay_re_validates_with_todays_rules_and_can_retry_invalid_bodies() {
     assert_eq!(app.fetches_with_outcome("ok").await, 1);
     assert_eq!(app.snapshots().await, 1);
 }
+
+#[tokio::test]
+async fn a_quota_block_books_each_granted_slot_with_its_attempt_and_nothing_else() {
+    use soundtrend::store::quota::{ensure_provider, Attempt, Grant, QuotaParams};
+    use soundtrend::store::slots::take_block;
+
+    let app = TestApp::spawn().await;
+    ensure_provider(&app.pool, ProviderKind::KeyApi)
+        .await
+        .unwrap();
+    app.watch_many(7).await;
+    let claimed = watchlist::claim_due(
+        &app.pool,
+        "t",
+        7,
+        Duration::from_secs(10),
+        &[ProviderKind::KeyApi],
+    )
+    .await
+    .unwrap();
+    assert_eq!(claimed.len(), 7);
+    // Entry 1001 is re-claimed elsewhere: its lease is lost. Entry 1002 is paused by an analyst.
+    sqlx::query("UPDATE watchlist SET lease_token = gen_random_uuid() WHERE clip_id = '1001'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE watchlist SET enabled = false WHERE clip_id = '1002'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut claimed = claimed;
+    claimed.sort_by(|a, b| a.clip_id.as_str().cmp(b.clip_id.as_str()));
+    let attempts: Vec<Attempt<'_>> = claimed
+        .iter()
+        .map(|c| Attempt {
+            clip_id: c.clip_id.as_str(),
+            region: c.region.as_str(),
+            period: 7,
+            attempt: 1,
+            lease: c.lease_token,
+            lease_ttl: Duration::from_mins(1),
+            key: "k",
+        })
+        .collect();
+    // 20/s with a burst of 2: two slots now, then one every 50 ms up to the 100 ms horizon.
+    let params = QuotaParams {
+        provider: ProviderKind::KeyApi,
+        emission_interval: Duration::from_millis(50),
+        burst: 2,
+        credits_per_request: 2,
+        daily_budget: None,
+    };
+    let day = chrono::Utc::now().date_naive();
+    let mut conn = app.pool.acquire().await.unwrap();
+    let grants = take_block(&mut conn, &params, day, &attempts, "k")
+        .await
+        .unwrap();
+
+    let kinds: Vec<String> = grants
+        .iter()
+        .map(|(g, slot)| match g {
+            Grant::Granted { .. } => format!("granted+{}ms", slot.as_millis()),
+            other => format!("{other:?}")
+                .split(['(', ' '])
+                .next()
+                .unwrap()
+                .to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "LeaseLost",
+            "EntryPaused",
+            "granted+0ms",
+            "granted+0ms",
+            "granted+50ms",
+            "granted+100ms",
+            "Wait"
+        ]
+    );
+    let ids: Vec<i64> = grants
+        .iter()
+        .filter_map(|(g, _)| match g {
+            Grant::Granted { fetch_id, .. } => Some(*fetch_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        app.count("SELECT count(*) FROM fetches WHERE outcome = 'pending' AND credits = 2")
+            .await,
+        4,
+        "one pending attempt per granted slot"
+    );
+    let pending: Vec<i64> = sqlx::query_scalar("SELECT id FROM fetches ORDER BY requested_at, id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending, ids,
+        "each grant carries its own attempt, in slot order"
+    );
+    assert_eq!(
+        app.count("SELECT credits_used::int8 FROM credit_usage")
+            .await,
+        8,
+        "the ledger equals the archive"
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM watchlist WHERE lease_expires_at > now() + interval '59 seconds'"
+        )
+        .await,
+        4,
+        "only granted entries have their lease extended"
+    );
+}

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::backoff::with_db_retry;
+use super::batcher::QuotaBatcher;
 use super::health::ProviderHealth;
 use super::outcome::SkipReason;
 use crate::clock::Clock;
@@ -30,8 +31,9 @@ use crate::telemetry::metrics as m;
 /// What the shared quota said to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
-    /// Send it: its credits and pending row are booked, its lease extended.
-    Granted(Booked),
+    /// Send it after this long (its slot; zero for now): its credits and pending row are booked,
+    /// its lease extended.
+    Granted(Booked, Duration),
     /// Not yet: ask again after this long (short enough to wait for with the lease held).
     Wait(Duration),
     /// Do not send it now; nothing was booked.
@@ -60,6 +62,8 @@ pub struct Limiter {
     /// failure, a pause, rejected credentials, a spent budget): the next claim round reads it
     /// again instead of trusting the last read.
     stale: AtomicBool,
+    /// Gathers concurrent requests for the shared quota into blocks.
+    batcher: Arc<QuotaBatcher>,
 }
 
 /// What a [`Limiter`] is built from, besides the pool and the clock.
@@ -89,6 +93,7 @@ impl Limiter {
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(burst);
         Self {
+            batcher: Arc::new(QuotaBatcher::new(pool.clone(), quota, key.clone())),
             pool,
             local: RateLimiter::direct(local_quota),
             quota,
@@ -266,7 +271,14 @@ impl Limiter {
         }
         loop {
             match self.take(booking, cancel).await? {
-                Admission::Granted(booked) => return Ok(Ok(booked)),
+                Admission::Granted(booked, slot) => {
+                    // The slot is at most `slots::HORIZON` away, and booked: it is sent, even
+                    // during a shutdown (its write gets the grace period).
+                    if !slot.is_zero() {
+                        tokio::time::sleep(slot).await;
+                    }
+                    return Ok(Ok(booked));
+                }
                 Admission::Refused(why) => return Ok(Err(why)),
                 Admission::Wait(d) => {
                     tokio::select! {
@@ -289,10 +301,16 @@ impl Limiter {
             return Ok(Admission::Refused(SkipReason::ShuttingDown));
         }
         let day = self.clock.today();
-        let grant = with_db_retry(cancel, || {
-            quota::take(&self.pool, &self.quota, day, booking)
-        })
-        .await?;
+        let (grant, slot) = match self.batcher.take(day, booking).await {
+            Some(taken) => taken,
+            None => (
+                with_db_retry(cancel, || {
+                    quota::take(&self.pool, &self.quota, day, booking)
+                })
+                .await?,
+                Duration::ZERO,
+            ),
+        };
         if !matches!(
             grant,
             Grant::Granted { .. } | Grant::LeaseLost | Grant::EntryPaused | Grant::Wait(_)
@@ -305,7 +323,7 @@ impl Limiter {
                 fetch_id,
             } => {
                 m::credits_today(self.provider(), credits_used_today);
-                Admission::Granted(Booked { fetch_id, day })
+                Admission::Granted(Booked { fetch_id, day }, slot)
             }
             Grant::LeaseLost => Admission::Refused(SkipReason::LeaseLost),
             Grant::EntryPaused => Admission::Refused(SkipReason::EntryPaused),

@@ -6,6 +6,7 @@
 //! and the named UTC maintenance jobs ([`maintenance`]).
 
 pub mod backoff;
+mod batcher;
 pub mod fetch;
 pub mod health;
 mod instance;

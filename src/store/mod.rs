@@ -11,6 +11,7 @@ pub mod pages;
 pub mod quota;
 pub mod rebuild;
 pub mod report;
+pub mod slots;
 pub mod sound;
 pub mod trend;
 mod types;
