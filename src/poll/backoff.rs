@@ -121,11 +121,11 @@ where
     };
     op.retry(DATABASE_WRITE.delays())
         .when(|e: &StoreError| {
-            e.is_connection_error() && std::time::Instant::now() < give_up && !cancel.is_cancelled()
+            e.is_retryable() && std::time::Instant::now() < give_up && !cancel.is_cancelled()
         })
         .notify(|e, _| {
             m::db_error();
-            warn!(error = %e, "The database is unreachable; retrying the write.");
+            warn!(error = %e, "The database is unreachable or rolled the transaction back; retrying the write.");
         })
         .await
 }

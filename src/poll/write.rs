@@ -89,7 +89,7 @@ impl Writer {
         .await;
         let w = match written {
             Ok(w) => w,
-            Err(e) if e.is_connection_error() => return Err(e),
+            Err(e) if e.is_retryable() => return Err(e),
             Err(e) => return Ok(Err(ProviderError::Unstorable(e.to_string()))),
         };
         m::rows_written(&w);

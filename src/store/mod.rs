@@ -42,6 +42,21 @@ impl StoreError {
             StoreError::Database(e) => is_connection_error(e),
         }
     }
+
+    /// True when running the same work again may succeed: the database is unreachable, or it
+    /// rolled the whole transaction back for a deadlock (40P01) or a serialization failure
+    /// (40001), as when a quota block and a lone take meet on a lease that changed hands.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => {
+                is_connection_error(e)
+                    || e.as_database_error()
+                        .and_then(sqlx::error::DatabaseError::code)
+                        .is_some_and(|c| c == "40P01" || c == "40001")
+            }
+        }
+    }
 }
 
 #[must_use]
