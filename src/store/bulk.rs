@@ -38,7 +38,6 @@ pub struct Replayed<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BulkWritten {
     pub snapshots: u64,
-    pub trend_points: u64,
     pub observations: u64,
     pub countries: u64,
     pub interests: u64,
@@ -70,7 +69,7 @@ pub async fn write(
     out.countries = copy(conn, COUNTRIES, &audiences(batch, |r| &r.countries)).await?;
     out.interests = copy(conn, INTERESTS, &audiences(batch, |r| &r.interests)).await?;
     upsert_sounds(conn, batch).await?;
-    out.trend_points = upsert_trend_points(conn, batch).await?;
+    upsert_trend_points(conn, batch).await?;
     Ok(out)
 }
 
@@ -276,7 +275,7 @@ ON CONFLICT (clip_id) DO UPDATE SET
 
 /// One upsert for the batch's daily points: per (clip, region, day) the batch's newest window,
 /// which replaces the stored point only when it is not older (the live write's rule).
-async fn upsert_trend_points(conn: &mut PgConnection, batch: &[Replayed<'_>]) -> sqlx::Result<u64> {
+async fn upsert_trend_points(conn: &mut PgConnection, batch: &[Replayed<'_>]) -> sqlx::Result<()> {
     type Point<'a> = (
         &'a str,
         &'a str,
@@ -310,7 +309,7 @@ async fn upsert_trend_points(conn: &mut PgConnection, batch: &[Replayed<'_>]) ->
     }
     let mut points: Vec<Point<'_>> = newest.into_values().collect();
     points.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-    let r = sqlx::query!(
+    sqlx::query!(
         r#"
 INSERT INTO trend_points AS cur (clip_id, region, ts, value, fetch_id, period, observed_at)
 SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::int8[],
@@ -330,7 +329,7 @@ WHERE (cur.observed_at, cur.fetch_id) <= (EXCLUDED.observed_at, EXCLUDED.fetch_i
     )
     .execute(conn)
     .await?;
-    Ok(r.rows_affected())
+    Ok(())
 }
 
 /// Rows in Postgres' `COPY` text format: tab-separated, `\N` for NULL, backslash escapes.
