@@ -85,11 +85,13 @@ pub mod metrics {
         // Registering a histogram is enough for the exporter to show it with a count of 0.
         let _ = histogram!("soundtrend_request_duration_seconds", "provider" => p);
         let _ = histogram!("soundtrend_quota_wait_seconds", "provider" => p);
+        let _ = histogram!("soundtrend_commit_group_answers", "provider" => p);
         for name in [
             "soundtrend_rate_limited_total",
             "soundtrend_retries_total",
             "soundtrend_credits_spent_total",
             "soundtrend_answers_after_lease_lost_total",
+            "soundtrend_commit_groups_failed_total",
         ] {
             counter!(name, "provider" => p).increment(0);
         }
@@ -187,6 +189,18 @@ pub mod metrics {
         for (table, n) in TABLES.into_iter().zip(counts) {
             counter!("soundtrend_rows_written_total", "table" => table).increment(n as u64);
         }
+    }
+
+    /// Answers one transaction wrote (1: alone; more: a group commit).
+    pub fn commit_group(provider: ProviderKind, answers: usize) {
+        histogram!("soundtrend_commit_group_answers", "provider" => provider.as_str())
+            .record(answers as f64);
+    }
+
+    /// A group commit that rolled back; its answers were then written one by one.
+    pub fn commit_group_failed(provider: ProviderKind) {
+        counter!("soundtrend_commit_groups_failed_total", "provider" => provider.as_str())
+            .increment(1);
     }
 
     /// How long one request waited for the rate limit and the shared quota before it was sent.

@@ -56,6 +56,11 @@ impl Settings {
             || "must be between 1 and 1024".into(),
         )?;
         ensure(
+            (1..=1000).contains(&poll.commit_group),
+            "poll.commit_group",
+            || "must be between 1 and 1000 (1 writes every answer in its own transaction)".into(),
+        )?;
+        ensure(
             (1..=10_000).contains(&poll.claim_batch),
             "poll.claim_batch",
             || "must be between 1 and 10000".into(),

@@ -133,6 +133,8 @@ pub struct PollSettings {
     pub jitter: f64,
     #[serde(with = "humantime_serde")]
     pub failure_backoff: Duration,
+    /// Most answers written in one transaction (1: each alone); 1 to 1000, checked at load.
+    pub commit_group: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -225,6 +227,7 @@ impl Default for PollSettings {
             lease_ttl: Duration::from_mins(5),
             jitter: 0.1,
             failure_backoff: Duration::from_mins(1),
+            commit_group: 64,
         }
     }
 }

@@ -286,6 +286,12 @@ fn a_bad_value_names_its_key_and_the_fix_on_one_line() {
             "between 1 and 1024",
         ),
         (
+            "[poll]\ncommit_group = 0\n",
+            &[],
+            "poll.commit_group",
+            "between 1 and 1000",
+        ),
+        (
             "[provider]\nrequests_per_second = 0.01\n",
             &[],
             "poll.lease_ttl",

@@ -53,6 +53,24 @@ impl PairIndex {
         self
     }
 
+    /// Re-stitches as live polls do when `written` (fetch ids, in commit order) are stored one
+    /// after another: each stitches every window stored by then (the pair's other windows, then
+    /// the written ones up to it), and every row that differs is stamped with it. Unlike
+    /// [`Self::after_steps`], a window with a higher id stored earlier counts, as it did live.
+    #[must_use]
+    pub fn after_writes(mut self, windows: &[Window], written: &[i64]) -> Self {
+        let mut stored: Vec<Window> = windows
+            .iter()
+            .filter(|w| !written.contains(&w.fetch_id))
+            .cloned()
+            .collect();
+        for &id in written {
+            stored.extend(windows.iter().find(|w| w.fetch_id == id).cloned());
+            self = self.stitched(&stitch(&stored), id);
+        }
+        self
+    }
+
     /// The index after one poll that stitched `days`, stamped `changed_by` where it differs.
     fn stitched(mut self, days: &[IndexDay], changed_by: i64) -> Self {
         let mut next = BTreeMap::new();
@@ -126,6 +144,29 @@ mod tests {
         assert_eq!(once, step_by_step(&windows, &steps));
         assert_eq!(once.range.unwrap().segments, 2, "day 30 cannot be linked");
         assert_eq!(once.range.unwrap().changed_by, 5);
+    }
+
+    #[test]
+    fn writes_stitch_every_window_stored_by_then_whatever_its_id() {
+        let windows = vec![
+            window(1, 0, &[0.2, 0.5, 1.0, 0.4, 0.3, 0.2, 0.1]),
+            window(3, 1, &[0.5, 1.0, 0.4, 0.3, 0.2, 0.1, 0.1]),
+            window(2, 2, &[0.4, 0.2, 0.15, 0.1, 0.1, 0.2, 1.0]),
+        ];
+        // Fetch 3 committed before fetch 2: 2's stitch already saw 3.
+        let live = PairIndex::default()
+            .stitched(&stitch(&windows[..1]), 1)
+            .stitched(&stitch(&windows[..2]), 3)
+            .stitched(&stitch(&windows), 2);
+        let base = PairIndex::default().stitched(&stitch(&windows[..1]), 1);
+        assert_eq!(base.clone().after_writes(&windows, &[3, 2]), live);
+        assert_eq!(
+            base.after_writes(&windows, &[3, 2])
+                .range
+                .unwrap()
+                .changed_by,
+            2
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! one-statement [`quota::take`]; under load, one transaction serves many ([`slots::take_block`]),
 //! so instances stop queueing one by one on the provider's row.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 use crate::store::quota::{self, Attempt, Grant, QuotaParams};
 use crate::store::slots;
+
+use super::lock;
 
 /// The most requests one block takes (the horizon usually grants fewer).
 const MAX_BLOCK: usize = 64;
@@ -154,9 +156,4 @@ impl QuotaBatcher {
             }
         }
     }
-}
-
-/// The queue stays consistent after a panic elsewhere (every update is a whole assignment).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

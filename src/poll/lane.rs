@@ -35,6 +35,8 @@ pub struct PollOptions {
     /// The claim's lease: a poll never waits so long that its lease could run out.
     pub lease_ttl: Duration,
     pub breaker: Breaker,
+    /// Most answers committed in one transaction; 1: each alone.
+    pub commit_group: usize,
 }
 
 impl PollOptions {
@@ -69,6 +71,7 @@ impl PollOptions {
                 cooldown: p.breaker_cooldown,
                 cooldown_max: p.breaker_cooldown_max,
             },
+            commit_group: s.poll.commit_group,
         }
     }
 }

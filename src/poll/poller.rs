@@ -330,7 +330,7 @@ impl Poller {
         match normalize(detail, &obs) {
             Ok(rows) => {
                 lane.writer
-                    .success(entry, period, fetched, &rows, cancel)
+                    .success(entry, period, fetched, &Arc::new(rows), cancel)
                     .await
             }
             Err(e) => {

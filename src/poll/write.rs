@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::backoff::with_db_retry;
+use super::committer::Committer;
 use super::fetch::Fetched;
 use super::health::ProviderHealth;
 use crate::domain::Period;
@@ -18,6 +19,7 @@ use crate::normalize::Normalized;
 use crate::provider::{ProviderError, ProviderKind};
 use crate::store::failure::{self, FailureBookkeeping};
 use crate::store::fetches::{self, AttemptContext, FetchRecord};
+use crate::store::group::Answer;
 use crate::store::ingest::{self, Written};
 use crate::store::watchlist::{self, Claimed};
 use crate::store::StoreError;
@@ -42,6 +44,8 @@ pub struct Writer {
     failure_backoff: Duration,
     disable_after_not_found: u32,
     health: Arc<ProviderHealth>,
+    /// None when `poll.commit_group` is 1.
+    committer: Option<Arc<Committer>>,
 }
 
 impl Writer {
@@ -52,6 +56,8 @@ impl Writer {
         opts: &super::PollOptions,
         health: Arc<ProviderHealth>,
     ) -> Self {
+        let committer = (opts.commit_group > 1)
+            .then(|| Arc::new(Committer::new(pool.clone(), opts.commit_group)));
         Self {
             pool,
             provider,
@@ -60,19 +66,22 @@ impl Writer {
             failure_backoff: opts.failure_backoff,
             disable_after_not_found: opts.disable_after_not_found,
             health,
+            committer,
         }
     }
 
-    /// Writes an answer and its rows. `Ok(Err(Unstorable))` when the database refused what the
-    /// provider sent (an encoding, a constraint, an overflow): the caller then archives the paid
-    /// answer as a failure, so a poison entry backs off instead of being bought once per lease.
+    /// Writes an answer and its rows: in a group with the answers finishing meanwhile, or alone
+    /// when there are none or their group failed. `Ok(Err(Unstorable))` when the database
+    /// refused what the provider sent (an encoding, a constraint, an overflow): the caller then
+    /// archives the paid answer as a failure, so a poison entry backs off instead of being
+    /// bought once per lease.
     #[tracing::instrument(skip_all, fields(clip_id = %entry.clip_id, region = %entry.region, period = period.days()), err)]
     pub async fn success(
         &self,
         entry: &Claimed,
         period: Period,
         fetched: &Fetched,
-        rows: &Normalized,
+        rows: &Arc<Normalized>,
         cancel: &CancellationToken,
     ) -> Result<Result<Written, ProviderError>, StoreError> {
         let mut record = self.record(entry, period, fetched, None);
@@ -83,10 +92,22 @@ impl Writer {
                 warnings = %record.warnings.join("; "), "Stored a response with parts dropped.");
         }
         let lease = entry.lease_token;
-        let written = with_db_retry(cancel, || {
-            ingest::record_success(&self.pool, &record, rows, lease, self.jitter)
-        })
-        .await;
+        let grouped = match (
+            &self.committer,
+            Answer::of(&record, rows.clone(), lease, self.jitter),
+        ) {
+            (Some(committer), Some(answer)) => committer.commit(answer).await,
+            _ => None,
+        };
+        let written = match grouped {
+            Some(w) => Ok(w),
+            None => {
+                with_db_retry(cancel, || {
+                    ingest::record_success(&self.pool, &record, rows, lease, self.jitter)
+                })
+                .await
+            }
+        };
         let w = match written {
             Ok(w) => w,
             Err(e) if e.is_retryable() => return Err(e),

@@ -373,10 +373,12 @@ impl CopyText {
         }
     }
 
+    /// To the microsecond, truncated as sqlx's binary encoding truncates (Postgres would round
+    /// more digits), so a live answer's time reads the same in every table whichever way it went.
     fn ts(&mut self, t: DateTime<Utc>) {
         self.sep();
         self.buf
-            .push_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+            .push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
     }
 
     fn json(&mut self, v: Option<&Value>) {
@@ -457,5 +459,15 @@ mod tests {
             c.val(v);
             assert_eq!(c.buf.parse::<f64>().unwrap(), v);
         }
+    }
+
+    #[test]
+    fn times_are_truncated_to_the_microsecond_as_the_binary_encoding_does() {
+        let t = DateTime::parse_from_rfc3339("2026-12-07T06:33:24.805128999Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut c = CopyText::default();
+        c.ts(t);
+        assert_eq!(c.buf, "2026-12-07T06:33:24.805128Z");
     }
 }

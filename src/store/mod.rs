@@ -5,6 +5,7 @@ pub mod archive;
 pub mod bulk;
 pub mod failure;
 pub mod fetches;
+pub mod group;
 pub mod health;
 pub mod ingest;
 pub mod pages;

@@ -1,8 +1,9 @@
-//! The one-pass `trend_index` rebuild behind `soundtrend replay`: for a chunk of pairs at once,
-//! take their locks (in key order, so it never deadlocks with another rebuild; a live poll holds
-//! one pair's lock only), read their windows, index rows and `trend_pairs` rows in one statement
-//! each, work out in memory what re-stitching after each replayed fetch leaves
-//! ([`PairIndex::after_steps`]), and write only the rows that differ, in one statement.
+//! The one-pass `trend_index` rebuild behind `soundtrend replay` and the group commit: for a
+//! chunk of pairs at once, take their locks (in key order, so it never deadlocks with another
+//! rebuild or group; a lone live poll holds one pair's lock only), read their windows, index rows
+//! and `trend_pairs` rows in one statement each, work out in memory what re-stitching after each
+//! replayed fetch ([`PairIndex::after_steps`]) or each written answer
+//! ([`PairIndex::after_writes`]) leaves, and write only the rows that differ, in one statement.
 
 use std::collections::HashMap;
 
@@ -13,7 +14,7 @@ use super::trend::{assemble, pair_lock_key};
 use crate::normalize::history::{PairIndex, PairRange, StampedDay};
 use crate::normalize::stitch::{IndexDay, Window};
 
-/// One pair to rebuild and the fetches replayed for it, ascending.
+/// One pair to rebuild and its fetches: replayed (ascending), or written live (in commit order).
 #[derive(Debug, Clone)]
 pub struct PairSteps {
     pub clip_id: String,
@@ -26,8 +27,21 @@ type Pair = (String, String);
 /// Rebuilds the index of every pair in `pairs` (one transaction is the caller's). Returns the
 /// index rows inserted, changed or deleted.
 pub async fn rebuild_pairs(conn: &mut PgConnection, pairs: &[PairSteps]) -> sqlx::Result<u64> {
-    let clips: Vec<&str> = pairs.iter().map(|p| p.clip_id.as_str()).collect();
-    let regions: Vec<&str> = pairs.iter().map(|p| p.region.as_str()).collect();
+    lock_pairs(conn, pairs).await?;
+    restitch_with(conn, pairs, PairIndex::after_steps).await
+}
+
+/// Re-stitches every pair in `pairs` after the live write of its `steps` (in commit order, all
+/// already in `trend_windows`), as [`super::ingest::record_success`] does for one answer: every
+/// window stored counts, and rows that change are stamped with the fetch that changed them. The
+/// caller holds the pairs' locks ([`lock_pairs`]) since before it wrote the windows.
+pub async fn restitch_written(conn: &mut PgConnection, pairs: &[PairSteps]) -> sqlx::Result<u64> {
+    restitch_with(conn, pairs, PairIndex::after_writes).await
+}
+
+/// Takes the advisory lock of every pair in `pairs` for the transaction, in key order, so that
+/// two such calls never deadlock (a live poll holds one pair's lock only).
+pub async fn lock_pairs(conn: &mut PgConnection, pairs: &[PairSteps]) -> sqlx::Result<()> {
     let mut keys: Vec<i64> = pairs
         .iter()
         .map(|p| pair_lock_key(&p.clip_id, &p.region))
@@ -40,7 +54,18 @@ pub async fn rebuild_pairs(conn: &mut PgConnection, pairs: &[PairSteps]) -> sqlx
     )
     .fetch_all(&mut *conn)
     .await?;
+    Ok(())
+}
 
+/// Reads the pairs' windows and index, works out each pair's index with `after` and writes the
+/// rows that differ.
+async fn restitch_with(
+    conn: &mut PgConnection,
+    pairs: &[PairSteps],
+    after: fn(PairIndex, &[Window], &[i64]) -> PairIndex,
+) -> sqlx::Result<u64> {
+    let clips: Vec<&str> = pairs.iter().map(|p| p.clip_id.as_str()).collect();
+    let regions: Vec<&str> = pairs.iter().map(|p| p.region.as_str()).collect();
     let windows = read_windows(conn, &clips, &regions).await?;
     let mut stored = read_index(conn, &clips, &regions).await?;
     let mut changes = Changes::default();
@@ -48,7 +73,7 @@ pub async fn rebuild_pairs(conn: &mut PgConnection, pairs: &[PairSteps]) -> sqlx
         let key = (p.clip_id.clone(), p.region.clone());
         let before = stored.remove(&key).unwrap_or_default();
         let ws = windows.get(&key).map_or(&[][..], Vec::as_slice);
-        let after = before.clone().after_steps(ws, &p.steps);
+        let after = after(before.clone(), ws, &p.steps);
         changes.add(&p.clip_id, &p.region, &before, &after);
     }
     changes.write(conn).await

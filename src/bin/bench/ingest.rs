@@ -1,6 +1,6 @@
-//! Ingest: soundtrend's real poll path (claim → fetch → normalize → one-statement write) against
-//! a fast local provider with the rate limit lifted, compared with COPY of the very same rows
-//! into the same tables and indexes.
+//! Ingest: soundtrend's real poll path (claim → fetch → normalize → write, alone or in commit
+//! groups) against a fast local provider with the rate limit lifted, compared with COPY of the
+//! very same rows into the same tables and indexes.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -27,6 +27,8 @@ pub struct IngestArgs {
     pub concurrency: usize,
     /// 7, 30, 120, or 0 for a mix.
     pub period: i16,
+    /// `poll.commit_group` values, each measured in a run of its own.
+    pub commit_groups: Vec<usize>,
 }
 
 const TITLES: [&str; 6] = [
@@ -114,39 +116,49 @@ pub async fn run(args: &IngestArgs) -> anyhow::Result<String> {
         "## Ingest (period {period_label}, concurrency {}, rate limit lifted)\n",
         args.concurrency
     )?;
-    writeln!(out, "| N | responses/s | rows/s | p50 poll | p99 poll | bench CPU s | postgres CPU s | peak RSS (bench) | COPY rows/s | ratio to COPY |")?;
-    writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(out, "| N | commit group | responses/s | rows/s | p50 poll | p99 poll | bench CPU s | postgres CPU s | peak RSS (bench) | COPY rows/s | ratio to COPY |")?;
+    writeln!(
+        out,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
     for &n in &args.sizes {
         let cases = cases(n, args.period);
-        let live = poll_path(&cases, args.concurrency).await?;
         let copy = copy_path(&cases).await?;
-        let rows_per_s = live.rows as f64 / live.wall.as_secs_f64();
         let copy_rows_per_s = copy.0 as f64 / copy.1.as_secs_f64();
-        writeln!(
-            out,
-            "| {n} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {:.1} | {:.1} | {} MiB | {:.0} | **{:.2}** |",
-            live.responses as f64 / live.wall.as_secs_f64(),
-            rows_per_s,
-            ms(live.p50),
-            ms(live.p99),
-            live.cpu_s,
-            live.db_cpu_s,
-            proc_stats(std::process::id()).peak_rss_kib / 1024,
-            copy_rows_per_s,
-            rows_per_s / copy_rows_per_s
-        )?;
-        eprintln!("ingest N={n}: {rows_per_s:.0} rows/s live, {copy_rows_per_s:.0} rows/s COPY");
+        for &group in &args.commit_groups {
+            let live = poll_path(&cases, args.concurrency, group).await?;
+            let rows_per_s = live.rows as f64 / live.wall.as_secs_f64();
+            writeln!(
+                out,
+                "| {n} | {group} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {:.1} | {:.1} | {} MiB | {:.0} | **{:.2}** |",
+                live.responses as f64 / live.wall.as_secs_f64(),
+                rows_per_s,
+                ms(live.p50),
+                ms(live.p99),
+                live.cpu_s,
+                live.db_cpu_s,
+                proc_stats(std::process::id()).peak_rss_kib / 1024,
+                copy_rows_per_s,
+                rows_per_s / copy_rows_per_s
+            )?;
+            eprintln!("ingest N={n} commit_group={group}: {rows_per_s:.0} rows/s live, {copy_rows_per_s:.0} rows/s COPY");
+        }
     }
     writeln!(
         out,
         "\nRows count every table written: fetches (with the raw body), sounds, sound_snapshots, trend_points, \
-         audience_countries, audience_interests. Each response is one statement, so none is ever half-written; COPY loads \
-         the same rows, already normalized, in one transaction per table."
+         audience_countries, audience_interests. Commit group 1 writes each response in a transaction of its own; a \
+         larger group commits the responses that finish while another write runs in one transaction (all or nothing, \
+         per group). COPY loads the same rows, already normalized, in one transaction per table."
     )?;
     Ok(out)
 }
 
-async fn poll_path(cases: &[Case], concurrency: usize) -> anyhow::Result<Measured> {
+async fn poll_path(
+    cases: &[Case],
+    concurrency: usize,
+    commit_group: usize,
+) -> anyhow::Result<Measured> {
     let db = crate::common::database("ingest").await?;
     let clips: Vec<&str> = cases.iter().map(|c| c.clip_id.as_str()).collect();
     let regions: Vec<&str> = cases.iter().map(|c| c.region).collect();
@@ -170,6 +182,7 @@ async fn poll_path(cases: &[Case], concurrency: usize) -> anyhow::Result<Measure
     settings.provider.burst = std::num::NonZeroU32::new(1_000_000).expect("not zero");
     settings.poll.concurrency = (concurrency / 2).max(1);
     settings.poll.claim_batch = 100;
+    settings.poll.commit_group = commit_group;
     settings.database.max_connections = concurrency as u32 + 4;
     let pool = soundtrend::store::pool(&settings.database)?;
 

@@ -38,6 +38,9 @@ enum What {
         /// Trend window of every entry: 7, 30, 120, or 0 for a mix of all three.
         #[arg(long, default_value_t = 7)]
         period: i16,
+        /// `poll.commit_group` values to measure, each in its own run (1: every answer alone).
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        commit_group: Vec<usize>,
     },
     /// Claim and bookkeeping latency with a large watchlist, the claim plan, daemon RSS.
     Scale {
@@ -92,10 +95,11 @@ async fn main() -> anyhow::Result<()> {
         }
     );
     println!("{}\n", machine());
-    let ingest_args = |sizes: Vec<usize>, concurrency, period| ingest::IngestArgs {
+    let ingest_args = |sizes: Vec<usize>, concurrency, period, commit_groups| ingest::IngestArgs {
         sizes: if smoke { vec![200] } else { sizes },
         concurrency,
         period,
+        commit_groups,
     };
     let scale_args = |sizes: Vec<usize>| scale::ScaleArgs {
         sizes: if smoke { vec![1000] } else { sizes },
@@ -131,9 +135,10 @@ async fn main() -> anyhow::Result<()> {
             sizes,
             concurrency,
             period,
+            commit_group,
         } => println!(
             "{}",
-            ingest::run(&ingest_args(sizes, concurrency, period)).await?
+            ingest::run(&ingest_args(sizes, concurrency, period, commit_group)).await?
         ),
         What::Scale { sizes } => println!("{}", scale::run(&scale_args(sizes)).await?),
         What::Ratelimit {
@@ -150,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         What::All => {
             println!(
                 "{}",
-                ingest::run(&ingest_args(vec![1000, 10_000, 100_000], 8, 7)).await?
+                ingest::run(&ingest_args(vec![1000, 10_000, 100_000], 8, 7, vec![1, 64])).await?
             );
             println!(
                 "{}",
