@@ -1,9 +1,9 @@
 //! Group commit of one provider's answers. The first answer that finds no writer under way
 //! starts one (in a task of its own, so a poll that stops waiting never strands the others);
 //! answers that finish while a write runs join the next group, up to `poll.commit_group`
-//! answers, one per pair. No answer ever waits for company: alone, it is written by the lone
-//! write ([`ingest::record_success`]); under load, one transaction serves many
-//! ([`group::record_group`]).
+//! answers, one per pair. No answer ever waits for company: alone (or with one other), it is
+//! written by the lone write ([`ingest::record_success`]); under load, one transaction serves
+//! many ([`group::record_group`]).
 //!
 //! A group is all or nothing. When its transaction fails, for whatever reason, every answer in
 //! it comes back unwritten and its poll writes it alone, with its own retries and its own verdict
@@ -22,6 +22,11 @@ use super::lock;
 
 /// Groups written side by side: one keeps a core busy in Postgres while the other fills.
 const WRITERS: usize = 2;
+
+/// The fewest answers worth a group: a group's transaction runs more statements than a lone
+/// write (11 round trips against 5), so two answers cost less written one after the other
+/// (measured: `bench ingest`, see docs/benchmarks.md).
+const MIN_GROUP: usize = 3;
 
 /// What became of an answer; None: not written, the poll writes it alone.
 type Reply = Option<Written>;
@@ -82,7 +87,11 @@ impl Committer {
                     s.writers -= 1;
                     return;
                 }
-                take_group(&mut s.queue, self.max_group)
+                if s.queue.len() < MIN_GROUP {
+                    vec![s.queue.remove(0)]
+                } else {
+                    take_group(&mut s.queue, self.max_group)
+                }
             };
             let replies = self.run(&group).await;
             for (w, r) in group.into_iter().zip(replies) {

@@ -1,12 +1,13 @@
 //! Group commit: several live answers, each already booked as a `pending` attempt, written in
-//! one transaction with the set-based writes of `replay` ([`super::bulk`]) instead of one
+//! one transaction with set-based writes ([`super::bulk`], shared with `replay`) instead of one
 //! transaction and four statements each ([`super::ingest::record_success`]).
 //!
 //! The transaction, in order:
 //! 1. the pairs' advisory locks, in key order ([`rebuild::lock_pairs`]);
 //! 2. one statement completing every `pending` row and, where the lease is still ours, the
 //!    watchlist bookkeeping, fenced per answer exactly as the lone write fences it;
-//! 3. the rows by `COPY` plus one upsert each for `sounds` and `trend_points` ([`bulk::write`]);
+//! 3. the rows by one statement of `UNNEST` inserts plus one upsert each for `sounds` and
+//!    `trend_points` ([`bulk::insert`]);
 //! 4. the pairs' `trend_index`, re-stitched as the lone writes would have left it, stamps
 //!    included ([`rebuild::restitch_written`]).
 //!
@@ -142,7 +143,7 @@ pub async fn record_group(db: &PgPool, answers: &[&Answer]) -> Result<Vec<Writte
             rows: &a.rows,
         })
         .collect();
-    bulk::write(&mut tx, &batch).await?;
+    bulk::insert(&mut tx, &batch).await?;
     rebuild::restitch_written(&mut tx, &pairs).await?;
     tx.commit().await?;
     Ok(answers
