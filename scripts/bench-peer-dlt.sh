@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # soundtrend against its peer, dlt, on the same responses and the same Postgres:
 #
-#   scripts/bench-peer-dlt.sh [N]        (default N = 5000)
+#   scripts/bench-peer-dlt.sh [N] [CONCURRENCY]   (defaults: N = 5000, poll.concurrency = 8)
 #
 # 1. starts `soundtrend demo-server` (both dialects; generated period-7 windows) on a free port;
 # 2. soundtrend: a fresh database `soundtrend_peer`, N watchlist entries (period 7), then
@@ -19,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 N="${1:-5000}"
+CONCURRENCY="${2:-8}"
 FIRST_CLIP=7100000000000000000
 server="${DATABASE_URL:-$(scripts/pg-up.sh)}"
 base_url="${server%%\?*}"
@@ -44,9 +45,9 @@ export KEYAPI_API_KEY=bench \
     SOUNDTREND__PROVIDER__BASE_URL="http://127.0.0.1:$port/" \
     SOUNDTREND__PROVIDER__REQUESTS_PER_SECOND=1000000 \
     SOUNDTREND__PROVIDER__BURST=1000 \
-    SOUNDTREND__POLL__CONCURRENCY=8 \
+    SOUNDTREND__POLL__CONCURRENCY="$CONCURRENCY" \
     SOUNDTREND__POLL__CLAIM_BATCH=200 \
-    SOUNDTREND__DATABASE__MAX_CONNECTIONS=16 \
+    SOUNDTREND__DATABASE__MAX_CONNECTIONS=$((CONCURRENCY + 8)) \
     SOUNDTREND__ADMIN__LISTEN="" \
     SOUNDTREND__LOG__LEVEL=warn
 start=$(date +%s.%N)
@@ -54,7 +55,7 @@ start=$(date +%s.%N)
 end=$(date +%s.%N)
 stored=$(psql "$db" -Atc "SELECT count(*) FROM fetches WHERE outcome = 'ok'")
 st_rate=$(python3 -c "print(f'{$stored / ($end - $start):.1f}')")
-echo "soundtrend: $stored responses polled and stored in $(python3 -c "print(f'{$end - $start:.2f}')") s = $st_rate responses/s"
+echo "soundtrend (poll.concurrency $CONCURRENCY): $stored responses polled and stored in $(python3 -c "print(f'{$end - $start:.2f}')") s = $st_rate responses/s"
 
 psql "$db" -qc "TRUNCATE sounds, sound_snapshots, trend_points, audience_countries, audience_interests,
                          trend_windows, trend_observations, trend_index, trend_pairs"
