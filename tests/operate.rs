@@ -38,7 +38,7 @@ async fn dump(app: &TestApp) -> Vec<String> {
 
 async fn truncate_derived(app: &TestApp) {
     sqlx::query(
-        "TRUNCATE sounds, sound_snapshots, trend_points, audience_countries, audience_interests,
+        "TRUNCATE sounds, sound_snapshots, trend_points, audience_country_lists, audience_interest_lists,
                   trend_windows, trend_observations, trend_index, trend_pairs",
     )
     .execute(&app.pool)

@@ -321,7 +321,7 @@ async fn replay_after_truncating_the_derived_tables_rebuilds_the_very_same_index
 
     sqlx::query(
         "TRUNCATE trend_index, trend_pairs, trend_windows, trend_observations, trend_points, sound_snapshots,
-                  audience_countries, audience_interests, sounds",
+                  audience_country_lists, audience_interest_lists, sounds",
     )
     .execute(&app.pool)
     .await
@@ -640,13 +640,20 @@ async fn audience_shares_are_of_the_listed_total_and_change_against_the_previous
         (first, vec![("US", 60.0), ("GB", 40.0)]),
         (second, vec![("US", 30.0), ("GB", 30.0), ("DE", 40.0)]),
     ] {
+        // Each snapshot names its lists (16-byte ids; any distinct ones do for the views).
+        sqlx::query(
+            "UPDATE sound_snapshots SET countries_list = decode(md5('c' || $1), 'hex'),
+                                        interests_list = decode(md5('i' || $1), 'hex')
+             WHERE fetch_id = $1",
+        )
+        .bind(fetch)
+        .execute(&app.pool)
+        .await
+        .unwrap();
         for (position, (code, score)) in list.into_iter().enumerate() {
             sqlx::query(
-                "INSERT INTO audience_countries (fetch_id, position, clip_id, region, observed_at,
-                                                 country_code, score)
-                 SELECT $1, $2, '1', 'US', observed_at, $3, $4 FROM sound_snapshots
-                 WHERE fetch_id = $1;
-                 ",
+                "INSERT INTO audience_country_lists (list_id, position, country_code, score)
+                 VALUES (decode(md5('c' || $1), 'hex'), $2, $3, $4)",
             )
             .bind(fetch)
             .bind(position as i16 + 1)
@@ -656,10 +663,8 @@ async fn audience_shares_are_of_the_listed_total_and_change_against_the_previous
             .await
             .unwrap();
             sqlx::query(
-                "INSERT INTO audience_interests (fetch_id, position, clip_id, region, observed_at,
-                                                 interest_id, score)
-                 SELECT $1, $2, '1', 'US', observed_at, $3, $4 FROM sound_snapshots
-                 WHERE fetch_id = $1",
+                "INSERT INTO audience_interest_lists (list_id, position, interest_id, score)
+                 VALUES (decode(md5('i' || $1), 'hex'), $2, $3, $4)",
             )
             .bind(fetch)
             .bind(position as i16 + 1)

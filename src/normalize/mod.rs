@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::provider::wire::{LabelledId, MusicDetail, TrendPoint};
 
 pub mod history;
+pub mod lists;
 mod rows;
 pub mod rules;
 pub mod stitch;

@@ -100,7 +100,9 @@ pub async fn with_rows(
 }
 
 /// Deletes every derived row of the fetches of `batch` whose id is in `ids`, so rows a fetch no
-/// longer produces go too and a replay equals a fresh ingest.
+/// longer produces go too and a replay equals a fresh ingest. Audience lists are kept: they are
+/// the pair's, keyed by content, and the rewritten snapshot names the same ones again unless the
+/// normalizer now reads the answer differently (then the old list stays, unreferenced).
 pub async fn clear_derived(
     conn: &mut PgConnection,
     batch: &[Archived],
@@ -116,8 +118,6 @@ pub async fn clear_derived(
     let regions: Vec<String> = fetches.iter().map(|a| a.region.clone()).collect();
     sqlx::query!(
         "WITH s AS (DELETE FROM sound_snapshots WHERE fetch_id = ANY($1)),
-              ac AS (DELETE FROM audience_countries WHERE fetch_id = ANY($1)),
-              ai AS (DELETE FROM audience_interests WHERE fetch_id = ANY($1)),
               t AS (DELETE FROM trend_points WHERE fetch_id = ANY($1)),
               o AS (DELETE FROM trend_observations WHERE fetch_id = ANY($1))
          -- trend_windows is keyed by pair first: delete by the whole key.

@@ -1,9 +1,10 @@
 //! Bulk writes for `soundtrend replay`: a batch of archived answers, normalized, written in the
 //! caller's transaction right after [`super::archive::clear_derived`] deleted what they derived.
 //!
-//! - The tables keyed by the fetch (`sound_snapshots`, `trend_windows`, `trend_observations`,
-//!   both audience lists) take their rows by `COPY`: nothing of these fetches is left in them, so
-//!   nothing can conflict.
+//! - The tables keyed by the fetch (`sound_snapshots`, `trend_windows`, `trend_observations`)
+//!   take their rows by `COPY`: nothing of these fetches is left in them, so nothing can conflict.
+//! - The audience lists are keyed by pair and content, so a batch's lists are often stored
+//!   already: one insert of the batch's distinct lists that skips those ([`insert_lists`]).
 //! - `sounds` and `trend_points` are shared with other fetches: one set-based upsert each, with
 //!   the live write's rule (the newest observation wins, `first_seen_at` is the earliest), so a
 //!   batch leaves what writing its fetches one by one would.
@@ -11,7 +12,7 @@
 //! The index is not touched here: `replay` rebuilds it afterwards, pair by pair
 //! ([`super::rebuild`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use std::fmt::Write as _;
 
@@ -20,6 +21,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::trend;
+use crate::normalize::lists::{self, ListId};
 use crate::normalize::{AudienceRow, Normalized};
 use crate::provider::Outcome;
 
@@ -60,14 +62,14 @@ pub async fn write(
     if batch.is_empty() {
         return Ok(BulkWritten::default());
     }
+    let lists = Lists::of(batch);
     let mut out = BulkWritten {
-        snapshots: copy(conn, SNAPSHOTS, &snapshots(batch)).await?,
-        ..BulkWritten::default()
+        snapshots: copy(conn, SNAPSHOTS, &snapshots(batch, &lists)).await?,
+        ..lists.entries()
     };
     copy(conn, WINDOWS, &windows(batch)).await?;
     out.observations = copy(conn, OBSERVATIONS, &observations(batch)).await?;
-    out.countries = copy(conn, COUNTRIES, &audiences(batch, |r| &r.countries)).await?;
-    out.interests = copy(conn, INTERESTS, &audiences(batch, |r| &r.interests)).await?;
+    insert_lists(conn, &lists).await?;
     upsert_sounds(conn, batch).await?;
     upsert_trend_points(conn, batch).await?;
     Ok(out)
@@ -104,8 +106,7 @@ pub async fn insert(
         })
         .collect();
     let points = Flat::of(batch, |r| r.rows.trend.iter().map(|t| (t.ts, t.value)));
-    let countries = Audience::of(batch, |r| &r.rows.countries);
-    let interests = Audience::of(batch, |r| &r.rows.interests);
+    let lists = Lists::of(batch);
     let r = sqlx::query!(
         r#"
 WITH a AS (
@@ -115,17 +116,17 @@ WITH a AS (
 snap AS (
     INSERT INTO sound_snapshots (fetch_id, clip_id, region, period, observed_at, country_code,
         rank, rank_diff, on_list_times, popular_days, current_popularity, like_count, liked,
-        disliked, trend_points, audience_ages, related_items)
+        disliked, trend_points, audience_ages, related_items, countries_list, interests_list)
     SELECT u.fetch_id, a.clip_id, a.region, a.period, a.observed_at, u.country_code, u.rank,
            u.rank_diff, u.on_list_times, u.popular_days, u.current_popularity, u.like_count,
            u.liked::jsonb, u.disliked::jsonb, u.trend_points, u.audience_ages::jsonb,
-           u.related_items::jsonb
+           u.related_items::jsonb, u.countries_list, u.interests_list
     FROM UNNEST($1::int8[], $6::text[], $7::int4[], $8::int4[], $9::int4[], $10::int4[],
                 $11::float8[], $12::int8[], $13::text[], $14::text[], $15::int4[], $16::text[],
-                $17::text[])
+                $17::text[], $23::bytea[], $24::bytea[])
         AS u(fetch_id, country_code, rank, rank_diff, on_list_times, popular_days,
              current_popularity, like_count, liked, disliked, trend_points, audience_ages,
-             related_items)
+             related_items, countries_list, interests_list)
     JOIN a USING (fetch_id)
     RETURNING 1
 ),
@@ -143,30 +144,9 @@ o AS (
     FROM UNNEST($20::int8[], $21::timestamptz[], $22::float8[]) AS u(fetch_id, ts, value)
     JOIN a USING (fetch_id)
     RETURNING 1
-),
-ac AS (
-    INSERT INTO audience_countries (fetch_id, position, clip_id, region, observed_at,
-                                    provider_id, country_code, country_name, score)
-    SELECT a.fetch_id, u.position, a.clip_id, a.region, a.observed_at, u.pid, u.code, u.name,
-           u.score
-    FROM UNNEST($23::int8[], $24::int2[], $25::text[], $26::text[], $27::text[], $28::float8[])
-        AS u(fetch_id, position, pid, code, name, score)
-    JOIN a USING (fetch_id)
-    RETURNING 1
-),
-ai AS (
-    INSERT INTO audience_interests (fetch_id, position, clip_id, region, observed_at,
-                                    interest_id, label, name, score)
-    SELECT a.fetch_id, u.position, a.clip_id, a.region, a.observed_at, u.iid, u.label, u.name,
-           u.score
-    FROM UNNEST($29::int8[], $30::int2[], $31::text[], $32::text[], $33::text[], $34::float8[])
-        AS u(fetch_id, position, iid, label, name, score)
-    JOIN a USING (fetch_id)
-    RETURNING 1
 )
 -- Data-modifying CTEs run to completion whether read or not (tw is not).
-SELECT (SELECT count(*) FROM snap) AS "snapshots!", (SELECT count(*) FROM o) AS "observations!",
-       (SELECT count(*) FROM ac) AS "countries!", (SELECT count(*) FROM ai) AS "interests!"
+SELECT (SELECT count(*) FROM snap) AS "snapshots!", (SELECT count(*) FROM o) AS "observations!"
 "#,
         &batch.iter().map(|r| r.fetch_id).collect::<Vec<_>>(),
         &batch.iter().map(|r| r.clip_id).collect::<Vec<_>>() as _,
@@ -199,28 +179,18 @@ SELECT (SELECT count(*) FROM snap) AS "snapshots!", (SELECT count(*) FROM o) AS 
         &points.fetch_id,
         &points.values.iter().map(|p| p.0).collect::<Vec<_>>(),
         &points.values.iter().map(|p| p.1).collect::<Vec<_>>(),
-        &countries.fetch_id,
-        &countries.position,
-        &countries.provider_id as _,
-        &countries.code as _,
-        &countries.name as _,
-        &countries.score as _,
-        &interests.fetch_id,
-        &interests.position,
-        &interests.provider_id as _,
-        &interests.code as _,
-        &interests.name as _,
-        &interests.score as _,
+        &lists.snapshot_ids(|ids| ids.0.as_ref()) as _,
+        &lists.snapshot_ids(|ids| ids.1.as_ref()) as _,
     )
     .fetch_one(&mut *conn)
     .await?;
+    insert_lists(conn, &lists).await?;
     upsert_sounds(conn, batch).await?;
     upsert_trend_points(conn, batch).await?;
     Ok(BulkWritten {
         snapshots: count(r.snapshots),
         observations: count(r.observations),
-        countries: count(r.countries),
-        interests: count(r.interests),
+        ..lists.entries()
     })
 }
 
@@ -266,9 +236,68 @@ impl<T> Flat<T> {
     }
 }
 
-/// An audience list of every answer, one array per column.
-struct Audience<'a> {
-    fetch_id: Vec<i64>,
+/// An answer's country and interest list ids.
+type ListIds = (Option<ListId>, Option<ListId>);
+
+/// The audience lists of a batch: each answer's two list ids, and each distinct list once.
+struct Lists<'a> {
+    /// Per answer, in batch order: its country and interest list ids.
+    ids: Vec<ListIds>,
+    /// The distinct lists, in id order (so two writers meet shared lists in the same order).
+    countries: BTreeMap<ListId, &'a [AudienceRow]>,
+    interests: BTreeMap<ListId, &'a [AudienceRow]>,
+    /// Entries over every answer: the rows the `audience_*` views show for the batch.
+    entries: (u64, u64),
+}
+
+impl<'a> Lists<'a> {
+    fn of(batch: &'a [Replayed<'a>]) -> Self {
+        let mut out = Lists {
+            ids: Vec::with_capacity(batch.len()),
+            countries: BTreeMap::new(),
+            interests: BTreeMap::new(),
+            entries: (0, 0),
+        };
+        for r in batch {
+            let (c, i) = (&r.rows.countries, &r.rows.interests);
+            let ids = (
+                lists::list_id(r.clip_id, r.region, c),
+                lists::list_id(r.clip_id, r.region, i),
+            );
+            if let Some(id) = ids.0 {
+                out.countries.insert(id, c);
+            }
+            if let Some(id) = ids.1 {
+                out.interests.insert(id, i);
+            }
+            out.entries.0 += c.len() as u64;
+            out.entries.1 += i.len() as u64;
+            out.ids.push(ids);
+        }
+        out
+    }
+
+    /// One list id per answer, for the snapshots: `which` picks countries (`.0`) or interests.
+    fn snapshot_ids(&self, which: fn(&ListIds) -> Option<&ListId>) -> Vec<Option<&[u8]>> {
+        self.ids
+            .iter()
+            .map(|ids| which(ids).map(|id| &id[..]))
+            .collect()
+    }
+
+    fn entries(&self) -> BulkWritten {
+        BulkWritten {
+            countries: self.entries.0,
+            interests: self.entries.1,
+            ..BulkWritten::default()
+        }
+    }
+}
+
+/// A set of distinct lists flattened into one array per column, an entry per element.
+#[derive(Default)]
+struct ListColumns<'a> {
+    list_id: Vec<&'a [u8]>,
     position: Vec<i16>,
     provider_id: Vec<Option<&'a str>>,
     code: Vec<Option<&'a str>>,
@@ -276,22 +305,63 @@ struct Audience<'a> {
     score: Vec<Option<f64>>,
 }
 
-impl<'a> Audience<'a> {
-    fn of(batch: &'a [Replayed<'a>], list: fn(&'a Replayed<'a>) -> &'a Vec<AudienceRow>) -> Self {
-        let flat = Flat::of(batch, |r| list(r).iter());
-        Audience {
-            fetch_id: flat.fetch_id,
-            position: flat.values.iter().map(|a| a.position).collect(),
-            provider_id: flat
-                .values
-                .iter()
-                .map(|a| a.provider_id.as_deref())
-                .collect(),
-            code: flat.values.iter().map(|a| a.code.as_deref()).collect(),
-            name: flat.values.iter().map(|a| a.name.as_deref()).collect(),
-            score: flat.values.iter().map(|a| a.score).collect(),
+impl<'a> ListColumns<'a> {
+    fn of(lists: &'a BTreeMap<ListId, &'a [AudienceRow]>) -> Self {
+        let mut out = ListColumns::default();
+        for (id, list) in lists {
+            for e in *list {
+                out.list_id.push(&id[..]);
+                out.position.push(e.position);
+                out.provider_id.push(e.provider_id.as_deref());
+                out.code.push(e.code.as_deref());
+                out.name.push(e.name.as_deref());
+                out.score.push(e.score);
+            }
         }
+        out
     }
+}
+
+/// Stores the batch's distinct lists, skipping those the pair has stored already (same id, same
+/// content). Lists are keyed by pair, and a pair's writes hold its lock, so only a replay
+/// writing the same pair's new list at the same moment can wait here, on rows taken in id order.
+async fn insert_lists(conn: &mut PgConnection, lists: &Lists<'_>) -> sqlx::Result<()> {
+    if lists.countries.is_empty() && lists.interests.is_empty() {
+        return Ok(());
+    }
+    let (c, i) = (
+        ListColumns::of(&lists.countries),
+        ListColumns::of(&lists.interests),
+    );
+    sqlx::query!(
+        r#"
+WITH ac AS (
+    INSERT INTO audience_country_lists (list_id, position, provider_id, country_code,
+                                        country_name, score)
+    SELECT * FROM UNNEST($1::bytea[], $2::int2[], $3::text[], $4::text[], $5::text[],
+                         $6::float8[])
+    ON CONFLICT (list_id, position) DO NOTHING
+)
+INSERT INTO audience_interest_lists (list_id, position, interest_id, label, name, score)
+SELECT * FROM UNNEST($7::bytea[], $8::int2[], $9::text[], $10::text[], $11::text[], $12::float8[])
+ON CONFLICT (list_id, position) DO NOTHING
+"#,
+        &c.list_id as _,
+        &c.position,
+        &c.provider_id as _,
+        &c.code as _,
+        &c.name as _,
+        &c.score as _,
+        &i.list_id as _,
+        &i.position,
+        &i.provider_id as _,
+        &i.code as _,
+        &i.name as _,
+        &i.score as _,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Re-labels archived attempts after re-validation; their bodies and credits stay as they were.
@@ -320,16 +390,12 @@ pub async fn set_outcomes(
 
 const SNAPSHOTS: &str = "COPY sound_snapshots (fetch_id, clip_id, region, period, observed_at, \
     country_code, rank, rank_diff, on_list_times, popular_days, current_popularity, like_count, \
-    liked, disliked, trend_points, audience_ages, related_items) FROM STDIN";
+    liked, disliked, trend_points, audience_ages, related_items, countries_list, interests_list) \
+    FROM STDIN";
 const WINDOWS: &str =
     "COPY trend_windows (fetch_id, clip_id, region, period, observed_at, days, vals) FROM STDIN";
 const OBSERVATIONS: &str = "COPY trend_observations (fetch_id, clip_id, region, period, ts, \
     value, observed_at) FROM STDIN";
-const COUNTRIES: &str = "COPY audience_countries (fetch_id, position, clip_id, region, \
-    observed_at, provider_id, country_code, country_name, score) FROM STDIN";
-const INTERESTS: &str = "COPY audience_interests (fetch_id, position, clip_id, region, \
-    observed_at, interest_id, label, name, score) FROM STDIN";
-
 async fn copy(conn: &mut PgConnection, statement: &str, data: &CopyText) -> sqlx::Result<u64> {
     if data.rows == 0 {
         return Ok(0);
@@ -339,9 +405,9 @@ async fn copy(conn: &mut PgConnection, statement: &str, data: &CopyText) -> sqlx
     sink.finish().await
 }
 
-fn snapshots(batch: &[Replayed<'_>]) -> CopyText {
+fn snapshots(batch: &[Replayed<'_>], lists: &Lists<'_>) -> CopyText {
     let mut c = CopyText::default();
-    for r in batch {
+    for (r, ids) in batch.iter().zip(&lists.ids) {
         let n = &r.rows.snapshot;
         c.head(r);
         c.opt(n.country_code.as_deref());
@@ -356,6 +422,8 @@ fn snapshots(batch: &[Replayed<'_>]) -> CopyText {
         c.val(r.rows.trend.len());
         c.json(n.audience_ages.as_ref());
         c.json(n.related_items.as_ref());
+        c.bytes(ids.0.as_ref());
+        c.bytes(ids.1.as_ref());
         c.end();
     }
     c
@@ -384,25 +452,6 @@ fn observations(batch: &[Replayed<'_>]) -> CopyText {
             c.ts(t.ts);
             c.val(t.value);
             c.ts(r.observed_at);
-            c.end();
-        }
-    }
-    c
-}
-
-fn audiences(batch: &[Replayed<'_>], list: fn(&Normalized) -> &Vec<AudienceRow>) -> CopyText {
-    let mut c = CopyText::default();
-    for r in batch {
-        for a in list(r.rows) {
-            c.val(r.fetch_id);
-            c.val(a.position);
-            c.opt(Some(r.clip_id));
-            c.opt(Some(r.region));
-            c.ts(r.observed_at);
-            c.opt(a.provider_id.as_deref());
-            c.opt(a.code.as_deref());
-            c.opt(a.name.as_deref());
-            c.opt(a.score);
             c.end();
         }
     }
@@ -600,6 +649,20 @@ impl CopyText {
         self.sep();
         self.buf
             .push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
+    }
+
+    /// `bytea` in hex (`\\x0a1b…`: the backslash escaped for `COPY`).
+    fn bytes(&mut self, v: Option<&ListId>) {
+        self.sep();
+        match v {
+            None => self.buf.push_str("\\N"),
+            Some(v) => {
+                self.buf.push_str("\\\\x");
+                for b in v {
+                    let _ = write!(self.buf, "{b:02x}");
+                }
+            }
+        }
     }
 
     fn json(&mut self, v: Option<&Value>) {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::fetches::{self, FetchRecord};
 use super::{trend, StoreError};
 use crate::normalize::stitch::Window;
-use crate::normalize::{AudienceRow, Normalized};
+use crate::normalize::{lists, AudienceRow, Normalized};
 
 /// What a successful write stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -115,6 +115,8 @@ async fn write_data(
     let trend_values: Vec<f64> = rows.trend.iter().map(|t| t.value).collect();
     let countries = AudienceColumns::of(&rows.countries);
     let interests = AudienceColumns::of(&rows.interests);
+    let countries_list = lists::list_id(fetch.clip_id, fetch.region, &rows.countries);
+    let interests_list = lists::list_id(fetch.clip_id, fetch.region, &rows.interests);
     let window = trend::new_window(0, fetch.requested_at, &rows.trend);
     let (window_days, window_values): (Vec<i32>, Vec<f64>) = window.points.into_iter().unzip();
     let (is_live, lease, jitter) = live.map_or((false, None, 0.0), |l| (true, l.lease, l.jitter));
@@ -178,10 +180,12 @@ s AS (
 snap AS (
     INSERT INTO sound_snapshots AS cur (fetch_id, clip_id, region, period, observed_at,
         country_code, rank, rank_diff, on_list_times, popular_days, current_popularity,
-        like_count, liked, disliked, trend_points, audience_ages, related_items)
+        like_count, liked, disliked, trend_points, audience_ages, related_items,
+        countries_list, interests_list)
     VALUES ($6, $1, $2, $3, $5, $21, $22, $23, $24, $25, $26, $27, $28, $29,
-            cardinality($32::timestamptz[]), $30, $31)
+            cardinality($32::timestamptz[]), $30, $31, $46, $47)
     ON CONFLICT (fetch_id) DO UPDATE SET
+        countries_list = EXCLUDED.countries_list, interests_list = EXCLUDED.interests_list,
         country_code = EXCLUDED.country_code, rank = EXCLUDED.rank,
         rank_diff = EXCLUDED.rank_diff, on_list_times = EXCLUDED.on_list_times,
         popular_days = EXCLUDED.popular_days, current_popularity = EXCLUDED.current_popularity,
@@ -218,30 +222,26 @@ o AS (
     RETURNING 1
 ),
 ac AS (
-    INSERT INTO audience_countries AS cur (fetch_id, position, clip_id, region, observed_at,
-                                           country_code, country_name, provider_id, score)
-    SELECT $6, u.position, $1, $2, $5, u.code, u.name, u.pid, u.score
+    -- A list is stored once per pair and content (its id is their digest): a repeat of a stored
+    -- list adds nothing but the snapshot's reference.
+    INSERT INTO audience_country_lists (list_id, position, provider_id, country_code,
+                                        country_name, score)
+    SELECT $46, u.position, u.pid, u.code, u.name, u.score
     FROM UNNEST($34::int2[], $35::text[], $36::text[], $37::text[], $38::float8[])
          AS u(position, pid, code, name, score)
-    ON CONFLICT (fetch_id, position) DO UPDATE SET
-        country_code = EXCLUDED.country_code, country_name = EXCLUDED.country_name,
-        provider_id = EXCLUDED.provider_id, score = EXCLUDED.score
+    ON CONFLICT (list_id, position) DO NOTHING
     RETURNING 1
 ),
 ai AS (
-    INSERT INTO audience_interests AS cur (fetch_id, position, clip_id, region, observed_at,
-                                           interest_id, label, name, score)
-    SELECT $6, u.position, $1, $2, $5, u.iid, u.label, u.name, u.score
+    INSERT INTO audience_interest_lists (list_id, position, interest_id, label, name, score)
+    SELECT $47, u.position, u.iid, u.label, u.name, u.score
     FROM UNNEST($39::int2[], $40::text[], $41::text[], $42::text[], $43::float8[])
          AS u(position, iid, label, name, score)
-    ON CONFLICT (fetch_id, position) DO UPDATE SET
-        interest_id = EXCLUDED.interest_id, label = EXCLUDED.label, name = EXCLUDED.name,
-        score = EXCLUDED.score
+    ON CONFLICT (list_id, position) DO NOTHING
     RETURNING 1
 )
+-- Data-modifying CTEs run to completion whether read or not (ac and ai are not).
 SELECT (SELECT count(*) FROM t) AS "trend_points!",
-       (SELECT count(*) FROM ac) AS "countries!",
-       (SELECT count(*) FROM ai) AS "interests!",
        h.fetch_ids, h.observed, h.days, h.vals
 FROM (SELECT 1) one LEFT JOIN LATERAL (
     SELECT array_agg(w.fetch_id) AS fetch_ids, array_agg(w.observed_at) AS observed,
@@ -296,6 +296,8 @@ FROM (SELECT 1) one LEFT JOIN LATERAL (
         &interests.score as _,
         &window_days,
         &window_values,
+        countries_list.as_ref().map(|id| &id[..]),
+        interests_list.as_ref().map(|id| &id[..]),
     )
     .fetch_one(conn)
     .await?;
@@ -303,8 +305,8 @@ FROM (SELECT 1) one LEFT JOIN LATERAL (
         written: Written {
             fetch_id,
             trend_points: r.trend_points,
-            countries: r.countries,
-            interests: r.interests,
+            countries: count(&rows.countries),
+            interests: count(&rows.interests),
             lease_lost: false,
         },
         earlier_windows: trend::assemble(
@@ -314,6 +316,11 @@ FROM (SELECT 1) one LEFT JOIN LATERAL (
             r.vals.unwrap_or_default(),
         ),
     })
+}
+
+/// Entries of an audience list: the rows `audience_countries` / `audience_interests` show for it.
+fn count(list: &[AudienceRow]) -> i64 {
+    i64::try_from(list.len()).unwrap_or(i64::MAX)
 }
 
 /// An audience list as one array per column, for `UNNEST`.

@@ -119,8 +119,8 @@ pub async fn countries(
 ) -> Result<Vec<AudienceEntry>, sqlx::Error> {
     sqlx::query_as!(
         AudienceEntry,
-        "SELECT position, country_code AS code, country_name AS name, score
-         FROM audience_countries WHERE fetch_id = $1 ORDER BY position LIMIT $2",
+        r#"SELECT position AS "position!", country_code AS code, country_name AS name, score
+         FROM audience_countries WHERE fetch_id = $1 ORDER BY position LIMIT $2"#,
         fetch_id,
         limit,
     )
@@ -136,8 +136,8 @@ pub async fn interests(
 ) -> Result<Vec<AudienceEntry>, sqlx::Error> {
     sqlx::query_as!(
         AudienceEntry,
-        "SELECT position, interest_id AS code, name, score
-         FROM audience_interests WHERE fetch_id = $1 ORDER BY position LIMIT $2",
+        r#"SELECT position AS "position!", interest_id AS code, name, score
+         FROM audience_interests WHERE fetch_id = $1 ORDER BY position LIMIT $2"#,
         fetch_id,
         limit,
     )

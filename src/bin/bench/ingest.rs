@@ -13,6 +13,7 @@ use serde_json::json;
 use soundtrend::clock::SystemClock;
 use soundtrend::config::Settings;
 use soundtrend::domain::{ClipId, Period, Region};
+use soundtrend::normalize::lists::list_id;
 use soundtrend::normalize::{normalize, Normalized, Observation};
 use soundtrend::poll::{PollOptions, Poller};
 use soundtrend::poll::{Worker, WorkerOptions};
@@ -319,6 +320,8 @@ struct CopyBuffers {
     trend: String,
     countries: String,
     interests: String,
+    /// Audience lists already in the buffers: each distinct list of a pair is stored once.
+    lists: std::collections::HashSet<soundtrend::normalize::lists::ListId>,
     rows: i64,
 }
 
@@ -357,9 +360,10 @@ impl CopyBuffers {
             opt(s.promoted)
         );
         let n = &rows.snapshot;
+        let list_ids = [&rows.countries, &rows.interests].map(|list| list_id(clip, region, list));
         let _ = writeln!(
             self.snapshots,
-            "{fetch_id}\t{clip}\t{region}\t{period}\t{at}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{fetch_id}\t{clip}\t{region}\t{period}\t{at}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             opt(n.country_code.as_deref()),
             opt(n.rank),
             opt(n.rank_diff),
@@ -367,7 +371,9 @@ impl CopyBuffers {
             opt(n.popular_days),
             opt(n.current_popularity),
             opt(n.like_count),
-            rows.trend.len()
+            rows.trend.len(),
+            opt(list_ids[0].map(hex)),
+            opt(list_ids[1].map(hex))
         );
         for t in &rows.trend {
             let _ = writeln!(
@@ -377,14 +383,18 @@ impl CopyBuffers {
                 t.value
             );
         }
-        for (buf, list) in [
-            (&mut self.countries, &rows.countries),
-            (&mut self.interests, &rows.interests),
+        for (buf, list, id) in [
+            (&mut self.countries, &rows.countries, list_ids[0]),
+            (&mut self.interests, &rows.interests, list_ids[1]),
         ] {
+            let Some(id) = id.filter(|id| self.lists.insert(*id)) else {
+                continue;
+            };
             for a in list {
                 let _ = writeln!(
                     buf,
-                    "{fetch_id}\t{}\t{clip}\t{region}\t{at}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    esc(&hex(id)),
                     a.position,
                     opt(a.provider_id.as_deref()),
                     opt(a.code.as_deref()),
@@ -400,12 +410,20 @@ impl CopyBuffers {
         [
             ("fetches", "clip_id, region, period, provider, requested_at, duration_ms, http_status, outcome, request_id, attempt, credits, body_json", &self.fetches),
             ("sounds", "clip_id, song_id, title, author, url_title, duration, cover, link, music_url, if_cml, is_search, promoted, first_seen_at, last_seen_at, last_fetch_id", &self.sounds),
-            ("sound_snapshots", "fetch_id, clip_id, region, period, observed_at, country_code, rank, rank_diff, on_list_times, popular_days, current_popularity, like_count, trend_points", &self.snapshots),
+            ("sound_snapshots", "fetch_id, clip_id, region, period, observed_at, country_code, rank, rank_diff, on_list_times, popular_days, current_popularity, like_count, trend_points, countries_list, interests_list", &self.snapshots),
             ("trend_points", "clip_id, region, ts, value, fetch_id, period, observed_at", &self.trend),
-            ("audience_countries", "fetch_id, position, clip_id, region, observed_at, provider_id, country_code, country_name, score", &self.countries),
-            ("audience_interests", "fetch_id, position, clip_id, region, observed_at, interest_id, label, name, score", &self.interests),
+            ("audience_country_lists", "list_id, position, provider_id, country_code, country_name, score", &self.countries),
+            ("audience_interest_lists", "list_id, position, interest_id, label, name, score", &self.interests),
         ]
     }
+}
+
+/// `bytea` in hex, as `COPY` text reads it once `opt` has escaped the backslash.
+fn hex(id: soundtrend::normalize::lists::ListId) -> String {
+    id.iter().fold(String::from("\\x"), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn ts(t: DateTime<Utc>) -> String {

@@ -31,8 +31,8 @@ const DERIVED: [&str; 9] = [
     "trend_points",
     "trend_windows",
     "trend_observations",
-    "audience_countries",
-    "audience_interests",
+    "audience_country_lists",
+    "audience_interest_lists",
     "trend_index",
     "trend_pairs",
 ];
@@ -83,8 +83,8 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<String> {
     writeln!(
         out,
         "\nRows count every derived table replay writes (sounds, sound_snapshots, trend_points, \
-         trend_windows, trend_observations, audience_countries, audience_interests, trend_index, \
-         trend_pairs): the same rows COPY loads, in one transaction, into a fresh database with the \
+         trend_windows, trend_observations, audience_country_lists, audience_interest_lists, \
+         trend_index, trend_pairs): the same rows COPY loads, in one transaction, into a fresh database with the \
          same fetches, schema, indexes and foreign keys. Replay's figure includes reading and \
          parsing the archived bodies, normalizing and re-stitching every pair."
     )?;
