@@ -19,7 +19,7 @@ CREATE TABLE audience_country_lists (
     CONSTRAINT audience_country_lists_list_id_is_16_bytes CHECK (octet_length(list_id) = 16)
 );
 
-COMMENT ON TABLE audience_country_lists IS 'Each distinct audience-country list of a (clip_id, region), stored once; sound_snapshots.countries_list names the list a snapshot saw. Read audience_countries for one row per entry per fetch.';
+COMMENT ON TABLE audience_country_lists IS 'Each distinct audience-country list of a (clip_id, region), stored once; sound_snapshots.countries_list names the list a snapshot saw. Read audience_countries for one row per entry per fetch. Rows are never deleted: a writer that finds its list stored only names it.';
 
 CREATE TABLE audience_interest_lists (
     list_id       bytea            NOT NULL,
@@ -78,9 +78,6 @@ SELECT DISTINCT ON (m.list_id, a.position) m.list_id, a.position, a.country_code
 FROM audience_countries a JOIN migrated_country_lists m USING (fetch_id)
 ORDER BY m.list_id, a.position;
 
-UPDATE sound_snapshots s SET countries_list = m.list_id
-FROM migrated_country_lists m WHERE m.fetch_id = s.fetch_id;
-
 CREATE TEMP TABLE migrated_interest_lists ON COMMIT DROP AS
 SELECT a.fetch_id,
        substring(sha256(audience_list_field(min(a.clip_id)) || audience_list_field(min(a.region))
@@ -97,8 +94,28 @@ SELECT DISTINCT ON (m.list_id, a.position) m.list_id, a.position, a.interest_id,
 FROM audience_interests a JOIN migrated_interest_lists m USING (fetch_id)
 ORDER BY m.list_id, a.position;
 
-UPDATE sound_snapshots s SET interests_list = m.list_id
-FROM migrated_interest_lists m WHERE m.fetch_id = s.fetch_id;
+-- One rewrite of each snapshot, not one per list.
+UPDATE sound_snapshots s SET countries_list = c.list_id, interests_list = i.list_id
+FROM sound_snapshots s2
+LEFT JOIN migrated_country_lists c ON c.fetch_id = s2.fetch_id
+LEFT JOIN migrated_interest_lists i ON i.fetch_id = s2.fetch_id
+WHERE s2.fetch_id = s.fetch_id AND (c.list_id IS NOT NULL OR i.list_id IS NOT NULL);
+
+-- Audience rows of a fetch without a snapshot (only hand-edited tables have them) have no
+-- snapshot to name their list: say so rather than lose them silently.
+DO $$
+DECLARE orphans bigint;
+BEGIN
+    SELECT (SELECT count(*) FROM audience_countries a
+            WHERE NOT EXISTS (SELECT 1 FROM sound_snapshots s WHERE s.fetch_id = a.fetch_id))
+         + (SELECT count(*) FROM audience_interests a
+            WHERE NOT EXISTS (SELECT 1 FROM sound_snapshots s WHERE s.fetch_id = a.fetch_id))
+    INTO orphans;
+    IF orphans > 0 THEN
+        RAISE NOTICE 'audience lists: % rows belonged to fetches without a snapshot and are not shown by the new views (soundtrend replay rebuilds them from the raw bodies)', orphans;
+    END IF;
+END
+$$;
 
 DROP VIEW audience_country_share;
 DROP VIEW audience_interest_share;

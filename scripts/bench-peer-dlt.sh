@@ -57,7 +57,7 @@ stored=$(psql "$db" -Atc "SELECT count(*) FROM fetches WHERE outcome = 'ok'")
 st_rate=$(python3 -c "print(f'{$stored / ($end - $start):.1f}')")
 echo "soundtrend (poll.concurrency $CONCURRENCY): $stored responses polled and stored in $(python3 -c "print(f'{$end - $start:.2f}')") s = $st_rate responses/s"
 
-psql "$db" -qc "TRUNCATE sounds, sound_snapshots, trend_points, audience_countries, audience_interests,
+psql "$db" -qc "TRUNCATE sounds, sound_snapshots, trend_points, audience_country_lists, audience_interest_lists,
                          trend_windows, trend_observations, trend_index, trend_pairs"
 start=$(date +%s.%N)
 "$bin" replay

@@ -323,8 +323,11 @@ impl<'a> ListColumns<'a> {
 }
 
 /// Stores the batch's distinct lists, skipping those the pair has stored already (same id, same
-/// content). Lists are keyed by pair, and a pair's writes hold its lock, so only a replay
-/// writing the same pair's new list at the same moment can wait here, on rows taken in id order.
+/// content). Lists are keyed by pair, and live and group writes hold the pair's lock, so they
+/// never wait on each other here. Replay's writers take no pair locks: two of them meet shared
+/// lists in id order (no deadlock between them); a replay beside a running daemon can deadlock
+/// with a live poll of the same pair, as on `sounds` and `trend_points` before: Postgres aborts
+/// one, the live write retries, a replay stops and can be run again (it is idempotent).
 async fn insert_lists(conn: &mut PgConnection, lists: &Lists<'_>) -> sqlx::Result<()> {
     if lists.countries.is_empty() && lists.interests.is_empty() {
         return Ok(());
