@@ -54,14 +54,18 @@ export KEYAPI_API_KEY=soak \
 "$bin" run >/tmp/soak-daemon.log 2>&1 &
 daemon=$!
 started=$(date +%s)
-printf '| minute | daemon RSS (MiB) | polls stored |\n|---:|---:|---:|\n'
+printf '| minute | daemon RSS (MiB) | anonymous (MiB) | file-backed (MiB) | polls stored |\n|---:|---:|---:|---:|---:|\n'
 end=$((started + MINUTES * 60))
 while (( $(date +%s) < end )); do
     sleep 30
     kill -0 "$daemon" 2>/dev/null || { echo "the daemon exited; see /tmp/soak-daemon.log" >&2; exit 1; }
-    rss=$(awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$daemon/status")
+    # Anonymous memory is the heap and stacks; file-backed is the binary's pages as code runs
+    # for the first time: growth in the first, not the second, would be a leak.
+    read -r rss anon file < <(awk '/^VmRSS:/ {r = $2} /^RssAnon:/ {a = $2} /^RssFile:/ {f = $2}
+        END {printf "%.1f %.1f %.1f\n", r / 1024, a / 1024, f / 1024}' "/proc/$daemon/status")
     polls=$(psql "$db" -Atc "SELECT count(*) FROM fetches WHERE outcome = 'ok'")
-    printf '| %.1f | %s | %s |\n' "$(python3 -c "print(($(date +%s) - $started) / 60)")" "$rss" "$polls"
+    printf '| %.1f | %s | %s | %s | %s |\n' "$(python3 -c "print(($(date +%s) - $started) / 60)")" \
+        "$rss" "$anon" "$file" "$polls"
 done
 peak=$(awk '/^VmHWM:/ {printf "%.1f", $2 / 1024}' "/proc/$daemon/status")
 kill -TERM "$daemon"
