@@ -15,7 +15,7 @@ use wiremock::MockServer;
 /// A snapshot's region and its country and interest list ids.
 type SnapshotLists = (String, Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// Polls `clip` in `region` once, answered with `body`.
+/// Polls `CLIP` in `region` once, answered with `body`.
 async fn poll_with(app: &TestApp, region: &str, body: String) {
     let server = MockServer::start().await;
     mount_body(&server, ProviderKind::KeyApi, 200, body).await;

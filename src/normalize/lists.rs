@@ -3,6 +3,8 @@
 //! names the list it saw (`migrations/0010_audience_lists.sql`, which computes the same bytes in
 //! SQL for the lists stored before it).
 
+use std::fmt::Write as _;
+
 use sha2::{Digest, Sha256};
 
 use super::AudienceRow;
@@ -42,6 +44,15 @@ pub fn list_id(clip_id: &str, region: &str, list: &[AudienceRow]) -> Option<List
     Some(id)
 }
 
+/// The id as Postgres writes a `bytea` in hex: `\x` and two digits a byte.
+#[must_use]
+pub fn hex(id: &ListId) -> String {
+    id.iter().fold(String::from("\\x"), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 fn text(h: &mut Sha256, t: Option<&str>) {
     match t {
         None => h.update([0]),
@@ -66,6 +77,14 @@ mod tests {
             name: Some("Latvia".into()),
             score,
         }
+    }
+
+    #[test]
+    fn an_id_is_written_as_postgres_writes_bytea() {
+        let mut id = [0; 16];
+        id[0] = 0xab;
+        id[15] = 1;
+        assert_eq!(hex(&id), "\\xab000000000000000000000000000001");
     }
 
     #[test]

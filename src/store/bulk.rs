@@ -20,6 +20,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
+use super::ingest::AudienceColumns;
 use super::trend;
 use crate::normalize::lists::{self, ListId};
 use crate::normalize::{AudienceRow, Normalized};
@@ -76,7 +77,8 @@ pub async fn write(
 }
 
 /// Writes the same rows as [`write`], by ONE statement of `UNNEST` inserts instead of a `COPY`
-/// per table, for the few answers of a group commit: `COPY` costs a round trip per table, and
+/// per table (then the lists and the shared upserts, as [`write`] does), for the few answers of
+/// a group commit: `COPY` costs a round trip per table, and
 /// sqlx sends its end-of-data in a packet of its own that waits for the server's delayed ACK
 /// (some 40 ms, Nagle's algorithm) — nothing against a batch of thousands, everything against
 /// a handful.
@@ -298,11 +300,7 @@ impl<'a> Lists<'a> {
 #[derive(Default)]
 struct ListColumns<'a> {
     list_id: Vec<&'a [u8]>,
-    position: Vec<i16>,
-    provider_id: Vec<Option<&'a str>>,
-    code: Vec<Option<&'a str>>,
-    name: Vec<Option<&'a str>>,
-    score: Vec<Option<f64>>,
+    entries: AudienceColumns<'a>,
 }
 
 impl<'a> ListColumns<'a> {
@@ -311,11 +309,7 @@ impl<'a> ListColumns<'a> {
         for (id, list) in lists {
             for e in *list {
                 out.list_id.push(&id[..]);
-                out.position.push(e.position);
-                out.provider_id.push(e.provider_id.as_deref());
-                out.code.push(e.code.as_deref());
-                out.name.push(e.name.as_deref());
-                out.score.push(e.score);
+                out.entries.push(e);
             }
         }
         out
@@ -336,6 +330,7 @@ async fn insert_lists(conn: &mut PgConnection, lists: &Lists<'_>) -> sqlx::Resul
         ListColumns::of(&lists.countries),
         ListColumns::of(&lists.interests),
     );
+    let (ce, ie) = (&c.entries, &i.entries);
     sqlx::query!(
         r#"
 WITH ac AS (
@@ -350,17 +345,17 @@ SELECT * FROM UNNEST($7::bytea[], $8::int2[], $9::text[], $10::text[], $11::text
 ON CONFLICT (list_id, position) DO NOTHING
 "#,
         &c.list_id as _,
-        &c.position,
-        &c.provider_id as _,
-        &c.code as _,
-        &c.name as _,
-        &c.score as _,
+        &ce.position,
+        &ce.provider_id as _,
+        &ce.code as _,
+        &ce.name as _,
+        &ce.score as _,
         &i.list_id as _,
-        &i.position,
-        &i.provider_id as _,
-        &i.code as _,
-        &i.name as _,
-        &i.score as _,
+        &ie.position,
+        &ie.provider_id as _,
+        &ie.code as _,
+        &ie.name as _,
+        &ie.score as _,
     )
     .execute(conn)
     .await?;
@@ -654,18 +649,8 @@ impl CopyText {
             .push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
     }
 
-    /// `bytea` in hex (`\\x0a1b…`: the backslash escaped for `COPY`).
     fn bytes(&mut self, v: Option<&ListId>) {
-        self.sep();
-        match v {
-            None => self.buf.push_str("\\N"),
-            Some(v) => {
-                self.buf.push_str("\\\\x");
-                for b in v {
-                    let _ = write!(self.buf, "{b:02x}");
-                }
-            }
-        }
+        self.opt(v.map(lists::hex).as_deref());
     }
 
     fn json(&mut self, v: Option<&Value>) {

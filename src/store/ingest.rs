@@ -230,7 +230,6 @@ ac AS (
     FROM UNNEST($34::int2[], $35::text[], $36::text[], $37::text[], $38::float8[])
          AS u(position, pid, code, name, score)
     ON CONFLICT (list_id, position) DO NOTHING
-    RETURNING 1
 ),
 ai AS (
     INSERT INTO audience_interest_lists (list_id, position, interest_id, label, name, score)
@@ -238,7 +237,6 @@ ai AS (
     FROM UNNEST($39::int2[], $40::text[], $41::text[], $42::text[], $43::float8[])
          AS u(position, iid, label, name, score)
     ON CONFLICT (list_id, position) DO NOTHING
-    RETURNING 1
 )
 -- Data-modifying CTEs run to completion whether read or not (ac and ai are not).
 SELECT (SELECT count(*) FROM t) AS "trend_points!",
@@ -323,23 +321,31 @@ fn count(list: &[AudienceRow]) -> i64 {
     i64::try_from(list.len()).unwrap_or(i64::MAX)
 }
 
-/// An audience list as one array per column, for `UNNEST`.
-struct AudienceColumns<'a> {
-    position: Vec<i16>,
-    provider_id: Vec<Option<&'a str>>,
-    code: Vec<Option<&'a str>>,
-    name: Vec<Option<&'a str>>,
-    score: Vec<Option<f64>>,
+/// Audience entries as one array per column, for `UNNEST` (here one list; in
+/// [`super::bulk`] a batch's distinct lists).
+#[derive(Default)]
+pub(super) struct AudienceColumns<'a> {
+    pub(super) position: Vec<i16>,
+    pub(super) provider_id: Vec<Option<&'a str>>,
+    pub(super) code: Vec<Option<&'a str>>,
+    pub(super) name: Vec<Option<&'a str>>,
+    pub(super) score: Vec<Option<f64>>,
 }
 
 impl<'a> AudienceColumns<'a> {
     fn of(list: &'a [AudienceRow]) -> Self {
-        Self {
-            position: list.iter().map(|r| r.position).collect(),
-            provider_id: list.iter().map(|r| r.provider_id.as_deref()).collect(),
-            code: list.iter().map(|r| r.code.as_deref()).collect(),
-            name: list.iter().map(|r| r.name.as_deref()).collect(),
-            score: list.iter().map(|r| r.score).collect(),
+        let mut out = Self::default();
+        for e in list {
+            out.push(e);
         }
+        out
+    }
+
+    pub(super) fn push(&mut self, e: &'a AudienceRow) {
+        self.position.push(e.position);
+        self.provider_id.push(e.provider_id.as_deref());
+        self.code.push(e.code.as_deref());
+        self.name.push(e.name.as_deref());
+        self.score.push(e.score);
     }
 }

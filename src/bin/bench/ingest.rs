@@ -13,7 +13,7 @@ use serde_json::json;
 use soundtrend::clock::SystemClock;
 use soundtrend::config::Settings;
 use soundtrend::domain::{ClipId, Period, Region};
-use soundtrend::normalize::lists::list_id;
+use soundtrend::normalize::lists::{hex, list_id};
 use soundtrend::normalize::{normalize, Normalized, Observation};
 use soundtrend::poll::{PollOptions, Poller};
 use soundtrend::poll::{Worker, WorkerOptions};
@@ -372,8 +372,8 @@ impl CopyBuffers {
             opt(n.current_popularity),
             opt(n.like_count),
             rows.trend.len(),
-            opt(list_ids[0].map(hex)),
-            opt(list_ids[1].map(hex))
+            opt(list_ids[0].as_ref().map(hex)),
+            opt(list_ids[1].as_ref().map(hex))
         );
         for t in &rows.trend {
             let _ = writeln!(
@@ -394,7 +394,7 @@ impl CopyBuffers {
                 let _ = writeln!(
                     buf,
                     "{}\t{}\t{}\t{}\t{}\t{}",
-                    esc(&hex(id)),
+                    esc(&hex(&id)),
                     a.position,
                     opt(a.provider_id.as_deref()),
                     opt(a.code.as_deref()),
@@ -416,14 +416,6 @@ impl CopyBuffers {
             ("audience_interest_lists", "list_id, position, interest_id, label, name, score", &self.interests),
         ]
     }
-}
-
-/// `bytea` in hex, as `COPY` text reads it once `opt` has escaped the backslash.
-fn hex(id: soundtrend::normalize::lists::ListId) -> String {
-    id.iter().fold(String::from("\\x"), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 fn ts(t: DateTime<Utc>) -> String {
