@@ -13,8 +13,7 @@ use wiremock::MockServer;
 
 /// Every derived row, as sorted text: equal dumps mean equal tables.
 async fn dump(app: &TestApp) -> Vec<String> {
-    let mut all = Vec::new();
-    for table in [
+    let tables = [
         "sounds",
         "sound_snapshots",
         "trend_points",
@@ -24,9 +23,16 @@ async fn dump(app: &TestApp) -> Vec<String> {
         "trend_observations",
         "trend_index",
         "trend_pairs",
-    ] {
+    ];
+    rows(app, &tables, "t::text").await
+}
+
+/// `row` (an expression over `t`) for every row of `tables`, sorted, each after its table's name.
+async fn rows(app: &TestApp, tables: &[&str], row: &str) -> Vec<String> {
+    let mut all = Vec::new();
+    for table in tables {
         let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT t::text FROM {table} t ORDER BY t::text"
+            "SELECT {row} FROM {table} t ORDER BY t::text"
         )))
         .fetch_all(&app.pool)
         .await
@@ -125,6 +131,90 @@ async fn replay_restores_fetches_whose_snapshots_alone_were_deleted() {
 
     assert_eq!(summary.fetches, 9);
     assert_eq!(dump(&app).await, before);
+}
+
+/// Every derived row with the transaction that last wrote it (the list tables themselves, not
+/// their views, whose rows have no version of their own).
+async fn versions(app: &TestApp) -> Vec<String> {
+    let tables = [
+        "sounds",
+        "sound_snapshots",
+        "trend_points",
+        "audience_country_lists",
+        "audience_interest_lists",
+        "trend_windows",
+        "trend_observations",
+        "trend_index",
+        "trend_pairs",
+    ];
+    rows(app, &tables, "xmin::text || ' ' || t::text").await
+}
+
+#[tokio::test]
+async fn replay_over_unchanged_rows_rewrites_none_of_them() {
+    let app = TestApp::spawn().await;
+    populate(&app).await;
+    let before = versions(&app).await;
+
+    for batch in [2, 500] {
+        let summary = replay(&app.pool, &ReplayFilter::default(), batch, false)
+            .await
+            .unwrap();
+        assert_eq!((summary.fetches, summary.skipped), (9, 0));
+        assert_eq!(
+            versions(&app).await,
+            before,
+            "batch {batch}: every row still the version the polls wrote"
+        );
+    }
+}
+
+#[tokio::test]
+async fn replay_over_hand_edited_rows_restores_them_and_only_them() {
+    let app = TestApp::spawn().await;
+    populate(&app).await;
+    let before = dump(&app).await;
+    for edit in [
+        "UPDATE sound_snapshots SET rank = 999 WHERE fetch_id = (SELECT min(id) FROM fetches)",
+        "UPDATE trend_windows SET vals[1] = 0.5 WHERE fetch_id = (SELECT max(id) FROM fetches)",
+        "UPDATE trend_observations SET value = 0.123
+          WHERE (fetch_id, ts) = (SELECT fetch_id, min(ts) FROM trend_observations
+                                  WHERE fetch_id = (SELECT min(id) FROM fetches) GROUP BY fetch_id)",
+        "DELETE FROM trend_observations
+          WHERE (fetch_id, ts) = (SELECT fetch_id, max(ts) FROM trend_observations
+                                  WHERE fetch_id = (SELECT max(id) FROM fetches) GROUP BY fetch_id)",
+        // Rows the fetch never derived: a day outside every window.
+        "INSERT INTO trend_observations (fetch_id, clip_id, region, period, ts, value, observed_at)
+         SELECT id, clip_id, region, 7, '2020-01-01', 1, requested_at FROM fetches
+         ORDER BY id LIMIT 1",
+        "INSERT INTO trend_points (clip_id, region, ts, value, fetch_id, period, observed_at)
+         SELECT clip_id, region, '2020-01-01', 1, id, 7, requested_at FROM fetches
+         ORDER BY id LIMIT 1",
+        "UPDATE trend_points SET value = 0.77 WHERE ts = (SELECT max(ts) FROM trend_points)",
+        "UPDATE sounds SET title = 'edited by hand'",
+    ] {
+        sqlx::query(edit).execute(&app.pool).await.unwrap();
+    }
+    assert_ne!(dump(&app).await, before);
+    let edited = versions(&app).await;
+
+    let summary = replay(&app.pool, &ReplayFilter::default(), 2, false)
+        .await
+        .unwrap();
+
+    assert_eq!((summary.fetches, summary.skipped), (9, 0));
+    assert_eq!(
+        dump(&app).await,
+        before,
+        "every edit undone, nothing else changed"
+    );
+    // Replay rewrote only the observations that differed: the edited one and the deleted one.
+    let after = versions(&app).await;
+    let rewritten: Vec<_> = after
+        .iter()
+        .filter(|r| r.starts_with("trend_observations ") && !edited.contains(r))
+        .collect();
+    assert_eq!(rewritten.len(), 2, "{rewritten:#?}");
 }
 
 #[tokio::test]

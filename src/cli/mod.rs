@@ -274,7 +274,7 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let summary = crate::cli::replay::replay(&pool, &filter, args.batch, true).await?;
     println!(
-        "replayed {} {} into {} {} and re-stitched {} {} in {:.1}s ({} skipped, {} now invalid, {} revived), no API called",
+        "replayed {} {} into {} {} and re-stitched {} {} in {:.1}s (rows {:.1}s, index {:.1}s; {} skipped, {} now invalid, {} revived), no API called",
         summary.fetches,
         crate::cli::show::plural(summary.fetches, "fetch", "fetches"),
         summary.rows,
@@ -282,6 +282,8 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
         summary.pairs,
         crate::cli::show::plural(summary.pairs, "pair", "pairs"),
         started.elapsed().as_secs_f64(),
+        summary.rows_pass.as_secs_f64(),
+        summary.index_pass.as_secs_f64(),
         summary.skipped,
         summary.invalidated,
         summary.revived

@@ -8,8 +8,9 @@
 //! It is a bulk load in two passes:
 //! 1. **Rows.** The archive is read in batches of `batch_size` fetches (the next batch is read
 //!    while this one is written), normalized on every core, and each batch is written in one
-//!    transaction: its old derived rows deleted, the new ones by `COPY` and set-based upserts
-//!    ([`crate::store::bulk`]).
+//!    transaction: by `COPY` and set-based upserts into tables that hold nothing of its fetches,
+//!    or, over rows its fetches derived before, by `COPY` into staging tables and a set-based merge
+//!    that rewrites only the rows that differ ([`crate::store::bulk`]).
 //! 2. **Index.** Every pair a replayed fetch belongs to is re-stitched once, in chunks of pairs,
 //!    leaving the very rows (values and `changed_by`) that re-stitching after each fetch in turn
 //!    would ([`crate::store::rebuild`]).
@@ -79,6 +80,9 @@ impl ReplaySummary {
 /// Connections writing batches at once.
 const WRITERS: usize = 2;
 
+/// The smallest batch a replay splits into to keep its writers busy (a `--batch` below it stays).
+const MIN_BATCH: i64 = 500;
+
 /// Pairs re-stitched per transaction in the index pass.
 const PAIRS_PER_CHUNK: usize = 500;
 
@@ -90,6 +94,15 @@ pub async fn replay(
 ) -> anyhow::Result<ReplaySummary> {
     let started = Instant::now();
     let total = archive::count(pool, &archive_filter(filter)).await?;
+    // A small replay in one batch would leave a writer and the reader idle: smaller batches so
+    // that every writer has two, but not below MIN_BATCH (per-batch costs).
+    let analyzed = bulk::analyze_stale(pool).await?;
+    if !analyzed.is_empty() {
+        info!(tables = ?analyzed, "Gathered planner statistics before the replay.");
+    }
+    let parts = 2 * WRITERS as i64;
+    let per_writer = ((total + parts - 1) / parts).max(MIN_BATCH);
+    let batch_size = batch_size.min(per_writer);
     let bar = Arc::new(Mutex::new(Progress::new(
         progress,
         "replay",
@@ -200,12 +213,12 @@ async fn write_batches(
                 }
             }
         }
-        // Only fetches that have rows need their rows deleted; should a derived table hold rows
-        // of a fetch without a snapshot after all (hand-edited tables), the bulk load meets
-        // them as a duplicate key and the batch runs again clearing every table.
+        // A batch none of whose fetches has rows yet is loaded by COPY; one with rows is merged
+        // over them. Should a derived table hold rows of a fetch without a snapshot after all
+        // (hand-edited tables), the load meets them as a duplicate key and the batch is merged.
         let written = match write_batch(&mut conn, &batch, &ok, &relabel, false).await {
             Err(e) if is_unique_violation(&e) => {
-                warn!(error = %e, "Derived rows without a snapshot; clearing every table for this batch.");
+                warn!(error = %e, "Derived rows without a snapshot; merging this batch over every table.");
                 write_batch(&mut conn, &batch, &ok, &relabel, true).await
             }
             other => other,
@@ -219,23 +232,21 @@ async fn write_batches(
     }
 }
 
-/// One batch in one transaction: its old rows deleted (`clear_all`: of every fetch, not only
-/// those with a snapshot), the new ones written, outcomes re-labelled.
+/// One batch in one transaction: its rows loaded into empty tables, or merged over the rows its
+/// fetches have (`merge`: always), outcomes re-labelled.
 async fn write_batch(
     conn: &mut PgConnection,
     batch: &[Archived],
     ok: &[Replayed<'_>],
     relabel: &[(i64, Outcome, Option<String>)],
-    clear_all: bool,
+    merge: bool,
 ) -> Result<BulkWritten, sqlx::Error> {
     let mut t = sqlx::Connection::begin(&mut *conn).await?;
-    let ids = if clear_all {
-        batch.iter().map(|a| a.id).collect()
+    let written = if merge || archive::any_has_rows(&mut t, batch).await? {
+        bulk::merge(&mut t, ok, &archive::keys(batch)).await?
     } else {
-        archive::with_rows(&mut t, batch).await?
+        bulk::write(&mut t, ok).await?
     };
-    archive::clear_derived(&mut t, batch, &ids).await?;
-    let written = bulk::write(&mut t, ok).await?;
     bulk::set_outcomes(&mut t, relabel).await?;
     t.commit().await?;
     Ok(written)

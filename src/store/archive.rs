@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
+use super::bulk::FetchKeys;
 use crate::domain::Period;
 use crate::provider::ProviderKind;
 
@@ -82,53 +83,35 @@ pub async fn batch(
     .await
 }
 
-/// Which of these fetches have derived rows. Every write of a fetch's rows (a live poll's one
+/// Whether any of these fetches has derived rows. Every write of a fetch's rows (a live poll's one
 /// statement, a replay's batch) stores its snapshot with them and every removal removes them all,
 /// so a fetch without a `sound_snapshots` row has none: one probe per fetch instead of one per
-/// derived table and partition.
-pub async fn with_rows(
+/// derived table and partition. (Should a hand-edited table hold rows of a fetch without a
+/// snapshot, the bulk load meets them as a duplicate key and replay merges the batch instead.)
+pub async fn any_has_rows(
     conn: &mut PgConnection,
     batch: &[Archived],
-) -> Result<Vec<i64>, sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let ids: Vec<i64> = batch.iter().map(|a| a.id).collect();
     sqlx::query_scalar!(
-        "SELECT fetch_id FROM sound_snapshots WHERE fetch_id = ANY($1)",
+        r#"SELECT EXISTS (SELECT FROM sound_snapshots WHERE fetch_id = ANY($1)) AS "any!""#,
         &ids
     )
-    .fetch_all(conn)
+    .fetch_one(conn)
     .await
 }
 
-/// Deletes every derived row of the fetches of `batch` whose id is in `ids`, so rows a fetch no
-/// longer produces go too and a replay equals a fresh ingest. Audience lists are kept: they are
-/// the pair's, keyed by content, and the rewritten snapshot names the same ones again unless the
-/// normalizer now reads the answer differently (then the old list stays, unreferenced).
-pub async fn clear_derived(
-    conn: &mut PgConnection,
-    batch: &[Archived],
-    ids: &[i64],
-) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
+/// The keys of every fetch of `batch`, for [`super::bulk::merge`]: whatever rows they derived
+/// before are compared with what they derive now.
+#[must_use]
+pub fn keys(batch: &[Archived]) -> FetchKeys {
+    FetchKeys {
+        ids: batch.iter().map(|a| a.id).collect(),
+        clips: batch
+            .iter()
+            .map(|a| a.clip_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
     }
-    let listed: std::collections::HashSet<i64> = ids.iter().copied().collect();
-    let fetches: Vec<&Archived> = batch.iter().filter(|a| listed.contains(&a.id)).collect();
-    let ids: Vec<i64> = fetches.iter().map(|a| a.id).collect();
-    let clips: Vec<String> = fetches.iter().map(|a| a.clip_id.clone()).collect();
-    let regions: Vec<String> = fetches.iter().map(|a| a.region.clone()).collect();
-    sqlx::query!(
-        "WITH s AS (DELETE FROM sound_snapshots WHERE fetch_id = ANY($1)),
-              t AS (DELETE FROM trend_points WHERE fetch_id = ANY($1)),
-              o AS (DELETE FROM trend_observations WHERE fetch_id = ANY($1))
-         -- trend_windows is keyed by pair first: delete by the whole key.
-         DELETE FROM trend_windows w
-         USING UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, clip_id, region)
-         WHERE w.clip_id = u.clip_id AND w.region = u.region AND w.fetch_id = u.id",
-        &ids,
-        &clips,
-        &regions,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }

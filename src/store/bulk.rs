@@ -1,8 +1,10 @@
-//! Bulk writes for `soundtrend replay`: a batch of archived answers, normalized, written in the
-//! caller's transaction right after [`super::archive::clear_derived`] deleted what they derived.
+//! Bulk writes for `soundtrend replay` (and the group commit's rows): a batch of archived answers,
+//! normalized, written in the caller's transaction.
 //!
 //! - The tables keyed by the fetch (`sound_snapshots`, `trend_windows`, `trend_observations`)
-//!   take their rows by `COPY`: nothing of these fetches is left in them, so nothing can conflict.
+//!   take their rows by `COPY` when none of the batch's fetches has rows yet ([`write`]), and
+//!   otherwise by `COPY` into staging tables and a set-based merge that changes only the rows
+//!   that differ ([`merge`]).
 //! - The audience lists are keyed by pair and content, so a batch's lists are often stored
 //!   already: one insert of the batch's distinct lists that skips those ([`insert_lists`]).
 //! - `sounds` and `trend_points` are shared with other fetches: one set-based upsert each, with
@@ -25,6 +27,25 @@ use super::trend;
 use crate::normalize::lists::{self, ListId};
 use crate::normalize::{AudienceRow, Normalized};
 use crate::provider::Outcome;
+
+// Column lists as macros, so the statements below are `&'static str` built by `concat!`.
+macro_rules! snapshot_columns {
+    () => {
+        "fetch_id, clip_id, region, period, observed_at, country_code, rank, rank_diff, \
+         on_list_times, popular_days, current_popularity, like_count, liked, disliked, \
+         trend_points, audience_ages, related_items, countries_list, interests_list"
+    };
+}
+macro_rules! window_columns {
+    () => {
+        "fetch_id, clip_id, region, period, observed_at, days, vals"
+    };
+}
+macro_rules! observation_columns {
+    () => {
+        "fetch_id, clip_id, region, period, ts, value, observed_at"
+    };
+}
 
 /// One archived answer that normalizes, with the identity its rows carry.
 #[derive(Debug)]
@@ -74,6 +95,161 @@ pub async fn write(
     upsert_sounds(conn, batch).await?;
     upsert_trend_points(conn, batch).await?;
     Ok(out)
+}
+
+/// Writes the rows of `batch` over what the fetches in `keys` derived before, changing only what
+/// differs, and returns what the batch derives (as [`write`] counts it).
+///
+/// A replay over stored rows mostly meets rows it would write again byte for byte (same
+/// normalizer: a replay after an index change, a repeated or overlapping replay) or a few columns
+/// changed (a normalizer change). Deleting and rewriting every row costs a dead tuple, an index
+/// entry in every index and WAL per row; here the new rows go by `COPY` into staging tables private
+/// to the connection, one statement deletes the stored rows of `keys` that no staged row equals
+/// (changed, or no longer derived), and one inserts the staged rows not stored. A stored row that
+/// equals its staged row is left alone, so a replay that changes nothing writes (almost) nothing.
+/// Every fetch of `keys` ends up with exactly the rows [`write`] would give it after deleting its
+/// rows: `keys` lists every fetch of the batch, also those that no longer normalize, whose rows
+/// all go.
+pub async fn merge(
+    conn: &mut PgConnection,
+    batch: &[Replayed<'_>],
+    keys: &FetchKeys,
+) -> Result<BulkWritten, sqlx::Error> {
+    sqlx::raw_sql(STAGING).execute(&mut *conn).await?;
+    let lists = Lists::of(batch);
+    let mut out = BulkWritten {
+        snapshots: copy(conn, STAGE_SNAPSHOTS, &snapshots(batch, &lists)).await?,
+        ..lists.entries()
+    };
+    copy(conn, STAGE_WINDOWS, &windows(batch)).await?;
+    out.observations = copy(conn, STAGE_OBSERVATIONS, &observations(batch)).await?;
+    // Both statements join batch-sized sets, which hashing does in one pass over each side; the
+    // planner knows neither side's size (staging tables have no statistics, and the tables a
+    // replay rebuilds often have none yet) and, guessing small, compared every stored row with
+    // every staged one in a nested loop: seconds per batch instead of milliseconds.
+    sqlx::raw_sql("SET LOCAL enable_nestloop = off")
+        .execute(&mut *conn)
+        .await?;
+    for statement in [DELETE_CHANGED, INSERT_MISSING] {
+        sqlx::query(statement)
+            .bind(&keys.ids)
+            .bind(&keys.clips)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::raw_sql("SET LOCAL enable_nestloop = on")
+        .execute(&mut *conn)
+        .await?;
+    insert_lists(conn, &lists).await?;
+    upsert_sounds(conn, batch).await?;
+    upsert_trend_points(conn, batch).await?;
+    Ok(out)
+}
+
+/// The fetches a [`merge`] rewrites, and their clips (`trend_windows` is keyed by pair first).
+#[derive(Debug, Default)]
+pub struct FetchKeys {
+    pub ids: Vec<i64>,
+    pub clips: Vec<String>,
+}
+
+/// One staging table per fetch-keyed table, with its columns, private to the connection and
+/// emptied at every commit; created by the first merge on a connection. (A column added to a
+/// table later and not written by replay would make every stored row differ from its staged one:
+/// slower, never wrong, since the insert names its columns.)
+const STAGING: &str = "SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS replay_snapshots (LIKE sound_snapshots) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS replay_windows (LIKE trend_windows) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS replay_observations (LIKE trend_observations) ON COMMIT DELETE ROWS;";
+const STAGE_SNAPSHOTS: &str = concat!(
+    "COPY replay_snapshots (",
+    snapshot_columns!(),
+    ") FROM STDIN"
+);
+const STAGE_WINDOWS: &str = concat!("COPY replay_windows (", window_columns!(), ") FROM STDIN");
+const STAGE_OBSERVATIONS: &str = concat!(
+    "COPY replay_observations (",
+    observation_columns!(),
+    ") FROM STDIN"
+);
+
+/// The stored rows of the fetches `$1` (of the clips `$2`) that no staged row equals,
+/// column for column. A daily point of one of these fetches goes when the fetch no longer has an
+/// observation that day (a changed value is the upsert's to set).
+const DELETE_CHANGED: &str = "
+WITH s AS (
+    DELETE FROM sound_snapshots t WHERE t.fetch_id = ANY($1)
+      AND NOT EXISTS (SELECT FROM replay_snapshots s
+                      WHERE s.fetch_id = t.fetch_id AND s IS NOT DISTINCT FROM t)
+),
+w AS (
+    -- By the key's first column too, for the index (with a join to the keys instead, the
+    -- planner compared every window with every staged one).
+    DELETE FROM trend_windows t WHERE t.clip_id = ANY($2) AND t.fetch_id = ANY($1)
+      AND NOT EXISTS (SELECT FROM replay_windows s
+                      WHERE s.clip_id = t.clip_id AND s.region = t.region
+                        AND s.fetch_id = t.fetch_id AND s IS NOT DISTINCT FROM t)
+),
+o AS (
+    DELETE FROM trend_observations t WHERE t.fetch_id = ANY($1)
+      AND NOT EXISTS (SELECT FROM replay_observations s
+                      WHERE s.fetch_id = t.fetch_id AND s.ts = t.ts
+                        AND s IS NOT DISTINCT FROM t)
+)
+DELETE FROM trend_points t WHERE t.fetch_id = ANY($1)
+  AND NOT EXISTS (SELECT FROM replay_observations s WHERE s.fetch_id = t.fetch_id AND s.ts = t.ts)";
+
+/// The staged rows not stored (after [`DELETE_CHANGED`], a stored row with the key is equal);
+/// stored rows are looked up among the batch's fetches `$1` (of the clips `$2`) only.
+const INSERT_MISSING: &str = concat!(
+    "WITH s AS (INSERT INTO sound_snapshots (",
+    snapshot_columns!(),
+    ") SELECT ",
+    snapshot_columns!(),
+    " FROM replay_snapshots s WHERE NOT EXISTS (
+         SELECT FROM sound_snapshots t WHERE t.fetch_id = ANY($1) AND t.fetch_id = s.fetch_id)),
+     w AS (INSERT INTO trend_windows (",
+    window_columns!(),
+    ") SELECT ",
+    window_columns!(),
+    " FROM replay_windows s WHERE NOT EXISTS (
+         SELECT FROM trend_windows t
+         WHERE t.clip_id = ANY($2) AND t.fetch_id = ANY($1)
+           AND t.clip_id = s.clip_id AND t.region = s.region AND t.fetch_id = s.fetch_id))
+     INSERT INTO trend_observations (",
+    observation_columns!(),
+    ") SELECT ",
+    observation_columns!(),
+    " FROM replay_observations s WHERE NOT EXISTS (
+         SELECT FROM trend_observations t
+         WHERE t.fetch_id = ANY($1) AND t.fetch_id = s.fetch_id AND t.ts = s.ts)"
+);
+
+/// Gathers planner statistics for the tables a replay joins against its batches, where they have
+/// none or are stale by autovacuum's own default rule (10 % of the rows changed since): a replay
+/// right after a bulk load, or on a server whose autovacuum is off or behind, would otherwise
+/// plan its merges on guesses (a `= ANY` of 5,000 ids guessed to match the whole table). Returns
+/// the tables (partitions) analyzed.
+pub async fn analyze_stale(pool: &sqlx::PgPool) -> sqlx::Result<Vec<String>> {
+    let stale = sqlx::query_scalar!(
+        r#"SELECT format('%I.%I', schemaname, relname) AS "name!"
+           FROM pg_stat_user_tables
+           WHERE (relid = ANY(ARRAY['sound_snapshots', 'trend_windows', 'trend_points']::regclass[])
+                  OR relid IN (SELECT inhrelid FROM pg_inherits
+                               WHERE inhparent = 'trend_observations'::regclass))
+             AND ((coalesce(last_analyze, last_autoanalyze) IS NULL
+                   AND n_live_tup + n_mod_since_analyze > 0)
+                  OR n_mod_since_analyze > 0.1 * n_live_tup + 50)
+           ORDER BY 1"#
+    )
+    .fetch_all(pool)
+    .await?;
+    for table in &stale {
+        sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {table}")))
+            .execute(pool)
+            .await?;
+    }
+    Ok(stale)
 }
 
 /// Writes the same rows as [`write`], by ONE statement of `UNNEST` inserts instead of a `COPY`
@@ -386,14 +562,18 @@ pub async fn set_outcomes(
     Ok(())
 }
 
-const SNAPSHOTS: &str = "COPY sound_snapshots (fetch_id, clip_id, region, period, observed_at, \
-    country_code, rank, rank_diff, on_list_times, popular_days, current_popularity, like_count, \
-    liked, disliked, trend_points, audience_ages, related_items, countries_list, interests_list) \
-    FROM STDIN";
-const WINDOWS: &str =
-    "COPY trend_windows (fetch_id, clip_id, region, period, observed_at, days, vals) FROM STDIN";
-const OBSERVATIONS: &str = "COPY trend_observations (fetch_id, clip_id, region, period, ts, \
-    value, observed_at) FROM STDIN";
+const SNAPSHOTS: &str = concat!(
+    "COPY sound_snapshots (",
+    snapshot_columns!(),
+    ") FROM STDIN"
+);
+const WINDOWS: &str = concat!("COPY trend_windows (", window_columns!(), ") FROM STDIN");
+const OBSERVATIONS: &str = concat!(
+    "COPY trend_observations (",
+    observation_columns!(),
+    ") FROM STDIN"
+);
+
 async fn copy(conn: &mut PgConnection, statement: &str, data: &CopyText) -> sqlx::Result<u64> {
     if data.rows == 0 {
         return Ok(0);
@@ -519,6 +699,17 @@ ON CONFLICT (clip_id) DO UPDATE SET
         THEN EXCLUDED.last_seen_at ELSE cur.last_seen_at END,
     last_fetch_id = CASE WHEN (cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
         THEN EXCLUDED.last_fetch_id ELSE cur.last_fetch_id END
+-- Only where that changes the row: a replay over its own rows leaves them as they are.
+WHERE EXCLUDED.first_seen_at < cur.first_seen_at
+   OR ((cur.last_seen_at, cur.last_fetch_id) <= (EXCLUDED.last_seen_at, EXCLUDED.last_fetch_id)
+       AND (cur.song_id, cur.title, cur.author, cur.url_title, cur.duration, cur.cover, cur.link,
+            cur.music_url, cur.if_cml, cur.is_search, cur.promoted, cur.last_seen_at,
+            cur.last_fetch_id)
+           IS DISTINCT FROM
+           (EXCLUDED.song_id, EXCLUDED.title, EXCLUDED.author, EXCLUDED.url_title,
+            EXCLUDED.duration, EXCLUDED.cover, EXCLUDED.link, EXCLUDED.music_url,
+            EXCLUDED.if_cml, EXCLUDED.is_search, EXCLUDED.promoted, EXCLUDED.last_seen_at,
+            EXCLUDED.last_fetch_id))
 "#,
         &clip as _,
         &col(|r| r.rows.sound.song_id.as_deref()) as _,
@@ -586,6 +777,9 @@ ON CONFLICT (clip_id, region, ts) DO UPDATE SET
     value = EXCLUDED.value, fetch_id = EXCLUDED.fetch_id,
     period = EXCLUDED.period, observed_at = EXCLUDED.observed_at
 WHERE (cur.observed_at, cur.fetch_id) <= (EXCLUDED.observed_at, EXCLUDED.fetch_id)
+  -- and only where that changes the row: a replay over its own rows leaves them as they are.
+  AND (cur.value, cur.fetch_id, cur.period, cur.observed_at)
+      IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.fetch_id, EXCLUDED.period, EXCLUDED.observed_at)
 "#,
         &points.iter().map(|p| p.0).collect::<Vec<_>>() as _,
         &points.iter().map(|p| p.1).collect::<Vec<_>>() as _,
