@@ -218,6 +218,63 @@ async fn replay_over_hand_edited_rows_restores_them_and_only_them() {
 }
 
 #[tokio::test]
+async fn a_replay_batch_rolled_back_for_a_deadlock_is_written_again() {
+    // A live write holds a sound's row and then wants a snapshot row the replay's batch has
+    // already deleted (and so locked), while the batch waits for that sound: a deadlock. The
+    // live side waits longer before checking for deadlocks, so Postgres picks the replay's
+    // transaction; the batch must be written again, not fail the replay.
+    let app = TestApp::spawn().await;
+    populate(&app).await;
+    let before = dump(&app).await;
+    sqlx::query("UPDATE sound_snapshots SET rank = coalesce(rank, 0) + 1")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut live = app.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL deadlock_timeout = '10s'")
+        .execute(&mut *live)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sounds SET title = title WHERE clip_id = $1")
+        .bind(CLIP)
+        .execute(&mut *live)
+        .await
+        .unwrap();
+
+    // The replay and the live side in one task (the replay's future is not `Send`-general).
+    let live_side = async {
+        let started = std::time::Instant::now();
+        while app
+            .count(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+            == 0
+        {
+            assert!(
+                started.elapsed().as_secs() < 20,
+                "the replay never waited for the sound"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        sqlx::query(
+            "SELECT 1 FROM sound_snapshots WHERE fetch_id = (SELECT min(id) FROM fetches) FOR UPDATE",
+        )
+        .execute(&mut *live)
+        .await
+        .expect("the replay's transaction, not this one, is rolled back");
+        live.rollback().await.unwrap();
+    };
+    let all = ReplayFilter::default();
+    let (replayed, ()) = tokio::join!(replay(&app.pool, &all, 500, false), live_side);
+
+    let summary = replayed.expect("the replay finishes");
+    assert_eq!((summary.fetches, summary.skipped), (9, 0));
+    assert_eq!(dump(&app).await, before);
+}
+
+#[tokio::test]
 async fn replay_bulk_loads_hostile_text_byte_for_byte() {
     // Tabs, newlines, carriage returns, backslashes and a literal \N are COPY's own syntax:
     // what the live write stored must come back from the bulk load unchanged.

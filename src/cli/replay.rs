@@ -37,6 +37,7 @@ use crate::provider::parse_response;
 use crate::provider::Outcome;
 use crate::store::archive::{self, ArchiveFilter, Archived};
 use crate::store::bulk::{self, BulkWritten, Replayed};
+use crate::store::is_rolled_back_to_retry;
 use crate::store::rebuild::{self, PairSteps};
 
 #[derive(Debug, Clone, Default)]
@@ -83,6 +84,9 @@ const WRITERS: usize = 2;
 /// The smallest batch a replay splits into to keep its writers busy (a `--batch` below it stays).
 const MIN_BATCH: i64 = 500;
 
+/// Times a batch rolled back for a deadlock is written again before the replay stops.
+const DEADLOCK_RETRIES: u64 = 5;
+
 /// Pairs re-stitched per transaction in the index pass.
 const PAIRS_PER_CHUNK: usize = 500;
 
@@ -94,12 +98,13 @@ pub async fn replay(
 ) -> anyhow::Result<ReplaySummary> {
     let started = Instant::now();
     let total = archive::count(pool, &archive_filter(filter)).await?;
-    // A small replay in one batch would leave a writer and the reader idle: smaller batches so
-    // that every writer has two, but not below MIN_BATCH (per-batch costs).
+    // The merges join each batch with the tables it writes; they plan well only on statistics.
     let analyzed = bulk::analyze_stale(pool).await?;
     if !analyzed.is_empty() {
         info!(tables = ?analyzed, "Gathered planner statistics before the replay.");
     }
+    // A small replay in one batch would leave a writer and the reader idle: smaller batches so
+    // that every writer has two, but not below MIN_BATCH (per-batch costs).
     let parts = 2 * WRITERS as i64;
     let per_writer = ((total + parts - 1) / parts).max(MIN_BATCH);
     let batch_size = batch_size.min(per_writer);
@@ -216,12 +221,23 @@ async fn write_batches(
         // A batch none of whose fetches has rows yet is loaded by COPY; one with rows is merged
         // over them. Should a derived table hold rows of a fetch without a snapshot after all
         // (hand-edited tables), the load meets them as a duplicate key and the batch is merged.
-        let written = match write_batch(&mut conn, &batch, &ok, &relabel, false).await {
-            Err(e) if is_unique_violation(&e) => {
-                warn!(error = %e, "Derived rows without a snapshot; merging this batch over every table.");
-                write_batch(&mut conn, &batch, &ok, &relabel, true).await
+        // Replay takes no pair locks (thousands per batch would exhaust the lock table), so a
+        // daemon polling the same pairs can deadlock with it on a sound or a daily point:
+        // Postgres rolls one transaction back whole, and a batch it picks is written again.
+        let (mut merge, mut deadlocks) = (false, 0);
+        let written = loop {
+            match write_batch(&mut conn, &batch, &ok, &relabel, merge).await {
+                Err(e) if !merge && is_unique_violation(&e) => {
+                    warn!(error = %e, "Derived rows without a snapshot; merging this batch over every table.");
+                    merge = true;
+                }
+                Err(e) if is_rolled_back_to_retry(&e) && deadlocks < DEADLOCK_RETRIES => {
+                    deadlocks += 1;
+                    warn!(error = %e, attempt = deadlocks, "A batch was rolled back (deadlock with a live write); writing it again.");
+                    tokio::time::sleep(Duration::from_millis(50 * deadlocks)).await;
+                }
+                other => break other,
             }
-            other => other,
         }
         .with_context(|| {
             format!("writing fetches {}..={}", batch[0].id, batch[batch.len() - 1].id)

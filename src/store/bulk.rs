@@ -497,7 +497,7 @@ impl<'a> ListColumns<'a> {
 /// never wait on each other here. Replay's writers take no pair locks: two of them meet shared
 /// lists in id order (no deadlock between them); a replay beside a running daemon can deadlock
 /// with a live poll of the same pair, as on `sounds` and `trend_points` before: Postgres aborts
-/// one, the live write retries, a replay stops and can be run again (it is idempotent).
+/// one, and whichever write it was is written again (the live write, or the replay's batch).
 async fn insert_lists(conn: &mut PgConnection, lists: &Lists<'_>) -> sqlx::Result<()> {
     if lists.countries.is_empty() && lists.interests.is_empty() {
         return Ok(());

@@ -50,14 +50,18 @@ impl StoreError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Database(e) => {
-                is_connection_error(e)
-                    || e.as_database_error()
-                        .and_then(sqlx::error::DatabaseError::code)
-                        .is_some_and(|c| c == "40P01" || c == "40001")
-            }
+            StoreError::Database(e) => is_connection_error(e) || is_rolled_back_to_retry(e),
         }
     }
+}
+
+/// True when Postgres rolled the whole transaction back for a deadlock (40P01) or a
+/// serialization failure (40001): nothing of it stayed, and running it again may succeed.
+#[must_use]
+pub fn is_rolled_back_to_retry(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(sqlx::error::DatabaseError::code)
+        .is_some_and(|c| c == "40P01" || c == "40001")
 }
 
 #[must_use]
