@@ -162,6 +162,11 @@ async fn replay_over_unchanged_rows_rewrites_none_of_them() {
             .unwrap();
         assert_eq!((summary.fetches, summary.skipped), (9, 0));
         assert_eq!(
+            (summary.changed, summary.index_rows),
+            (0, 0),
+            "batch {batch}"
+        );
+        assert_eq!(
             versions(&app).await,
             before,
             "batch {batch}: every row still the version the polls wrote"
@@ -190,13 +195,17 @@ async fn replay_over_hand_edited_rows_restores_them_and_only_them() {
         "INSERT INTO trend_points (clip_id, region, ts, value, fetch_id, period, observed_at)
          SELECT clip_id, region, '2020-01-01', 1, id, 7, requested_at FROM fetches
          ORDER BY id LIMIT 1",
-        "UPDATE trend_points SET value = 0.77 WHERE ts = (SELECT max(ts) FROM trend_points)",
+        "UPDATE trend_points SET value = 0.7777 WHERE ts = (SELECT max(ts) FROM trend_points)",
         "UPDATE sounds SET title = 'edited by hand'",
     ] {
         sqlx::query(edit).execute(&app.pool).await.unwrap();
     }
     assert_ne!(dump(&app).await, before);
     let edited = versions(&app).await;
+    let edited_points = app
+        .count("SELECT count(*) FROM trend_points WHERE value = 0.7777")
+        .await;
+    let sounds = app.count("SELECT count(*) FROM sounds").await;
 
     let summary = replay(&app.pool, &ReplayFilter::default(), 2, false)
         .await
@@ -215,6 +224,14 @@ async fn replay_over_hand_edited_rows_restores_them_and_only_them() {
         .filter(|r| r.starts_with("trend_observations ") && !edited.contains(r))
         .collect();
     assert_eq!(rewritten.len(), 2, "{rewritten:#?}");
+    // And it says so: a changed snapshot, window and observation are each removed and inserted
+    // (2 + 2 + 2), the deleted observation inserted (1), the observation and the daily point
+    // the fetch never derived removed (1 + 1), each edited daily point and sound set again.
+    let expected = 2 + 2 + 2 + 1 + 1 + 1 + edited_points + sounds;
+    assert_eq!(
+        summary.changed as i64, expected,
+        "points {edited_points}, sounds {sounds}"
+    );
 }
 
 #[tokio::test]

@@ -274,13 +274,16 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let summary = crate::cli::replay::replay(&pool, &filter, args.batch, true).await?;
     println!(
-        "replayed {} {} into {} {} and re-stitched {} {} in {:.1}s (rows {:.1}s, index {:.1}s; {} skipped, {} now invalid, {} revived), no API called",
+        "replayed {} {} into {} {} ({} written or removed, the rest already right) and re-stitched {} {} ({} index {} changed) in {:.1}s (rows {:.1}s, index {:.1}s; {} skipped, {} now invalid, {} revived), no API called",
         summary.fetches,
         crate::cli::show::plural(summary.fetches, "fetch", "fetches"),
         summary.rows,
         crate::cli::show::plural(summary.rows, "row", "rows"),
+        summary.changed,
         summary.pairs,
         crate::cli::show::plural(summary.pairs, "pair", "pairs"),
+        summary.index_rows,
+        crate::cli::show::plural(summary.index_rows, "row", "rows"),
         started.elapsed().as_secs_f64(),
         summary.rows_pass.as_secs_f64(),
         summary.index_pass.as_secs_f64(),

@@ -53,6 +53,9 @@ pub struct ReplayFilter {
 pub struct ReplaySummary {
     pub fetches: u64,
     pub rows: i64,
+    /// Rows actually inserted, updated or deleted (see [`BulkWritten::changed`]): 0 when the
+    /// stored rows were already what today's rules derive.
+    pub changed: u64,
     /// Archived bodies that do not normalize (reported with their fetch id).
     pub skipped: u64,
     /// `ok` fetches that today's rules refuse: now `invalid_payload`.
@@ -72,6 +75,7 @@ impl ReplaySummary {
     fn add(&mut self, o: &Self) {
         self.fetches += o.fetches;
         self.rows += o.rows;
+        self.changed += o.changed;
         self.skipped += o.skipped;
         self.invalidated += o.invalidated;
         self.revived += o.revived;
@@ -244,6 +248,7 @@ async fn write_batches(
         })?;
         summary.fetches += ok.len() as u64;
         summary.rows += i64::try_from(written.rows()).unwrap_or(i64::MAX);
+        summary.changed += written.changed;
         lock(&bar).add(batch.len() as u64);
     }
 }

@@ -65,6 +65,10 @@ pub struct BulkWritten {
     pub observations: u64,
     pub countries: u64,
     pub interests: u64,
+    /// Rows of `sounds`, `sound_snapshots`, `trend_points`, `trend_windows` and
+    /// `trend_observations` this write inserted, updated or deleted (a merge leaves rows that are
+    /// already right alone; audience lists are content-addressed and not counted).
+    pub changed: u64,
 }
 
 impl BulkWritten {
@@ -89,11 +93,14 @@ pub async fn write(
         snapshots: copy(conn, SNAPSHOTS, &snapshots(batch, &lists)).await?,
         ..lists.entries()
     };
-    copy(conn, WINDOWS, &windows(batch)).await?;
+    let windows = copy(conn, WINDOWS, &windows(batch)).await?;
     out.observations = copy(conn, OBSERVATIONS, &observations(batch)).await?;
     insert_lists(conn, &lists).await?;
-    upsert_sounds(conn, batch).await?;
-    upsert_trend_points(conn, batch).await?;
+    out.changed = out.snapshots
+        + windows
+        + out.observations
+        + upsert_sounds(conn, batch).await?
+        + upsert_trend_points(conn, batch).await?;
     Ok(out)
 }
 
@@ -131,18 +138,18 @@ pub async fn merge(
         .execute(&mut *conn)
         .await?;
     for statement in [DELETE_CHANGED, INSERT_MISSING] {
-        sqlx::query(statement)
+        let rows: i64 = sqlx::query_scalar(statement)
             .bind(&keys.ids)
             .bind(&keys.clips)
-            .execute(&mut *conn)
+            .fetch_one(&mut *conn)
             .await?;
+        out.changed += count(rows);
     }
     sqlx::raw_sql("SET LOCAL enable_nestloop = on")
         .execute(&mut *conn)
         .await?;
     insert_lists(conn, &lists).await?;
-    upsert_sounds(conn, batch).await?;
-    upsert_trend_points(conn, batch).await?;
+    out.changed += upsert_sounds(conn, batch).await? + upsert_trend_points(conn, batch).await?;
     Ok(out)
 }
 
@@ -181,6 +188,7 @@ WITH s AS (
     DELETE FROM sound_snapshots t WHERE t.fetch_id = ANY($1)
       AND NOT EXISTS (SELECT FROM replay_snapshots s
                       WHERE s.fetch_id = t.fetch_id AND s IS NOT DISTINCT FROM t)
+    RETURNING 1
 ),
 w AS (
     -- By the key's first column too, for the index (with a join to the keys instead, the
@@ -189,15 +197,23 @@ w AS (
       AND NOT EXISTS (SELECT FROM replay_windows s
                       WHERE s.clip_id = t.clip_id AND s.region = t.region
                         AND s.fetch_id = t.fetch_id AND s IS NOT DISTINCT FROM t)
+    RETURNING 1
 ),
 o AS (
     DELETE FROM trend_observations t WHERE t.fetch_id = ANY($1)
       AND NOT EXISTS (SELECT FROM replay_observations s
                       WHERE s.fetch_id = t.fetch_id AND s.ts = t.ts
                         AND s IS NOT DISTINCT FROM t)
+    RETURNING 1
+),
+p AS (
+    DELETE FROM trend_points t WHERE t.fetch_id = ANY($1)
+      AND NOT EXISTS (SELECT FROM replay_observations s
+                      WHERE s.fetch_id = t.fetch_id AND s.ts = t.ts)
+    RETURNING 1
 )
-DELETE FROM trend_points t WHERE t.fetch_id = ANY($1)
-  AND NOT EXISTS (SELECT FROM replay_observations s WHERE s.fetch_id = t.fetch_id AND s.ts = t.ts)";
+SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM w) + (SELECT count(*) FROM o)
+     + (SELECT count(*) FROM p)";
 
 /// The staged rows not stored (after [`DELETE_CHANGED`], a stored row with the key is equal);
 /// stored rows are looked up among the batch's fetches `$1` (of the clips `$2`) only.
@@ -207,7 +223,8 @@ const INSERT_MISSING: &str = concat!(
     ") SELECT ",
     snapshot_columns!(),
     " FROM replay_snapshots s WHERE NOT EXISTS (
-         SELECT FROM sound_snapshots t WHERE t.fetch_id = ANY($1) AND t.fetch_id = s.fetch_id)),
+         SELECT FROM sound_snapshots t WHERE t.fetch_id = ANY($1) AND t.fetch_id = s.fetch_id)
+         RETURNING 1),
      w AS (INSERT INTO trend_windows (",
     window_columns!(),
     ") SELECT ",
@@ -215,14 +232,17 @@ const INSERT_MISSING: &str = concat!(
     " FROM replay_windows s WHERE NOT EXISTS (
          SELECT FROM trend_windows t
          WHERE t.clip_id = ANY($2) AND t.fetch_id = ANY($1)
-           AND t.clip_id = s.clip_id AND t.region = s.region AND t.fetch_id = s.fetch_id))
-     INSERT INTO trend_observations (",
+           AND t.clip_id = s.clip_id AND t.region = s.region AND t.fetch_id = s.fetch_id)
+         RETURNING 1),
+     o AS (INSERT INTO trend_observations (",
     observation_columns!(),
     ") SELECT ",
     observation_columns!(),
     " FROM replay_observations s WHERE NOT EXISTS (
          SELECT FROM trend_observations t
-         WHERE t.fetch_id = ANY($1) AND t.fetch_id = s.fetch_id AND t.ts = s.ts)"
+         WHERE t.fetch_id = ANY($1) AND t.fetch_id = s.fetch_id AND t.ts = s.ts)
+         RETURNING 1)
+     SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM w) + (SELECT count(*) FROM o)"
 );
 
 /// Gathers planner statistics for the tables a replay joins against its batches, where they have
@@ -363,11 +383,12 @@ SELECT (SELECT count(*) FROM snap) AS "snapshots!", (SELECT count(*) FROM o) AS 
     .fetch_one(&mut *conn)
     .await?;
     insert_lists(conn, &lists).await?;
-    upsert_sounds(conn, batch).await?;
-    upsert_trend_points(conn, batch).await?;
+    let upserted = upsert_sounds(conn, batch).await? + upsert_trend_points(conn, batch).await?;
     Ok(BulkWritten {
         snapshots: count(r.snapshots),
         observations: count(r.observations),
+        // A window per snapshot.
+        changed: 2 * count(r.snapshots) + count(r.observations) + upserted,
         ..lists.entries()
     })
 }
@@ -638,7 +659,8 @@ fn observations(batch: &[Replayed<'_>]) -> CopyText {
 
 /// One upsert for the batch's sounds: per clip, the batch's newest observation with its earliest
 /// first sighting, applied with the live write's newest-wins rule.
-async fn upsert_sounds<'a>(conn: &mut PgConnection, batch: &[Replayed<'a>]) -> sqlx::Result<()> {
+/// Returns the sounds inserted or changed.
+async fn upsert_sounds<'a>(conn: &mut PgConnection, batch: &[Replayed<'a>]) -> sqlx::Result<u64> {
     let mut newest: HashMap<&str, (&Replayed<'a>, DateTime<Utc>)> = HashMap::new();
     for r in batch {
         let e = newest.entry(r.clip_id).or_insert((r, r.observed_at));
@@ -728,13 +750,14 @@ WHERE EXCLUDED.first_seen_at < cur.first_seen_at
         &fetch,
     )
     .execute(conn)
-    .await?;
-    Ok(())
+    .await
+    .map(|r| r.rows_affected())
 }
 
 /// One upsert for the batch's daily points: per (clip, region, day) the batch's newest window,
 /// which replaces the stored point only when it is not older (the live write's rule).
-async fn upsert_trend_points(conn: &mut PgConnection, batch: &[Replayed<'_>]) -> sqlx::Result<()> {
+/// Returns the points inserted or changed.
+async fn upsert_trend_points(conn: &mut PgConnection, batch: &[Replayed<'_>]) -> sqlx::Result<u64> {
     type Point<'a> = (
         &'a str,
         &'a str,
@@ -790,8 +813,8 @@ WHERE (cur.observed_at, cur.fetch_id) <= (EXCLUDED.observed_at, EXCLUDED.fetch_i
         &points.iter().map(|p| p.6).collect::<Vec<_>>(),
     )
     .execute(conn)
-    .await?;
-    Ok(())
+    .await
+    .map(|r| r.rows_affected())
 }
 
 /// Rows in Postgres' `COPY` text format: tab-separated, `\N` for NULL, backslash escapes.
