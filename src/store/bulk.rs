@@ -89,19 +89,14 @@ pub async fn write(
         return Ok(BulkWritten::default());
     }
     let lists = Lists::of(batch);
-    let mut out = BulkWritten {
-        snapshots: copy(conn, SNAPSHOTS, &snapshots(batch, &lists)).await?,
+    let [snapshots, windows, observations] = copy_fetch_rows(conn, TABLES, batch, &lists).await?;
+    let upserted = lists_and_upserts(conn, batch, &lists).await?;
+    Ok(BulkWritten {
+        snapshots,
+        observations,
+        changed: snapshots + windows + observations + upserted,
         ..lists.entries()
-    };
-    let windows = copy(conn, WINDOWS, &windows(batch)).await?;
-    out.observations = copy(conn, OBSERVATIONS, &observations(batch)).await?;
-    insert_lists(conn, &lists).await?;
-    out.changed = out.snapshots
-        + windows
-        + out.observations
-        + upsert_sounds(conn, batch).await?
-        + upsert_trend_points(conn, batch).await?;
-    Ok(out)
+    })
 }
 
 /// Writes the rows of `batch` over what the fetches in `keys` derived before, changing only what
@@ -124,33 +119,26 @@ pub async fn merge(
 ) -> Result<BulkWritten, sqlx::Error> {
     sqlx::raw_sql(STAGING).execute(&mut *conn).await?;
     let lists = Lists::of(batch);
-    let mut out = BulkWritten {
-        snapshots: copy(conn, STAGE_SNAPSHOTS, &snapshots(batch, &lists)).await?,
-        ..lists.entries()
-    };
-    copy(conn, STAGE_WINDOWS, &windows(batch)).await?;
-    out.observations = copy(conn, STAGE_OBSERVATIONS, &observations(batch)).await?;
-    // Both statements join batch-sized sets, which hashing does in one pass over each side; the
-    // planner knows neither side's size (staging tables have no statistics, and the tables a
-    // replay rebuilds often have none yet) and, guessing small, compared every stored row with
-    // every staged one in a nested loop: seconds per batch instead of milliseconds.
-    sqlx::raw_sql("SET LOCAL enable_nestloop = off")
-        .execute(&mut *conn)
-        .await?;
+    let [snapshots, _, observations] = copy_fetch_rows(conn, STAGED, batch, &lists).await?;
+    let mut changed = 0;
     for statement in [DELETE_CHANGED, INSERT_MISSING] {
         let rows: i64 = sqlx::query_scalar(statement)
             .bind(&keys.ids)
             .bind(&keys.clips)
             .fetch_one(&mut *conn)
             .await?;
-        out.changed += count(rows);
+        changed += count(rows);
     }
-    sqlx::raw_sql("SET LOCAL enable_nestloop = on")
+    sqlx::raw_sql("SET LOCAL enable_nestloop TO DEFAULT")
         .execute(&mut *conn)
         .await?;
-    insert_lists(conn, &lists).await?;
-    out.changed += upsert_sounds(conn, batch).await? + upsert_trend_points(conn, batch).await?;
-    Ok(out)
+    changed += lists_and_upserts(conn, batch, &lists).await?;
+    Ok(BulkWritten {
+        snapshots,
+        observations,
+        changed,
+        ..lists.entries()
+    })
 }
 
 /// The fetches a [`merge`] rewrites, and their clips (`trend_windows` is keyed by pair first).
@@ -164,21 +152,16 @@ pub struct FetchKeys {
 /// emptied at every commit; created by the first merge on a connection. (A column added to a
 /// table later and not written by replay would make every stored row differ from its staged one:
 /// slower, never wrong, since the insert names its columns.)
+///
+/// Nested loops are off until the merge statements are done (`merge` restores the server's
+/// setting): both join batch-sized sets, which hashing does in one pass over each side, but the
+/// planner knows neither side's size (staging tables have no statistics) and, guessing small,
+/// compared every stored row with every staged one: seconds per batch instead of milliseconds.
 const STAGING: &str = "SET LOCAL client_min_messages = warning;
+SET LOCAL enable_nestloop = off;
 CREATE TEMP TABLE IF NOT EXISTS replay_snapshots (LIKE sound_snapshots) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS replay_windows (LIKE trend_windows) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS replay_observations (LIKE trend_observations) ON COMMIT DELETE ROWS;";
-const STAGE_SNAPSHOTS: &str = concat!(
-    "COPY replay_snapshots (",
-    snapshot_columns!(),
-    ") FROM STDIN"
-);
-const STAGE_WINDOWS: &str = concat!("COPY replay_windows (", window_columns!(), ") FROM STDIN");
-const STAGE_OBSERVATIONS: &str = concat!(
-    "COPY replay_observations (",
-    observation_columns!(),
-    ") FROM STDIN"
-);
 
 /// The stored rows of the fetches `$1` (of the clips `$2`) that no staged row equals,
 /// column for column. A daily point of one of these fetches goes when the fetch no longer has an
@@ -382,8 +365,7 @@ SELECT (SELECT count(*) FROM snap) AS "snapshots!", (SELECT count(*) FROM o) AS 
     )
     .fetch_one(&mut *conn)
     .await?;
-    insert_lists(conn, &lists).await?;
-    let upserted = upsert_sounds(conn, batch).await? + upsert_trend_points(conn, batch).await?;
+    let upserted = lists_and_upserts(conn, batch, &lists).await?;
     Ok(BulkWritten {
         snapshots: count(r.snapshots),
         observations: count(r.observations),
@@ -583,17 +565,65 @@ pub async fn set_outcomes(
     Ok(())
 }
 
-const SNAPSHOTS: &str = concat!(
-    "COPY sound_snapshots (",
-    snapshot_columns!(),
-    ") FROM STDIN"
-);
-const WINDOWS: &str = concat!("COPY trend_windows (", window_columns!(), ") FROM STDIN");
-const OBSERVATIONS: &str = concat!(
-    "COPY trend_observations (",
-    observation_columns!(),
-    ") FROM STDIN"
-);
+/// The `COPY` statements of the three fetch-keyed tables, in [`copy_fetch_rows`]'s order:
+/// snapshots, windows, observations.
+type FetchCopies = [&'static str; 3];
+
+macro_rules! copy_statements {
+    ($snapshots:literal, $windows:literal, $observations:literal) => {
+        [
+            concat!(
+                "COPY ",
+                $snapshots,
+                " (",
+                snapshot_columns!(),
+                ") FROM STDIN"
+            ),
+            concat!("COPY ", $windows, " (", window_columns!(), ") FROM STDIN"),
+            concat!(
+                "COPY ",
+                $observations,
+                " (",
+                observation_columns!(),
+                ") FROM STDIN"
+            ),
+        ]
+    };
+}
+
+/// Into the tables themselves ([`write`]).
+const TABLES: FetchCopies =
+    copy_statements!("sound_snapshots", "trend_windows", "trend_observations");
+/// Into the staging tables of [`merge`].
+const STAGED: FetchCopies =
+    copy_statements!("replay_snapshots", "replay_windows", "replay_observations");
+
+/// Copies the batch's snapshots, windows and observations with `statements`; returns the rows
+/// copied per table.
+async fn copy_fetch_rows(
+    conn: &mut PgConnection,
+    statements: FetchCopies,
+    batch: &[Replayed<'_>],
+    lists: &Lists<'_>,
+) -> sqlx::Result<[u64; 3]> {
+    let [snaps, wins, obs] = statements;
+    Ok([
+        copy(conn, snaps, &snapshots(batch, lists)).await?,
+        copy(conn, wins, &windows(batch)).await?,
+        copy(conn, obs, &observations(batch)).await?,
+    ])
+}
+
+/// What every bulk write ends with: the batch's distinct lists, then the shared upserts.
+/// Returns the sounds and points inserted or changed.
+async fn lists_and_upserts(
+    conn: &mut PgConnection,
+    batch: &[Replayed<'_>],
+    lists: &Lists<'_>,
+) -> sqlx::Result<u64> {
+    insert_lists(conn, lists).await?;
+    Ok(upsert_sounds(conn, batch).await? + upsert_trend_points(conn, batch).await?)
+}
 
 async fn copy(conn: &mut PgConnection, statement: &str, data: &CopyText) -> sqlx::Result<u64> {
     if data.rows == 0 {
