@@ -122,10 +122,12 @@ pub async fn run(args: &IngestArgs) -> anyhow::Result<String> {
         out,
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let mut budget = Vec::new();
     for &n in &args.sizes {
         let cases = cases(n, args.period);
         let copy = copy_path(&cases).await?;
-        let copy_rows_per_s = copy.0 as f64 / copy.1.as_secs_f64();
+        let copy_rows_per_s = copy.rows as f64 / copy.wall.as_secs_f64();
         for &group in &args.commit_groups {
             let live = poll_path(&cases, args.concurrency, group).await?;
             let rows_per_s = live.rows as f64 / live.wall.as_secs_f64();
@@ -143,7 +145,30 @@ pub async fn run(args: &IngestArgs) -> anyhow::Result<String> {
                 rows_per_s / copy_rows_per_s
             )?;
             eprintln!("ingest N={n} commit_group={group}: {rows_per_s:.0} rows/s live, {copy_rows_per_s:.0} rows/s COPY");
+            // Where the CPU goes per response, and what it allows: with every core busy, the
+            // path cannot answer faster than cores / (CPU per response).
+            let per = |s: f64| s * 1e3 / live.responses as f64;
+            let cpu_bound = cores / (live.cpu_s + live.db_cpu_s) * live.responses as f64;
+            let copy_per_s = n as f64 / copy.wall.as_secs_f64();
+            budget.push(format!(
+                "| {n} | {group} | {:.2} | {:.2} | {:.2} | {:.1}× | {:.0} | {:.2} |",
+                per(live.cpu_s),
+                per(live.db_cpu_s),
+                copy.db_cpu_s * 1e3 / n as f64,
+                live.db_cpu_s / copy.db_cpu_s,
+                cpu_bound,
+                cpu_bound / copy_per_s,
+            ));
         }
+    }
+    writeln!(
+        out,
+        "\nCPU per response, ms ({cores} cores; the bench process is soundtrend's poll path and the provider stand-in):\n"
+    )?;
+    writeln!(out, "| N | commit group | bench process | postgres | postgres under COPY | postgres, live / COPY | responses/s the CPU allows | that, as a ratio to COPY |")?;
+    writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for line in &budget {
+        writeln!(out, "{line}")?;
     }
     writeln!(
         out,
@@ -269,8 +294,15 @@ async fn poll_path(
     })
 }
 
-/// COPY of the same normalized rows into a fresh database; returns (rows, time).
-async fn copy_path(cases: &[Case]) -> anyhow::Result<(i64, Duration)> {
+/// What COPY of the same rows took: rows, wall time, and the CPU seconds Postgres spent.
+struct Copied {
+    rows: i64,
+    wall: Duration,
+    db_cpu_s: f64,
+}
+
+/// COPY of the same normalized rows into a fresh database.
+async fn copy_path(cases: &[Case]) -> anyhow::Result<Copied> {
     let observed_at = Utc::now();
     let mut buffers = CopyBuffers::default();
     for (i, case) in cases.iter().enumerate() {
@@ -295,6 +327,7 @@ async fn copy_path(cases: &[Case]) -> anyhow::Result<(i64, Duration)> {
     }
     let db = crate::common::database("copy").await?;
     let mut conn = db.pool.acquire().await?;
+    let db_cpu0 = postgres_cpu_s();
     let started = Instant::now();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     for (table, columns, data) in buffers.tables() {
@@ -305,11 +338,16 @@ async fn copy_path(cases: &[Case]) -> anyhow::Result<(i64, Duration)> {
         copy.finish().await?;
     }
     tx.commit().await?;
-    let elapsed = started.elapsed();
+    let wall = started.elapsed();
+    let db_cpu_s = postgres_cpu_s() - db_cpu0;
     drop(conn);
     let rows = buffers.rows;
     db.drop_now().await?;
-    Ok((rows, elapsed))
+    Ok(Copied {
+        rows,
+        wall,
+        db_cpu_s,
+    })
 }
 
 #[derive(Default)]
