@@ -115,8 +115,8 @@ async fn replay_after_truncating_the_derived_tables_restores_them_exactly() {
 
 #[tokio::test]
 async fn replay_restores_fetches_whose_snapshots_alone_were_deleted() {
-    // Replay deletes only the rows of fetches that have a snapshot; rows left behind by a
-    // hand-edited table must not stop it, nor survive twice.
+    // Replay looks at snapshots alone to choose between loading and merging a batch; rows left
+    // behind by a hand-edited table must not stop it, nor survive twice.
     let app = TestApp::spawn().await;
     populate(&app).await;
     let before = dump(&app).await;

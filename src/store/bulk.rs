@@ -80,7 +80,8 @@ impl BulkWritten {
     }
 }
 
-/// Writes the rows of `batch` (fetch ids unique, their derived rows already deleted).
+/// Writes the rows of `batch` (fetch ids unique) by `COPY`, into tables that hold no rows of its
+/// fetches (else [`merge`]).
 pub async fn write(
     conn: &mut PgConnection,
     batch: &[Replayed<'_>],
