@@ -754,3 +754,69 @@ async fn a_window_that_replay_no_longer_accepts_leaves_the_index() {
     .unwrap();
     assert_eq!(rows.len(), 1, "the refused window is gone: {rows:?}");
 }
+
+/// One index day of pair ("1", "US") for [`write_index_days`].
+fn index_day(day: i32, value: f64) -> soundtrend::normalize::stitch::IndexDay {
+    soundtrend::normalize::stitch::IndexDay {
+        day: 20_000 + day,
+        index_value: value,
+        index_low: value,
+        index_high: value,
+        segment: 1,
+        windows: 1,
+        fetch_id: 1,
+    }
+}
+
+async fn write_index_days(app: &TestApp, days: &[soundtrend::normalize::stitch::IndexDay]) -> u64 {
+    soundtrend::store::trend::write_index(&app.pool, "1", "US", days, 9)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_index_write_touches_only_days_that_differ_and_deletes_days_no_longer_stitched() {
+    let app = TestApp::spawn().await;
+    let year: Vec<_> = (0..365).map(|d| index_day(d, f64::from(d % 100))).collect();
+    assert_eq!(write_index_days(&app, &year).await, 365);
+    assert_eq!(write_index_days(&app, &year).await, 0, "nothing differs");
+    // ON CONFLICT would have locked every row it found (its xmax set), changed or not.
+    let locked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM trend_index WHERE xmax::text::int8 <> 0")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(locked, 0, "unchanged days are not even locked");
+
+    let mut shorter = year[1..].to_vec();
+    shorter[100] = index_day(101, 1.5);
+    assert_eq!(
+        write_index_days(&app, &shorter).await,
+        2,
+        "the first day deleted, one day changed"
+    );
+    let (days, first, changed): (i64, NaiveDate, f64) = sqlx::query_as(
+        "SELECT count(*), min(t.day), max(t.index_value) FILTER (WHERE t.day = p.first_day + 100)
+         FROM trend_index t JOIN trend_pairs p USING (clip_id, region)
+         WHERE clip_id = '1' AND region = 'US' GROUP BY p.first_day",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(days, 364);
+    assert_eq!(
+        first,
+        NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + Duration::days(20_001)
+    );
+    assert_eq!(changed, 1.5);
+    assert_eq!(
+        write_index_days(&app, &[]).await,
+        364,
+        "no windows: no index"
+    );
+    let pairs: i64 = sqlx::query_scalar("SELECT count(*) FROM trend_pairs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(pairs, 0);
+}

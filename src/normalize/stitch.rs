@@ -146,27 +146,32 @@ fn round2(x: f64) -> f64 {
 /// The component of every window: windows linked by a usable overlap share one. A component is
 /// labelled by its first window (canonical order).
 fn components(n: usize, by_day: &BTreeMap<i32, Vec<(usize, f64)>>) -> Vec<usize> {
-    #[derive(Default, Clone, Copy)]
+    #[derive(Clone, Copy)]
     struct Overlap {
         shared: usize,
         usable: usize,
         strong: usize,
     }
-    let mut overlaps: BTreeMap<(usize, usize), Overlap> = BTreeMap::new();
+    let mut shared_days = Vec::new();
     for obs in by_day.values() {
         for (a, &(i, vi)) in obs.iter().enumerate() {
             for &(j, vj) in &obs[a + 1..] {
-                let o = overlaps.entry((i.min(j), i.max(j))).or_default();
-                o.shared += 1;
-                if vi >= FIT_MIN && vj >= FIT_MIN {
-                    o.usable += 1;
-                }
-                if vi >= SINGLE_DAY_MIN && vj >= SINGLE_DAY_MIN {
-                    o.strong += 1;
-                }
+                shared_days.push((
+                    (i.min(j), i.max(j)),
+                    Overlap {
+                        shared: 1,
+                        usable: usize::from(vi >= FIT_MIN && vj >= FIT_MIN),
+                        strong: usize::from(vi >= SINGLE_DAY_MIN && vj >= SINGLE_DAY_MIN),
+                    },
+                ));
             }
         }
     }
+    let overlaps = sum_by_pair(n, shared_days, |o, d| {
+        o.shared += d.shared;
+        o.usable += d.usable;
+        o.strong += d.strong;
+    });
     let mut parent: Vec<usize> = (0..n).collect();
     fn root(parent: &mut [usize], mut x: usize) -> usize {
         while parent[x] != x {
@@ -175,7 +180,7 @@ fn components(n: usize, by_day: &BTreeMap<i32, Vec<(usize, f64)>>) -> Vec<usize>
         }
         x
     }
-    for (&(i, j), o) in &overlaps {
+    for &((i, j), o) in &overlaps {
         let linked = o.usable >= LINK_DAYS || (o.shared == 1 && o.strong == 1);
         if linked {
             let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
@@ -196,7 +201,7 @@ fn log_scales(
     // Eliminating the day levels leaves a graph Laplacian in m: for a day with fitted values of
     // windows i, j (weights w), c_ij = w_i·w_j / Σw, and Σ_j c_ij (m_i − m_j) = −Σ_j c_ij (y_i − y_j)
     // with y = ln v.
-    let mut coupling: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    let mut couplings = Vec::new();
     let mut rhs = vec![0.0; n];
     for obs in by_day.values() {
         let fit: Vec<(usize, f64, f64)> = obs
@@ -215,112 +220,131 @@ fn log_scales(
                     continue;
                 }
                 let c = wi * wj / total;
-                *coupling.entry((i.min(j), i.max(j))).or_default() += c;
+                couplings.push(((i.min(j), i.max(j)), c));
                 rhs[i] -= c * (yi - yj);
                 rhs[j] -= c * (yj - yi);
             }
         }
     }
-    let mut laplacian = Sparse::new(n);
-    for (&(i, j), &c) in &coupling {
-        laplacian.add_edge(i, j, c);
-    }
-    // Gauge: the first window of each component keeps m = 0 (fixed rows are dropped).
+    // Gauge: the first window of each component keeps m = 0 (its row becomes the identity).
     let fixed: Vec<bool> = (0..n).map(|k| component[k] == k).collect();
-    laplacian.solve(&rhs, &fixed)
-}
-
-/// A symmetric sparse matrix as adjacency lists, enough for conjugate gradients.
-struct Sparse {
-    diag: Vec<f64>,
-    off: Vec<Vec<(usize, f64)>>,
-}
-
-impl Sparse {
-    fn new(n: usize) -> Self {
-        Sparse {
-            diag: vec![0.0; n],
-            off: vec![Vec::new(); n],
+    let coupling = sum_by_pair(n, couplings, |c, d| *c += d);
+    let mut laplacian = Envelope::new(n, &coupling, &fixed);
+    for (k, b) in rhs.iter_mut().enumerate() {
+        if fixed[k] {
+            *b = 0.0;
         }
     }
+    laplacian.solve(rhs)
+}
 
-    fn add_edge(&mut self, i: usize, j: usize, c: f64) {
-        self.diag[i] += c;
-        self.diag[j] += c;
-        self.off[i].push((j, -c));
-        self.off[j].push((i, -c));
-    }
-
-    /// `A·x`, with fixed entries of x taken as 0 and fixed rows left 0.
-    fn apply(&self, x: &[f64], fixed: &[bool], out: &mut [f64]) {
-        for i in 0..x.len() {
-            out[i] = if fixed[i] {
-                0.0
-            } else {
-                self.diag[i] * x[i]
-                    + self.off[i]
-                        .iter()
-                        .filter(|&&(j, _)| !fixed[j])
-                        .map(|&(j, a)| a * x[j])
-                        .sum::<f64>()
-            };
+/// Sums the entries of each pair of windows (i < j), returned in (i, j) order; each pair's
+/// entries are added in the order they came (by day), so the fit is repeatable bit for bit.
+/// Windows are in canonical order, so window i's partners first appear in increasing j: each
+/// row stays sorted by appending, and a binary search finds a partner again. (A map, or a sort
+/// of every entry, cost most of the fit; every poll stitches its pair.)
+fn sum_by_pair<T: Copy>(
+    n: usize,
+    entries: Vec<((usize, usize), T)>,
+    add: impl Fn(&mut T, T),
+) -> Vec<((usize, usize), T)> {
+    let mut rows: Vec<Vec<(usize, T)>> = vec![Vec::new(); n];
+    for ((i, j), v) in entries {
+        let row = &mut rows[i];
+        match row.binary_search_by_key(&j, |e| e.0) {
+            Ok(p) => add(&mut row[p].1, v),
+            Err(p) => row.insert(p, (j, v)),
         }
     }
+    rows.into_iter()
+        .enumerate()
+        .flat_map(|(i, row)| row.into_iter().map(move |(j, v)| ((i, j), v)))
+        .collect()
+}
 
-    /// Jacobi-preconditioned conjugate gradients on the free rows; fixed entries are 0. The
-    /// reduced system is positive definite because every component is connected through a
-    /// positive coupling.
-    fn solve(&self, b: &[f64], fixed: &[bool]) -> Vec<f64> {
+/// The reduced Laplacian as a symmetric envelope (skyline) matrix, factorized directly.
+///
+/// Windows are in canonical order (by first day), and only windows that share a day are coupled,
+/// so row i's envelope reaches back only to the earliest window it overlaps: a year of daily
+/// 7-day windows is a band 6 wide. Cholesky keeps its fill inside the envelope, so the solve
+/// costs the sum of the rows' widths squared: microseconds, where conjugate gradients needed
+/// about one iteration per window on such a chain (milliseconds a poll, measured in
+/// `docs/benchmarks.md`).
+struct Envelope {
+    /// Row i holds columns `first[i]..=i` (the lower triangle).
+    first: Vec<usize>,
+    rows: Vec<Vec<f64>>,
+}
+
+impl Envelope {
+    /// The Laplacian of `coupling` ((i, j) with i < j) with every fixed row and column replaced
+    /// by the identity's: a fixed window's m is 0, so its couplings only add to the free side's
+    /// diagonal.
+    fn new(n: usize, coupling: &[((usize, usize), f64)], fixed: &[bool]) -> Self {
+        let mut first: Vec<usize> = (0..n).collect();
+        for &((i, j), _) in coupling {
+            if !fixed[i] && !fixed[j] {
+                first[j] = first[j].min(i);
+            }
+        }
+        let mut rows: Vec<Vec<f64>> = (0..n).map(|k| vec![0.0; k - first[k] + 1]).collect();
+        for k in (0..n).filter(|&k| fixed[k]) {
+            rows[k][k - first[k]] = 1.0;
+        }
+        for &((i, j), c) in coupling {
+            for k in [i, j] {
+                if !fixed[k] {
+                    rows[k][k - first[k]] += c;
+                }
+            }
+            if !fixed[i] && !fixed[j] {
+                rows[j][i - first[j]] -= c;
+            }
+        }
+        Envelope { first, rows }
+    }
+
+    /// Solves `A·x = b` by Cholesky (A = L·Lᵀ, L overwriting A). The reduced system is positive
+    /// definite because every component is connected through positive couplings.
+    fn solve(&mut self, mut b: Vec<f64>) -> Vec<f64> {
         let n = b.len();
-        let mut x = vec![0.0; n];
-        let mut r: Vec<f64> = (0..n).map(|i| if fixed[i] { 0.0 } else { b[i] }).collect();
-        let norm_b = dot(&r, &r).sqrt();
-        if norm_b == 0.0 {
-            return x;
-        }
-        let precondition = |r: &[f64]| -> Vec<f64> {
-            (0..n)
-                .map(|i| {
-                    if fixed[i] || self.diag[i] <= 0.0 {
-                        0.0
-                    } else {
-                        r[i] / self.diag[i]
-                    }
-                })
-                .collect()
-        };
-        let mut z = precondition(&r);
-        let mut p = z.clone();
-        let mut rz = dot(&r, &z);
-        let mut ap = vec![0.0; n];
-        for _ in 0..(10 * n + 100) {
-            self.apply(&p, fixed, &mut ap);
-            let pap = dot(&p, &ap);
-            if pap <= 0.0 {
-                break;
-            }
-            let alpha = rz / pap;
-            for i in 0..n {
-                x[i] += alpha * p[i];
-                r[i] -= alpha * ap[i];
-            }
-            if dot(&r, &r).sqrt() <= 1e-13 * norm_b {
-                break;
-            }
-            z = precondition(&r);
-            let rz_next = dot(&r, &z);
-            let beta = rz_next / rz;
-            rz = rz_next;
-            for i in 0..n {
-                p[i] = z[i] + beta * p[i];
+        for i in 0..n {
+            let fi = self.first[i];
+            for j in fi..=i {
+                let fj = self.first[j];
+                let from = fi.max(fj);
+                let mut s = self.rows[i][j - fi];
+                for k in from..j {
+                    s -= self.rows[i][k - fi] * self.rows[j][k - fj];
+                }
+                self.rows[i][j - fi] = if j < i {
+                    s / self.rows[j][j - fj]
+                } else if s > 0.0 {
+                    s.sqrt()
+                } else {
+                    // Only rounding on a degenerate system can get here: keep the result finite.
+                    1.0
+                };
             }
         }
-        x
+        // L·y = b, then Lᵀ·x = y, both in place in b.
+        for i in 0..n {
+            let fi = self.first[i];
+            let row = &self.rows[i];
+            let s: f64 = (fi..i).map(|k| row[k - fi] * b[k]).sum();
+            b[i] = (b[i] - s) / row[i - fi];
+        }
+        for i in (0..n).rev() {
+            let fi = self.first[i];
+            let row = &self.rows[i];
+            b[i] /= row[i - fi];
+            let xi = b[i];
+            for k in fi..i {
+                b[k] -= row[k - fi] * xi;
+            }
+        }
+        b
     }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 #[cfg(test)]
@@ -380,6 +404,54 @@ mod tests {
             .max_by(|a, b| a.index_value.total_cmp(&b.index_value));
         assert_eq!(top.unwrap().index_value, 100.0);
         assert_eq!(top.unwrap().day, 40);
+    }
+
+    #[test]
+    fn the_envelope_factorization_solves_the_reduced_laplacian() {
+        // A chain of 60 windows, each coupled to the next three, one long window (1) coupled to
+        // the next 25, two components (gauges 0 and 40).
+        let n = 60;
+        let mut coupling = Vec::new();
+        for i in 0..n {
+            let reach = if i == 1 { 25 } else { 3 };
+            for d in 1..=reach {
+                let j = i + d;
+                if j < n && (i < 40) == (j < 40) {
+                    coupling.push(((i, j), 0.05 + ((i * 7 + d * 3) % 11) as f64 / 10.0));
+                }
+            }
+        }
+        let fixed: Vec<bool> = (0..n).map(|k| k == 0 || k == 40).collect();
+        let b: Vec<f64> = (0..n)
+            .map(|k| {
+                if fixed[k] {
+                    0.0
+                } else {
+                    ((k * 13) % 17) as f64 - 8.0
+                }
+            })
+            .collect();
+        let mut dense = vec![vec![0.0; n]; n];
+        for &((i, j), c) in &coupling {
+            for k in [i, j] {
+                if !fixed[k] {
+                    dense[k][k] += c;
+                }
+            }
+            if !fixed[i] && !fixed[j] {
+                dense[i][j] -= c;
+                dense[j][i] -= c;
+            }
+        }
+        for k in (0..n).filter(|&k| fixed[k]) {
+            dense[k][k] = 1.0;
+        }
+        let x = Envelope::new(n, &coupling, &fixed).solve(b.clone());
+        for i in 0..n {
+            let residual = (0..n).map(|j| dense[i][j] * x[j]).sum::<f64>() - b[i];
+            assert!(residual.abs() < 1e-9, "row {i}: residual {residual}");
+        }
+        assert_eq!((x[0], x[40]), (0.0, 0.0), "the gauges stay at 0");
     }
 
     #[test]

@@ -164,15 +164,31 @@ pub async fn write_index(
                  AS u(day, index_value, index_low, index_high, segment, windows, fetch_id)
          ),
          gone AS (
-             DELETE FROM trend_index
-             WHERE clip_id = $1 AND region = $2 AND day <> ALL($3::date[])
+             -- An anti-join, not `day <> ALL($3)`: that compares every stored day with every
+             -- new one, a year of history squared.
+             DELETE FROM trend_index t
+             WHERE t.clip_id = $1 AND t.region = $2
+               AND NOT EXISTS (SELECT 1 FROM new WHERE new.day = t.day)
              RETURNING 1
+         ),
+         changed AS (
+             -- Only the days that differ reach the upsert: ON CONFLICT locks every row it finds,
+             -- changed or not, and most of a mature pair's days do not change in a poll. The
+             -- pair's advisory lock (held by the caller) keeps this read current.
+             SELECT new.* FROM new
+             LEFT JOIN trend_index cur
+                 ON cur.clip_id = $1 AND cur.region = $2 AND cur.day = new.day
+             WHERE (cur.index_value, cur.index_low, cur.index_high, cur.segment, cur.windows,
+                    cur.fetch_id)
+                   IS DISTINCT FROM
+                   (new.index_value, new.index_low, new.index_high, new.segment, new.windows,
+                    new.fetch_id)
          ),
          up AS (
              INSERT INTO trend_index AS cur (clip_id, region, day, index_value, index_low,
                                              index_high, segment, windows, fetch_id, changed_by)
              SELECT $1, $2, day, index_value, index_low, index_high, segment, windows, fetch_id, $10
-             FROM new
+             FROM changed
              ON CONFLICT (clip_id, region, day) DO UPDATE SET
                  index_value = EXCLUDED.index_value, index_low = EXCLUDED.index_low,
                  index_high = EXCLUDED.index_high, segment = EXCLUDED.segment,
