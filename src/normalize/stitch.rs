@@ -455,6 +455,37 @@ mod tests {
     }
 
     #[test]
+    fn a_daily_window_without_a_new_peak_changes_only_the_last_days_of_a_year() {
+        // A pair's first poll (120 days), then a year of daily 7-day windows; the peak (day
+        // 200) is long past when the last windows arrive. Each poll re-stitches the whole pair,
+        // but what it changes is the tail: the lone poll's index write sends only those days.
+        let truth = |d: i32| {
+            let x = f64::from(d);
+            50.0 + 30.0 * (x / 23.0).sin()
+                + 15.0 * (x / 7.0).cos()
+                + 40.0 * (-((x - 200.0) / 9.0).powi(2)).exp()
+        };
+        let mut ws = vec![window(1, &truth, 0, 120)];
+        for (i, end) in (120..485).enumerate() {
+            ws.push(window(2 + i as i64, &truth, end - 6, 7));
+        }
+        for n in [300, 364] {
+            let (before, after) = (stitch(&ws[..n]), stitch(&ws[..=n]));
+            let last = after.last().unwrap().day;
+            let changed: Vec<i32> = after
+                .iter()
+                .filter(|d| before.iter().find(|b| b.day == d.day) != Some(*d))
+                .map(|d| d.day)
+                .collect();
+            assert!(
+                changed.len() <= 14 && changed.iter().all(|&d| d > last - 21),
+                "{n} windows: changed days {changed:?} of {}",
+                after.len()
+            );
+        }
+    }
+
+    #[test]
     fn the_arrival_order_does_not_change_the_index() {
         let ws = history(&wave);
         let mut reversed = ws.clone();
