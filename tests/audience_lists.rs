@@ -232,3 +232,66 @@ async fn the_migration_keeps_every_audience_row_and_names_lists_as_the_daemon_do
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn replay_deletes_the_lists_no_snapshot_names_any_more_and_keeps_every_other() {
+    let app = TestApp::spawn().await;
+    app.watch(CLIP, "US").await;
+    app.watch(CLIP, "GB").await;
+    poll_with(&app, "US", SAMPLE.to_owned()).await;
+    poll_with(&app, "US", SAMPLE.to_owned()).await;
+    poll_with(&app, "GB", SAMPLE.to_owned()).await;
+    let lists = "SELECT (SELECT count(*) FROM audience_country_lists)
+                      + (SELECT count(*) FROM audience_interest_lists)";
+    assert_eq!(
+        app.count(lists).await,
+        2 * (10 + 5),
+        "one list pair per region"
+    );
+
+    // What today's rules derive from US's archived bodies changes (as after a normalizer fix):
+    // replay gives their snapshots a new list, and US's old one is named by nothing.
+    app.pool
+        .execute(
+            "UPDATE fetches
+             SET body_json = jsonb_set(body_json,
+                                       '{data,sound,audience_countries,0,score}', '1427')
+             WHERE region = 'US'",
+        )
+        .await
+        .unwrap();
+    let summary = soundtrend::cli::replay::replay(
+        &app.pool,
+        &soundtrend::cli::replay::ReplayFilter::default(),
+        500,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.orphan_list_rows, 10, "US's old country list");
+    assert_eq!(app.count(lists).await, 2 * (10 + 5));
+    let unnamed = app
+        .count(
+            "SELECT count(*) FROM audience_country_lists l
+             WHERE NOT EXISTS (SELECT 1 FROM sound_snapshots s WHERE s.countries_list = l.list_id)",
+        )
+        .await;
+    assert_eq!(unnamed, 0);
+    // Every fetch still reads its whole lists, the changed score included.
+    assert_eq!(app.audience_countries().await, 3 * 10);
+    assert_eq!(
+        app.count("SELECT count(*) FROM audience_countries WHERE score = 1427")
+            .await,
+        2
+    );
+
+    let again = soundtrend::cli::replay::replay(
+        &app.pool,
+        &soundtrend::cli::replay::ReplayFilter::default(),
+        500,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.orphan_list_rows, again.changed), (0, 0));
+}

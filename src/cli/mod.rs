@@ -274,12 +274,14 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let summary = crate::cli::replay::replay(&pool, &filter, args.batch, true).await?;
     println!(
-        "replayed {} {} into {} {} ({} written or removed, the rest already right) and re-stitched {} {} ({} index {} changed) in {:.1}s (rows {:.1}s, index {:.1}s; {} skipped, {} now invalid, {} revived), no API called",
+        "replayed {} {} into {} {} ({} written or removed, the rest already right; {} unused audience-list {} deleted) and re-stitched {} {} ({} index {} changed) in {:.1}s (rows {:.1}s, index {:.1}s; {} skipped, {} now invalid, {} revived), no API called",
         summary.fetches,
         crate::cli::show::plural(summary.fetches, "fetch", "fetches"),
         summary.rows,
         crate::cli::show::plural(summary.rows, "row", "rows"),
         summary.changed,
+        summary.orphan_list_rows,
+        crate::cli::show::plural(summary.orphan_list_rows, "row", "rows"),
         summary.pairs,
         crate::cli::show::plural(summary.pairs, "pair", "pairs"),
         summary.index_rows,

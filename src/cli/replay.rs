@@ -11,6 +11,8 @@
 //!    transaction: by `COPY` and set-based upserts into tables that hold nothing of its fetches,
 //!    or, over rows its fetches derived before, by `COPY` into staging tables and a set-based merge
 //!    that rewrites only the rows that differ ([`crate::store::bulk`]).
+//!    Then the audience lists no snapshot names any more (today's rules derive other lists, or
+//!    a body is now invalid) are deleted ([`bulk::delete_unreferenced_lists`]).
 //! 2. **Index.** Every pair a replayed fetch belongs to is re-stitched once, in chunks of pairs,
 //!    leaving the very rows (values and `changed_by`) that re-stitching after each fetch in turn
 //!    would ([`crate::store::rebuild`]).
@@ -66,6 +68,8 @@ pub struct ReplaySummary {
     pub pairs: u64,
     /// `trend_index` rows inserted, changed or deleted by the re-stitch.
     pub index_rows: u64,
+    /// Audience-list entries no snapshot names any more, deleted after the rows pass.
+    pub orphan_list_rows: u64,
     /// Time spent in each pass: the rows, then the index.
     pub rows_pass: Duration,
     pub index_pass: Duration,
@@ -145,6 +149,12 @@ pub async fn replay(
     }
     let steps = reader.await??;
     lock(&bar).finish();
+    // Lists the old rules derived and today's do not (or whose snapshot went): no view shows
+    // them. One anti-join over the snapshots; live writers' lists wait for it (see the function).
+    let (countries, interests) = bulk::delete_unreferenced_lists(pool)
+        .await
+        .context("deleting the audience lists no snapshot names any more")?;
+    summary.orphan_list_rows = countries + interests;
     summary.rows_pass = started.elapsed();
 
     // Pass 2: every touched pair once, in a fixed order.

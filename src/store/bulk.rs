@@ -542,6 +542,44 @@ ON CONFLICT (list_id, position) DO NOTHING
     Ok(())
 }
 
+/// Deletes the audience-list entries no snapshot names any more, and returns how many
+/// (countries, interests). A replay leaves such lists behind when today's rules derive a list
+/// with a new id (a normalizer change) or take a fetch's snapshot away (an invalidated body);
+/// no view shows them.
+///
+/// Every writer inserts the lists it names (`ON CONFLICT DO NOTHING` when stored) in its own
+/// transaction, in or after the statement that writes the snapshot, and an insert holds ROW
+/// EXCLUSIVE on both tables until commit. SHARE ROW EXCLUSIVE waits for those writers to commit
+/// (so their snapshots are seen) and makes later ones wait until this commits (so they insert
+/// again what this deleted): no committed snapshot ever names a missing list.
+pub async fn delete_unreferenced_lists(pool: &sqlx::PgPool) -> sqlx::Result<(u64, u64)> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "LOCK TABLE audience_country_lists, audience_interest_lists IN SHARE ROW EXCLUSIVE MODE"
+    )
+    .execute(&mut *tx)
+    .await?;
+    let r = sqlx::query!(
+        r#"
+WITH c AS (
+    DELETE FROM audience_country_lists l
+    WHERE NOT EXISTS (SELECT 1 FROM sound_snapshots s WHERE s.countries_list = l.list_id)
+    RETURNING 1
+),
+i AS (
+    DELETE FROM audience_interest_lists l
+    WHERE NOT EXISTS (SELECT 1 FROM sound_snapshots s WHERE s.interests_list = l.list_id)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM c) AS "countries!", (SELECT count(*) FROM i) AS "interests!"
+"#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((count(r.countries), count(r.interests)))
+}
+
 /// Re-labels archived attempts after re-validation; their bodies and credits stay as they were.
 pub async fn set_outcomes(
     conn: &mut PgConnection,
