@@ -233,6 +233,18 @@ async fn the_migration_keeps_every_audience_row_and_names_lists_as_the_daemon_do
         .unwrap();
 }
 
+/// `soundtrend replay` over the whole archive.
+async fn replay_all(app: &TestApp) -> soundtrend::cli::replay::ReplaySummary {
+    soundtrend::cli::replay::replay(
+        &app.pool,
+        &soundtrend::cli::replay::ReplayFilter::default(),
+        500,
+        false,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn replay_deletes_the_lists_no_snapshot_names_any_more_and_keeps_every_other() {
     let app = TestApp::spawn().await;
@@ -260,14 +272,7 @@ async fn replay_deletes_the_lists_no_snapshot_names_any_more_and_keeps_every_oth
         )
         .await
         .unwrap();
-    let summary = soundtrend::cli::replay::replay(
-        &app.pool,
-        &soundtrend::cli::replay::ReplayFilter::default(),
-        500,
-        false,
-    )
-    .await
-    .unwrap();
+    let summary = replay_all(&app).await;
     assert_eq!(summary.orphan_list_rows, 10, "US's old country list");
     assert_eq!(app.count(lists).await, 2 * (10 + 5));
     let unnamed = app
@@ -285,13 +290,6 @@ async fn replay_deletes_the_lists_no_snapshot_names_any_more_and_keeps_every_oth
         2
     );
 
-    let again = soundtrend::cli::replay::replay(
-        &app.pool,
-        &soundtrend::cli::replay::ReplayFilter::default(),
-        500,
-        false,
-    )
-    .await
-    .unwrap();
+    let again = replay_all(&app).await;
     assert_eq!((again.orphan_list_rows, again.changed), (0, 0));
 }
