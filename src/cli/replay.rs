@@ -150,20 +150,18 @@ pub async fn replay(
     let steps = reader.await??;
     lock(&bar).finish();
     // Lists the old rules derived and today's do not (or whose snapshot went): no view shows
-    // them. One anti-join over the snapshots, while live writers' lists wait (see the function);
-    // a replay that wrote nothing cannot have left any.
-    if summary.changed > 0 {
-        let cleanup = Instant::now();
-        let (countries, interests) = bulk::delete_unreferenced_lists(pool)
-            .await
-            .context("deleting the audience lists no snapshot names any more")?;
-        summary.orphan_list_rows = countries + interests;
-        info!(
-            rows = summary.orphan_list_rows,
-            ms = cleanup.elapsed().as_millis() as u64,
-            "Deleted the audience-list rows no snapshot names any more."
-        );
-    }
+    // them. One anti-join over the snapshots per list table, while live polls wait (see the
+    // function). Every replay runs it, so lists an interrupted replay left go at the next one.
+    let cleanup = Instant::now();
+    let (countries, interests) = bulk::delete_unreferenced_lists(pool)
+        .await
+        .context("deleting the audience lists no snapshot names any more")?;
+    summary.orphan_list_rows = countries + interests;
+    info!(
+        rows = summary.orphan_list_rows,
+        ms = cleanup.elapsed().as_millis() as u64,
+        "Deleted the audience-list rows no snapshot names any more."
+    );
     summary.rows_pass = started.elapsed();
 
     // Pass 2: every touched pair once, in a fixed order.

@@ -455,6 +455,58 @@ mod tests {
     }
 
     #[test]
+    fn the_envelope_solve_holds_when_a_gauge_sits_inside_another_components_envelope() {
+        // Interleaved components: the even windows (gauge 0), window 1 alone, the odd windows
+        // from 3 (gauge 3). Row 4's envelope (2..=4) holds the fixed row 3.
+        let n = 30;
+        let mut coupling = Vec::new();
+        for i in (0..n).filter(|&i| i != 1) {
+            for j in [i + 2, i + 4] {
+                if j < n {
+                    coupling.push(((i, j), 0.3 + (i % 5) as f64 / 10.0));
+                }
+            }
+        }
+        let fixed: Vec<bool> = (0..n).map(|k| k == 0 || k == 1 || k == 3).collect();
+        let b: Vec<f64> = (0..n)
+            .map(|k| if fixed[k] { 0.0 } else { (k % 7) as f64 - 3.0 })
+            .collect();
+        let x = Envelope::new(n, &coupling, &fixed).solve(b.clone());
+        for i in (0..n).filter(|&i| !fixed[i]) {
+            let mut ax = 0.0;
+            for &((p, q), c) in &coupling {
+                if p == i || q == i {
+                    let other = if p == i { q } else { p };
+                    ax += c * (x[i] - if fixed[other] { 0.0 } else { x[other] });
+                }
+            }
+            assert!((ax - b[i]).abs() < 1e-9, "row {i}: {ax} against {}", b[i]);
+        }
+        assert_eq!((x[0], x[1], x[3]), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn pair_sums_come_out_in_pair_order_whatever_order_the_entries_came_in() {
+        let entries = vec![
+            ((2, 5), 1.0),
+            ((0, 3), 2.0),
+            ((2, 4), 4.0),
+            ((0, 3), 8.0),
+            ((2, 5), 16.0),
+            ((0, 1), 32.0),
+        ];
+        assert_eq!(
+            sum_by_pair(6, entries, |s, v| *s += v),
+            vec![
+                ((0, 1), 32.0),
+                ((0, 3), 10.0),
+                ((2, 4), 4.0),
+                ((2, 5), 17.0)
+            ]
+        );
+    }
+
+    #[test]
     fn a_daily_window_without_a_new_peak_changes_only_the_last_days_of_a_year() {
         // A pair's first poll (120 days), then a year of daily 7-day windows; the peak (day
         // 200) is long past when the last windows arrive. Each poll re-stitches the whole pair,

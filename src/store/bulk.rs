@@ -549,35 +549,46 @@ ON CONFLICT (list_id, position) DO NOTHING
 ///
 /// Every writer inserts the lists it names (`ON CONFLICT DO NOTHING` when stored) in its own
 /// transaction, in or after the statement that writes the snapshot, and an insert holds ROW
-/// EXCLUSIVE on both tables until commit. SHARE ROW EXCLUSIVE waits for those writers to commit
+/// EXCLUSIVE on the table until commit. SHARE ROW EXCLUSIVE waits for those writers to commit
 /// (so their snapshots are seen) and makes later ones wait until this commits (so they insert
-/// again what this deleted): no committed snapshot ever names a missing list.
+/// again what this deleted): no committed snapshot ever names a missing list. One table per
+/// transaction: holding one lock while waiting for the other could deadlock with a writer that
+/// takes them in the other order (the group insert's statement does).
 pub async fn delete_unreferenced_lists(pool: &sqlx::PgPool) -> sqlx::Result<(u64, u64)> {
+    let countries = delete_locked(
+        pool,
+        sqlx::query!("LOCK TABLE audience_country_lists IN SHARE ROW EXCLUSIVE MODE"),
+        sqlx::query!(
+            "DELETE FROM audience_country_lists l
+             WHERE NOT EXISTS (SELECT 1 FROM sound_snapshots s WHERE s.countries_list = l.list_id)"
+        ),
+    )
+    .await?;
+    let interests = delete_locked(
+        pool,
+        sqlx::query!("LOCK TABLE audience_interest_lists IN SHARE ROW EXCLUSIVE MODE"),
+        sqlx::query!(
+            "DELETE FROM audience_interest_lists l
+             WHERE NOT EXISTS (SELECT 1 FROM sound_snapshots s WHERE s.interests_list = l.list_id)"
+        ),
+    )
+    .await?;
+    Ok((countries, interests))
+}
+
+type Statement<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Runs `lock`, then `delete`, in one transaction; returns the rows deleted.
+async fn delete_locked(
+    pool: &sqlx::PgPool,
+    lock: Statement<'_>,
+    delete: Statement<'_>,
+) -> sqlx::Result<u64> {
     let mut tx = pool.begin().await?;
-    sqlx::query!(
-        "LOCK TABLE audience_country_lists, audience_interest_lists IN SHARE ROW EXCLUSIVE MODE"
-    )
-    .execute(&mut *tx)
-    .await?;
-    let r = sqlx::query!(
-        r#"
-WITH c AS (
-    DELETE FROM audience_country_lists l
-    WHERE NOT EXISTS (SELECT 1 FROM sound_snapshots s WHERE s.countries_list = l.list_id)
-    RETURNING 1
-),
-i AS (
-    DELETE FROM audience_interest_lists l
-    WHERE NOT EXISTS (SELECT 1 FROM sound_snapshots s WHERE s.interests_list = l.list_id)
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM c) AS "countries!", (SELECT count(*) FROM i) AS "interests!"
-"#
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    lock.execute(&mut *tx).await?;
+    let deleted = delete.execute(&mut *tx).await?.rows_affected();
     tx.commit().await?;
-    Ok((count(r.countries), count(r.interests)))
+    Ok(deleted)
 }
 
 /// Re-labels archived attempts after re-validation; their bodies and credits stay as they were.

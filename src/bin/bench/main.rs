@@ -84,6 +84,13 @@ enum What {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // RUST_LOG=soundtrend=info shows what the code under test logs (e.g. replay's list cleanup).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let what = args.what.unwrap_or(What::All);
     let smoke = args.smoke;
     println!(
