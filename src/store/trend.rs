@@ -174,7 +174,8 @@ pub async fn write_index(
          changed AS (
              -- Only the days that differ reach the upsert: ON CONFLICT locks every row it finds,
              -- changed or not, and most of a mature pair's days do not change in a poll. The
-             -- pair's advisory lock (held by the caller) keeps this read current.
+             -- pair's advisory lock (held by the caller) keeps this read current, so the upsert
+             -- needs no second comparison.
              SELECT new.* FROM new
              LEFT JOIN trend_index cur
                  ON cur.clip_id = $1 AND cur.region = $2 AND cur.day = new.day
@@ -194,11 +195,6 @@ pub async fn write_index(
                  index_high = EXCLUDED.index_high, segment = EXCLUDED.segment,
                  windows = EXCLUDED.windows, fetch_id = EXCLUDED.fetch_id,
                  changed_by = EXCLUDED.changed_by
-             WHERE (cur.index_value, cur.index_low, cur.index_high, cur.segment, cur.windows,
-                    cur.fetch_id)
-                   IS DISTINCT FROM
-                   (EXCLUDED.index_value, EXCLUDED.index_low, EXCLUDED.index_high,
-                    EXCLUDED.segment, EXCLUDED.windows, EXCLUDED.fetch_id)
              RETURNING 1
          ),
          pair AS (
